@@ -1,0 +1,332 @@
+"""The lab's Tailscale control plane: auth keys, nodes and a login log, shared by every lab host.
+
+Every host calls into the same directory at once, so all state lives in one JSON file that is
+read and rewritten under an exclusive `flock`. Auth keys are stored as SHA-256 hashes only; the
+clear key exists once, in the return value of `mint_key`.
+
+The errors a node sees are the real control server's: an unknown, expired or revoked key is
+"invalid key: API key does not exist", a single-use key used a second time is
+"invalid key: API key <id> not valid".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import string
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "control.json"
+LOCK_FILE = "control.lock"
+KEY_PREFIX = "tskey-auth-"
+NODE_KEY_EXPIRY_DAYS = 180
+MAGIC_DNS_SUFFIX = "tailnix-lab.ts.net"
+TAILNET_NAME = "tailnix-lab.example"
+IPV4_PREFIX = "100.64.0."
+IPV6_PREFIX = "fd7a:115c:a1e0::"
+SECONDS_PER_DAY = 86400.0
+
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+class KeyRejected(Exception):
+    """The control server refused an auth key; `str()` is the message a node would log."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.message = message
+        # One of: unknown, expired, revoked, used. The real server does not say which; tests may.
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ParsedKey:
+    """An auth key split into its public id and the whole key (for hashing)."""
+
+    key_id: str
+    whole: str
+
+
+def parse_auth_key(key: str) -> ParsedKey | None:
+    """Split `tskey-auth-<id>-<secret>`; None when the text does not have that shape."""
+    if not key.startswith(KEY_PREFIX):
+        return None
+    rest = key[len(KEY_PREFIX) :]
+    key_id, sep, secret = rest.partition("-")
+    if not sep or not key_id or not secret:
+        return None
+    return ParsedKey(key_id=key_id, whole=key)
+
+
+def key_hash(key: str) -> str:
+    """The only form of an auth key the control plane keeps."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def iso_time(epoch: float) -> str:
+    """Format a time the way Go's encoding/json writes a UTC `time.Time`."""
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _random_id(length: int) -> str:
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
+
+
+def _empty_state() -> dict[str, Any]:
+    return {"keys": {}, "nodes": [], "logins": [], "rejections": [], "next_node_number": 1}
+
+
+class ControlPlane:
+    """The lab's coordination server, stored under `root` (usually `/run/tailnix-lab/control`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        """Yield the whole state under an exclusive lock and write it back afterwards."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            path = self.root / STATE_FILE
+            state = json.loads(path.read_text()) if path.exists() else _empty_state()
+            before = json.dumps(state, sort_keys=True)
+            yield state
+            after = json.dumps(state, sort_keys=True)
+            if after != before:
+                # Write-then-rename so a reader without the lock never sees half a file.
+                tmp = path.with_name(f".{STATE_FILE}.{os.getpid()}")
+                tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+                os.chmod(tmp, 0o600)
+                os.replace(tmp, path)
+        finally:
+            os.close(lock_fd)
+
+    def mint_key(
+        self,
+        *,
+        reusable: bool = True,
+        ephemeral: bool = False,
+        preauthorized: bool = True,
+        tags: tuple[str, ...] = (),
+        expiry_days: float = 90,
+    ) -> str:
+        """Create an auth key and return it in clear, once (`tskey-auth-<id>-<secret>`)."""
+        for tag in tags:
+            if not tag.startswith("tag:") or len(tag) == len("tag:"):
+                raise ValueError(f"auth key tags must look like 'tag:name', got {tag!r}")
+        key_id = f"k{_random_id(10)}CNTRL"
+        key = f"{KEY_PREFIX}{key_id}-{_random_id(32)}"
+        now = time.time()
+        with self._locked() as state:
+            state["keys"][key_id] = {
+                "id": key_id,
+                "hash": key_hash(key),
+                "reusable": reusable,
+                "ephemeral": ephemeral,
+                "preauthorized": preauthorized,
+                "tags": list(tags),
+                "created": now,
+                "expires": now + expiry_days * SECONDS_PER_DAY,
+                "revoked": False,
+                "uses": 0,
+            }
+        return key
+
+    def _key_record(self, state: dict[str, Any], key: str) -> dict[str, Any] | None:
+        parsed = parse_auth_key(key)
+        if parsed is None:
+            return None
+        record: dict[str, Any] | None = state["keys"].get(parsed.key_id)
+        if record is None or not hmac.compare_digest(record["hash"], key_hash(parsed.whole)):
+            return None
+        return record
+
+    def expire_key(self, key: str) -> None:
+        """Make a key expired from now on (nodes that joined with it stay joined)."""
+        with self._locked() as state:
+            record = self._key_record(state, key)
+            if record is None:
+                raise KeyError("no such auth key")
+            record["expires"] = time.time() - 1
+
+    def revoke_key(self, key: str) -> None:
+        """Revoke a key: no new joins with it."""
+        with self._locked() as state:
+            record = self._key_record(state, key)
+            if record is None:
+                raise KeyError("no such auth key")
+            record["revoked"] = True
+
+    def login(
+        self, key: str, *, node_key: str, hostname: str, tags: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """Register or re-register the node holding `node_key` with an auth key.
+
+        Returns the node. Raises `KeyRejected` with the real server's message when the key is
+        unknown, expired, revoked, or single-use and already used.
+        """
+        now = time.time()
+        with self._locked() as state:
+            record = self._key_record(state, key)
+            parsed = parse_auth_key(key)
+            rejection: KeyRejected | None = None
+            if record is None:
+                rejection = KeyRejected("invalid key: API key does not exist", "unknown")
+            elif record["revoked"]:
+                rejection = KeyRejected("invalid key: API key does not exist", "revoked")
+            elif record["expires"] <= now:
+                rejection = KeyRejected("invalid key: API key does not exist", "expired")
+            elif not record["reusable"] and record["uses"] > 0:
+                rejection = KeyRejected(f"invalid key: API key {record['id']} not valid", "used")
+            if rejection is not None or record is None:
+                rejection = rejection or KeyRejected(
+                    "invalid key: API key does not exist", "unknown"
+                )
+                state["rejections"].append(
+                    {
+                        "time": iso_time(now),
+                        "key_id": parsed.key_id if parsed else None,
+                        "hostname": hostname,
+                        "reason": rejection.reason,
+                    }
+                )
+                raise rejection
+
+            record["uses"] += 1
+            node = self._find_node(state, node_key=node_key)
+            if node is None:
+                number = state["next_node_number"]
+                state["next_node_number"] = number + 1
+                node = {
+                    "ID": f"n{number:04d}{_random_id(6)}CNTRL",
+                    "Number": number,
+                    "NodeKey": node_key,
+                    "Created": iso_time(now),
+                    "TailscaleIPs": [f"{IPV4_PREFIX}{number}", f"{IPV6_PREFIX}{number:x}"],
+                }
+                state["nodes"].append(node)
+            node["HostName"] = hostname
+            node["DNSName"] = self._unique_dns_name(state, hostname, node["ID"])
+            node["Tags"] = list(record["tags"]) if record["tags"] else list(tags)
+            node["KeyID"] = record["id"]
+            node["Ephemeral"] = bool(record["ephemeral"])
+            node["KeyExpiry"] = iso_time(now + NODE_KEY_EXPIRY_DAYS * SECONDS_PER_DAY)
+            node["LoggedOut"] = False
+            node["Online"] = True
+            node.setdefault("AdvertisedRoutes", [])
+            state["logins"].append(
+                {
+                    "time": iso_time(now),
+                    "node": node["ID"],
+                    "hostname": hostname,
+                    "key_id": record["id"],
+                }
+            )
+            return dict(node)
+
+    @staticmethod
+    def _find_node(
+        state: dict[str, Any], *, node_key: str | None = None, node_id: str | None = None
+    ) -> dict[str, Any] | None:
+        nodes: list[dict[str, Any]] = state["nodes"]
+        for node in nodes:
+            if node_key is not None and node["NodeKey"] == node_key:
+                return node
+            if node_id is not None and node["ID"] == node_id:
+                return node
+        return None
+
+    @staticmethod
+    def _unique_dns_name(state: dict[str, Any], hostname: str, node_id: str) -> str:
+        """Give a second node with the same name a `-1` suffix, as the real tailnet does."""
+        label = sanitize_label(hostname) or "localhost"
+        taken = {
+            n["DNSName"] for n in state["nodes"] if n["ID"] != node_id and not n.get("LoggedOut")
+        }
+        candidate, n = label, 0
+        while f"{candidate}.{MAGIC_DNS_SUFFIX}." in taken:
+            n += 1
+            candidate = f"{label}-{n}"
+        return f"{candidate}.{MAGIC_DNS_SUFFIX}."
+
+    def set_online(self, node_id: str, online: bool) -> None:
+        """Record whether the node's daemon runs and wants to be connected."""
+        with self._locked() as state:
+            node = self._find_node(state, node_id=node_id)
+            if node is not None and not node.get("LoggedOut"):
+                node["Online"] = online
+                if not online:
+                    node["LastSeen"] = iso_time(time.time())
+
+    def update_hostinfo(
+        self, node_id: str, *, hostname: str, advertised_routes: list[str], tags: list[str]
+    ) -> None:
+        """Take a node's new host name and advertised routes (what `tailscale set` sends)."""
+        with self._locked() as state:
+            node = self._find_node(state, node_id=node_id)
+            if node is None:
+                return
+            if hostname != node.get("HostName"):
+                node["HostName"] = hostname
+                node["DNSName"] = self._unique_dns_name(state, hostname, node_id)
+            node["AdvertisedRoutes"] = list(advertised_routes)
+            if tags and not node.get("Tags"):
+                node["Tags"] = list(tags)
+
+    def logout(self, node_id: str) -> None:
+        """Expire the node's key; an ephemeral node disappears from the tailnet."""
+        with self._locked() as state:
+            node = self._find_node(state, node_id=node_id)
+            if node is None:
+                return
+            if node.get("Ephemeral"):
+                state["nodes"].remove(node)
+                return
+            node["LoggedOut"] = True
+            node["Online"] = False
+            node["KeyExpiry"] = iso_time(time.time())
+
+    def node(self, node_id: str) -> dict[str, Any] | None:
+        """Return one node, or None when the control plane does not know it."""
+        with self._locked() as state:
+            node = self._find_node(state, node_id=node_id)
+            return dict(node) if node is not None else None
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node the control plane knows, logged out ones included."""
+        with self._locked() as state:
+            return [dict(n) for n in state["nodes"]]
+
+    def logins(self) -> list[dict[str, Any]]:
+        """The log of successful logins: time, node id, host name, key id."""
+        with self._locked() as state:
+            return [dict(e) for e in state["logins"]]
+
+    def rejections(self) -> list[dict[str, Any]]:
+        """The log of refused logins: time, key id (None when malformed), host name, reason."""
+        with self._locked() as state:
+            return [dict(e) for e in state["rejections"]]
+
+
+def sanitize_label(hostname: str) -> str:
+    """Turn an OS host name into a DNS label the way Tailscale names machines."""
+    first = hostname.split(".", 1)[0].lower()
+    out = []
+    for ch in first:
+        if ch.isascii() and (ch.isalnum() or ch == "-"):
+            out.append(ch)
+        elif ch in " _@":
+            out.append("-")
+    return "".join(out).strip("-")[:63]
