@@ -1,0 +1,235 @@
+"""The emulated `tailscaled` of a lab host: whether it runs, and the node state it keeps.
+
+The daemon "runs" while `/run/tailscale/tailscaled.sock` exists (a marker file holding its start
+time). Node state persists in `/var/lib/tailscale/tailscaled.state` as JSON: the node key, the
+prefs (with the real `ipn.Prefs` field names), the control plane's id for this node, the pending
+login URL and the last login error. The emulated NixOS activation calls `start()` and `stop()`;
+the emulated `tailscale` CLI reads and edits the state through `locked_state()`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tailnix.lab.emulator.control import ControlPlane
+from tailnix.lab.emulator.hostroot import control_dir, host_path
+
+SOCKET_PATH = "/run/tailscale/tailscaled.sock"
+STATE_DIR = "/var/lib/tailscale"
+STATE_PATH = "/var/lib/tailscale/tailscaled.state"
+# How long a freshly started daemon reports NoState before it has read its state.
+STARTUP_SECONDS = 0.5
+
+DEFAULT_CONTROL_URL = "https://controlplane.tailscale.com"
+# preftype.NetfilterMode: off=0, nodivert=1, on=2; `debug prefs` shows the number.
+NETFILTER_MODES = {"off": 0, "nodivert": 1, "on": 2}
+
+NO_STATE = "NoState"
+NEEDS_LOGIN = "NeedsLogin"
+STOPPED = "Stopped"
+RUNNING = "Running"
+
+STOPPED_HEALTH = "Tailscale is stopped."
+
+
+class NotRunning(Exception):
+    """The CLI could not reach tailscaled."""
+
+
+def default_prefs() -> dict[str, Any]:
+    """The prefs of a daemon that has never been told anything (ControlURL empty until `up`)."""
+    return {
+        "ControlURL": "",
+        "RouteAll": False,
+        "ExitNodeID": "",
+        "ExitNodeIP": "",
+        "InternalExitNodePrior": "",
+        "ExitNodeAllowLANAccess": False,
+        "CorpDNS": True,
+        "RunSSH": False,
+        "RunWebClient": False,
+        "WantRunning": False,
+        "LoggedOut": False,
+        "ShieldsUp": False,
+        "AdvertiseTags": None,
+        "Hostname": "",
+        "NotepadURLs": False,
+        "AdvertiseRoutes": None,
+        "AdvertiseServices": None,
+        "NoSNAT": False,
+        "NoStatefulFiltering": "true",
+        "NetfilterMode": NETFILTER_MODES["on"],
+        "OperatorUser": "",
+        "ProfileName": "",
+        "AutoUpdate": {"Check": True, "Apply": None},
+        "AppConnector": {"Advertise": False},
+        "PostureChecking": False,
+        "NetfilterKind": "",
+        "DriveShares": None,
+        "AllowSingleHosts": True,
+    }
+
+
+@dataclass
+class DaemonState:
+    """What tailscaled keeps about this node between restarts."""
+
+    node_key: str
+    prefs: dict[str, Any] = field(default_factory=default_prefs)
+    node_id: str | None = None
+    auth_url: str = ""
+    last_login_error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The on-disk form."""
+        return {
+            "NodeKey": self.node_key,
+            "NodeID": self.node_id,
+            "Prefs": self.prefs,
+            "AuthURL": self.auth_url,
+            "LastLoginError": self.last_login_error,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DaemonState:
+        """Read the on-disk form, filling prefs added since it was written."""
+        prefs = default_prefs()
+        prefs.update(data.get("Prefs") or {})
+        return cls(
+            node_key=data["NodeKey"],
+            prefs=prefs,
+            node_id=data.get("NodeID"),
+            auth_url=data.get("AuthURL") or "",
+            last_login_error=data.get("LastLoginError") or "",
+        )
+
+    @property
+    def logged_in(self) -> bool:
+        """True when the node holds a node key the control plane accepted."""
+        return self.node_id is not None and not self.prefs["LoggedOut"]
+
+
+def new_node_key() -> str:
+    """A node public key in the form `tailscale status` prints."""
+    return "nodekey:" + secrets.token_hex(32)
+
+
+def control_plane() -> ControlPlane:
+    """The lab's control plane as this host sees it."""
+    return ControlPlane(control_dir())
+
+
+def os_hostname() -> str:
+    """The host's name as tailscaled reads it from the OS."""
+    try:
+        name = host_path("/etc/hostname").read_text().strip()
+    except OSError:
+        name = ""
+    return name or socket.gethostname()
+
+
+def is_running() -> bool:
+    """True while the daemon's socket exists."""
+    return host_path(SOCKET_PATH).exists()
+
+
+def started_at() -> float:
+    """When the running daemon started (raises NotRunning when it does not run)."""
+    try:
+        marker = json.loads(host_path(SOCKET_PATH).read_text())
+    except FileNotFoundError as err:
+        raise NotRunning from err
+    except (OSError, ValueError):
+        return 0.0
+    return float(marker.get("started", 0.0))
+
+
+@contextmanager
+def locked_state() -> Iterator[DaemonState]:
+    """Yield this node's state under an exclusive lock and save it afterwards."""
+    state_dir = host_path(STATE_DIR)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Locking the directory itself keeps the state directory free of lab-only files.
+    dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(dir_fd, fcntl.LOCK_EX)
+        path = host_path(STATE_PATH)
+        if path.exists():
+            state = DaemonState.from_json(json.loads(path.read_text()))
+        else:
+            state = DaemonState(node_key=new_node_key())
+        yield state
+        _write_state(path, state)
+    finally:
+        os.close(dir_fd)
+
+
+def _write_state(path: Path, state: DaemonState) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(state.to_json(), out, indent=2)
+        out.write("\n")
+    os.replace(tmp, path)
+
+
+def backend_state(state: DaemonState) -> str:
+    """The ipn.State name the daemon would report now."""
+    if time.time() - started_at() < STARTUP_SECONDS:
+        return NO_STATE
+    if not state.logged_in:
+        return NEEDS_LOGIN
+    if not state.prefs["WantRunning"]:
+        return STOPPED
+    return RUNNING
+
+
+def health_messages(state: DaemonState, backend: str) -> list[str]:
+    """The `Health` strings the real daemon shows for a node in this state."""
+    if backend in (NO_STATE, RUNNING):
+        return []
+    if not state.prefs["WantRunning"]:
+        return [STOPPED_HEALTH]
+    if backend == NEEDS_LOGIN and state.last_login_error:
+        return [f"You are logged out. The last login error was: {state.last_login_error}"]
+    return []
+
+
+def wait_until_started() -> None:
+    """Block until the daemon has left NoState, as a client watching the IPN bus would."""
+    remaining = STARTUP_SECONDS - (time.time() - started_at())
+    if remaining > 0:
+        time.sleep(remaining)
+
+
+def start() -> None:
+    """Start the daemon (idempotent): create the socket marker, reconnect a logged-in node."""
+    sock = host_path(SOCKET_PATH)
+    if sock.exists():
+        return
+    sock.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    with locked_state() as state:
+        sock.write_text(json.dumps({"pid": os.getpid(), "started": time.time()}) + "\n")
+        if state.logged_in and state.node_id is not None:
+            control_plane().set_online(state.node_id, bool(state.prefs["WantRunning"]))
+
+
+def stop() -> None:
+    """Stop the daemon (idempotent): remove the socket marker; the node goes offline."""
+    sock = host_path(SOCKET_PATH)
+    if not sock.exists():
+        return
+    with locked_state() as state:
+        sock.unlink(missing_ok=True)
+        if state.node_id is not None:
+            control_plane().set_online(state.node_id, False)
