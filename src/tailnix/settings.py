@@ -1,0 +1,277 @@
+"""A host's Tailscale settings: read from pyinfra host data, validated, typed.
+
+Every check happens here, on the workstation, before any host is touched; an error names the host, the
+setting and the bad value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pyinfra.api.exceptions import DeployError
+
+Mode = Literal["autoconnect", "native"]
+MODES: tuple[Mode, ...] = ("autoconnect", "native")
+
+# The pin of sops-nix the generated module fetches; override with tailnix_sops_nix_url/_sha256.
+DEFAULT_SOPS_NIX_URL = (
+    "https://github.com/Mic92/sops-nix/archive/56b24064fdcaedca53553b1a6d607fd23b613a24.tar.gz"
+)
+DEFAULT_SOPS_NIX_SHA256 = "1f0j45mxb2zv672icpfvi7vnz8l4ccgxlkg79jca8avg00lj9gz3"
+DEFAULT_SECRET_NAME = "tailscale_auth_key"
+DEFAULT_SECRETS_FILE = "secrets/tailscale.yaml"
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_TAG = re.compile(r"^tag:[A-Za-z][A-Za-z0-9-]*$")
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_NIX_BASE32_SHA256 = re.compile(r"^[0-9abcdfghijklmnpqrsvwxyz]{52}$")
+_SRI_SHA256 = re.compile(r"^sha256-[A-Za-z0-9+/]{43}=$")
+# A flag tailscale up accepts: --name or --name=value, with a value free of shell metacharacters.
+_EXTRA_FLAG = re.compile(r"^--[a-z][a-z0-9-]*(=[A-Za-z0-9_.,:/@+=%-]*)?$")
+# Flags tailnix sets itself from the settings above: naming them again in extra flags is a mistake.
+_MANAGED_FLAGS = {
+    "--accept-routes": "tailscale_accept_routes",
+    "--advertise-routes": "tailscale_advertise_routes",
+    "--advertise-exit-node": "tailscale_advertise_exit_node",
+    "--advertise-tags": "tailscale_advertise_tags",
+    "--hostname": "tailscale_hostname",
+    "--ssh": "tailscale_ssh",
+    "--login-server": "tailscale_login_server",
+    "--auth-key": "the sops secrets file",
+    "--authkey": "the sops secrets file",
+    "--reset": "tailnix (it always passes the full flag set)",
+    "--timeout": "tailnix_up_timeout",
+}
+
+
+class SettingsError(DeployError):
+    """A setting with a bad value; the message names the host, the setting and the value."""
+
+
+@dataclass(frozen=True)
+class SopsNixPin:
+    """Where the generated module fetches sops-nix from, and the NAR hash that pins it."""
+
+    url: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class TailscaleSettings:
+    """Everything that decides what one host receives."""
+
+    host: str
+    mode: Mode = "autoconnect"
+    accept_routes: bool = True
+    advertise_routes: tuple[str, ...] = ()
+    advertise_exit_node: bool = False
+    advertise_tags: tuple[str, ...] = ()
+    hostname: str | None = None
+    ssh: bool = False
+    login_server: str | None = None
+    extra_up_flags: tuple[str, ...] = ()
+    secret_name: str = DEFAULT_SECRET_NAME
+    secrets_file: Path = Path(DEFAULT_SECRETS_FILE)
+    sops_nix: SopsNixPin = field(
+        default_factory=lambda: SopsNixPin(DEFAULT_SOPS_NIX_URL, DEFAULT_SOPS_NIX_SHA256)
+    )
+    up_timeout: int = 60
+    verify_timeout: int = 60
+
+    def up_flags(self) -> list[str]:
+        """The `tailscale up` flags these settings mean, in a stable order (the key is never here)."""
+        flags = ["--accept-routes" if self.accept_routes else "--accept-routes=false"]
+        if self.advertise_routes:
+            flags.append("--advertise-routes=" + ",".join(self.advertise_routes))
+        if self.advertise_exit_node:
+            flags.append("--advertise-exit-node")
+        if self.advertise_tags:
+            flags.append("--advertise-tags=" + ",".join(self.advertise_tags))
+        if self.hostname:
+            flags.append("--hostname=" + self.hostname)
+        if self.ssh:
+            flags.append("--ssh")
+        if self.login_server:
+            flags.append("--login-server=" + self.login_server)
+        flags.extend(self.extra_up_flags)
+        return flags
+
+    def routing_features(self) -> str | None:
+        """NixOS `services.tailscale.useRoutingFeatures` for these settings, or None to leave it alone.
+
+        Advertising routes or an exit node needs IP forwarding ("server"); also using other
+        routers' routes needs the loose reverse-path filter too ("both").
+        """
+        if not (self.advertise_routes or self.advertise_exit_node):
+            return None
+        return "both" if self.accept_routes else "server"
+
+
+# host data key -> (attribute, parser)
+_KNOWN_KEYS = (
+    "tailnix_mode",
+    "tailnix_secrets_file",
+    "tailnix_secret_name",
+    "tailnix_sops_nix_url",
+    "tailnix_sops_nix_sha256",
+    "tailnix_up_timeout",
+    "tailnix_verify_timeout",
+    "tailscale_accept_routes",
+    "tailscale_advertise_routes",
+    "tailscale_advertise_exit_node",
+    "tailscale_advertise_tags",
+    "tailscale_hostname",
+    "tailscale_ssh",
+    "tailscale_login_server",
+    "tailscale_extra_up_flags",
+)
+
+
+class _Reader:
+    def __init__(self, host: str, data: Mapping[str, Any]) -> None:
+        self.host = host
+        self.data = data
+
+    def fail(self, key: str, value: object, reason: str) -> SettingsError:
+        return SettingsError(f"host {self.host}: {key} = {value!r}: {reason}")
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, value, "must be True or False")
+        return value
+
+    def optional_text(self, key: str) -> str | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, value, "must be a non-empty string")
+        return value
+
+    def text_list(self, key: str) -> tuple[str, ...]:
+        value = self.data.get(key, ())
+        if isinstance(value, str):
+            raise self.fail(key, value, f"must be a list of strings, for example [{value!r}]")
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise self.fail(key, value, "must be a list of strings")
+        return tuple(value)
+
+    def seconds(self, key: str, default: int) -> int:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3600:
+            raise self.fail(key, value, "must be a whole number of seconds from 1 to 3600")
+        return value
+
+
+def parse_settings(host: str, data: Mapping[str, Any], *, base_dir: Path | None = None) -> TailscaleSettings:
+    """Read and validate one host's settings from its pyinfra data.
+
+    + host: the inventory name, used in error messages
+    + data: the host's merged data (`host.data.dict()`)
+    + base_dir: where a relative `tailnix_secrets_file` is resolved (the current directory by default)
+    """
+    read = _Reader(host, data)
+    for key in data:
+        if key.startswith(("tailscale_", "tailnix_")) and key not in _KNOWN_KEYS:
+            close = [k for k in _KNOWN_KEYS if k.split("_", 1)[1][:5] == key.split("_", 1)[1][:5]]
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise read.fail(key, data[key], f"unknown setting{hint}")
+
+    mode = data.get("tailnix_mode", "autoconnect")
+    if mode not in MODES:
+        raise read.fail("tailnix_mode", mode, f"must be one of {', '.join(MODES)}")
+
+    routes = read.text_list("tailscale_advertise_routes")
+    for route in routes:
+        try:
+            ipaddress.ip_network(route, strict=True)
+        except ValueError as error:
+            raise read.fail("tailscale_advertise_routes", route, f"not a CIDR route ({error})") from None
+
+    tags = read.text_list("tailscale_advertise_tags")
+    for tag in tags:
+        if not _TAG.match(tag):
+            raise read.fail(
+                "tailscale_advertise_tags", tag, "a tag must look like tag:name (letters, digits, -)"
+            )
+
+    hostname = read.optional_text("tailscale_hostname")
+    if hostname is not None and not _HOSTNAME.match(hostname):
+        raise read.fail(
+            "tailscale_hostname", hostname, "must be one DNS label: letters, digits and -, at most 63"
+        )
+
+    login_server = read.optional_text("tailscale_login_server")
+    if login_server is not None:
+        parsed = urlparse(login_server)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or not _EXTRA_FLAG.match(
+            "--x=" + login_server
+        ):
+            raise read.fail(
+                "tailscale_login_server", login_server, "must be an http(s) URL like https://hs.example.com"
+            )
+
+    extra = read.text_list("tailscale_extra_up_flags")
+    for flag in extra:
+        name = flag.split("=", 1)[0]
+        if name in _MANAGED_FLAGS:
+            raise read.fail(
+                "tailscale_extra_up_flags", flag, f"{name} is set by tailnix; use {_MANAGED_FLAGS[name]}"
+            )
+        if not _EXTRA_FLAG.match(flag):
+            raise read.fail(
+                "tailscale_extra_up_flags",
+                flag,
+                "must be --flag or --flag=value, with no spaces, quotes or shell characters",
+            )
+
+    secret_name = data.get("tailnix_secret_name", DEFAULT_SECRET_NAME)
+    if not isinstance(secret_name, str) or not _SECRET_NAME.match(secret_name):
+        raise read.fail("tailnix_secret_name", secret_name, "must be a plain key name like tailscale_auth_key")
+
+    secrets_file = data.get("tailnix_secrets_file", DEFAULT_SECRETS_FILE)
+    if not isinstance(secrets_file, str | Path) or not str(secrets_file):
+        raise read.fail("tailnix_secrets_file", secrets_file, "must be a path")
+    secrets_path = Path(secrets_file)
+    if not secrets_path.is_absolute():
+        secrets_path = (base_dir or Path.cwd()) / secrets_path
+
+    pin_url = data.get("tailnix_sops_nix_url", DEFAULT_SOPS_NIX_URL)
+    if not isinstance(pin_url, str) or urlparse(pin_url).scheme not in ("https", "http", "file"):
+        raise read.fail("tailnix_sops_nix_url", pin_url, "must be an https:// or file:// tarball URL")
+    if '"' in pin_url or "${" in pin_url or "\\" in pin_url:
+        raise read.fail("tailnix_sops_nix_url", pin_url, "must not contain quotes, backslashes or ${")
+    pin_hash = data.get("tailnix_sops_nix_sha256", DEFAULT_SOPS_NIX_SHA256)
+    if not isinstance(pin_hash, str) or not (
+        _NIX_BASE32_SHA256.match(pin_hash) or _SRI_SHA256.match(pin_hash)
+    ):
+        raise read.fail(
+            "tailnix_sops_nix_sha256",
+            pin_hash,
+            "must be a Nix sha256 (52 base32 characters, from nix-prefetch-url --unpack)",
+        )
+
+    return TailscaleSettings(
+        host=host,
+        mode=mode,
+        accept_routes=read.boolean("tailscale_accept_routes", True),
+        advertise_routes=routes,
+        advertise_exit_node=read.boolean("tailscale_advertise_exit_node", False),
+        advertise_tags=tags,
+        hostname=hostname,
+        ssh=read.boolean("tailscale_ssh", False),
+        login_server=login_server,
+        extra_up_flags=extra,
+        secret_name=secret_name,
+        secrets_file=secrets_path,
+        sops_nix=SopsNixPin(pin_url, pin_hash),
+        up_timeout=read.seconds("tailnix_up_timeout", 60),
+        verify_timeout=read.seconds("tailnix_verify_timeout", 60),
+    )
