@@ -1,0 +1,166 @@
+"""The NixOS module a host receives: sops-nix for the key, services.tailscale, and the join unit.
+
+The text is rendered from a host's settings and is meant to be read on the host: it looks hand-written and
+says what manages it. One template, two modes: `autoconnect` (tailnix's own unit, the default) and `native`
+(NixOS's `services.tailscale.authKeyFile`).
+"""
+
+from __future__ import annotations
+
+from tailnix import paths
+from tailnix.settings import TailscaleSettings
+
+# How long the unit waits for tailscaled to leave NoState before it gives up (seconds).
+DAEMON_WAIT_SECONDS = 30
+
+
+def nix_string(value: str) -> str:
+    """`value` as a double-quoted Nix string literal."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${")
+    return f'"{escaped}"'
+
+
+def _nix_list(values: list[str], indent: str) -> str:
+    if not values:
+        return "[ ]"
+    inner = "".join(f"{indent}  {nix_string(v)}\n" for v in values)
+    return f"[\n{inner}{indent}]"
+
+
+_HEADER = """\
+# Tailscale for this host: sops-nix decrypts the auth key, and the host joins the tailnet on boot
+# and on every switch.
+#
+# Managed by tailnix (deploys/tailscale.py): this file is replaced on every deploy. Change the host's
+# settings in the inventory (the tailscale_* and tailnix_* keys) and deploy again instead of editing it.
+# To read what a host would receive: tailnix module HOST -i inventory.py
+"""
+
+_AUTOCONNECT_SCRIPT = """\
+      # tailscaled answers NoState while it starts: wait for a real state, bounded.
+      state=""
+      for _ in $(seq {polls}); do
+        state=$(tailscale status --json --peers=false 2>/dev/null | jq -r .BackendState || true)
+        if [ -n "$state" ] && [ "$state" != NoState ]; then break; fi
+        sleep 0.5
+      done
+
+      case "$state" in
+        Running|Starting)
+          # Joined already: apply the flags, without logging in again.
+          tailscale up --reset --timeout={timeout}s ${{lib.escapeShellArgs upFlags}}
+          ;;
+        NeedsLogin|NeedsMachineAuth|Stopped)
+          keyfile="$RUNTIME_DIRECTORY/auth-key"
+          trap 'rm -f "$keyfile"' EXIT
+          # Read with the shell itself, so the key is never in a command line or the environment.
+          # The secret may hold the key alone or as TAILSCALE_AUTH_KEY=tskey-...
+          key=$(< {secret_path})
+          key=''${{key#TAILSCALE_AUTH_KEY=}}
+          key=''${{key#\\"}}
+          key=''${{key%\\"}}
+          if [ -z "$key" ]; then
+            echo "tailscale-autoconnect: the secret {secret_path} is empty" >&2
+            exit 1
+          fi
+          printf '%s' "$key" > "$keyfile"
+          unset key
+          tailscale up --reset --timeout={timeout}s --auth-key="file:$keyfile" ${{lib.escapeShellArgs upFlags}}
+          ;;
+        *)
+          echo "tailscale-autoconnect: tailscaled is not ready after {wait}s (state: ''${{state:-no answer}})" >&2
+          exit 1
+          ;;
+      esac
+"""
+
+
+def render_module(settings: TailscaleSettings) -> str:
+    """The text of /etc/nixos/tailscale-autoconnect.nix for one host."""
+    secret = settings.secret_name
+    secret_path = f"/run/secrets/{secret}"
+    restart_unit = (
+        paths.AUTOCONNECT_UNIT if settings.mode == "autoconnect" else paths.NATIVE_AUTOCONNECT_UNIT
+    )
+    routing = settings.routing_features()
+
+    lines = [
+        _HEADER,
+        "{ config, lib, pkgs, ... }:",
+        "",
+        "let",
+        "  # sops-nix, pinned by hash: change tailnix_sops_nix_url and tailnix_sops_nix_sha256 to move it.",
+        "  sops-nix = builtins.fetchTarball {",
+        f"    url = {nix_string(settings.sops_nix.url)};",
+        f"    sha256 = {nix_string(settings.sops_nix.sha256)};",
+        "  };",
+        "",
+        "  # Flags for `tailscale up`. The auth key is never among them: it is read from a file.",
+        f"  upFlags = {_nix_list(settings.up_flags(), '  ')};",
+        "in",
+        "{",
+        '  imports = [ "${sops-nix}/modules/sops" ];',
+        "",
+        "  # The auth key stays encrypted in the Nix store; sops-nix decrypts it at activation into",
+        f"  # {secret_path}, readable by root only, with the host's SSH key.",
+        f"  sops.secrets.{secret} = {{",
+        f"    sopsFile = {paths.SECRETS_IMPORT};",
+        '    format = "yaml";',
+        '    mode = "0400";',
+        "    # A new key restarts the join unit; a node that is already Running stays logged in.",
+        f'    restartUnits = [ "{restart_unit}.service" ];',
+        "  };",
+        f'  sops.age.sshKeyPaths = lib.mkDefault [ "{paths.HOST_KEY_PRIVATE}" ];',
+        "",
+        "  services.tailscale.enable = true;",
+    ]
+    if routing is not None:
+        lines += [
+            "  # This host advertises routes or an exit node: forward packets"
+            + (", and accept other routers' routes." if routing == "both" else "."),
+            f"  services.tailscale.useRoutingFeatures = lib.mkDefault {nix_string(routing)};",
+        ]
+    if settings.mode == "native":
+        lines += [
+            "",
+            "  # NixOS's own join unit (tailscaled-autoconnect). The secret must hold the bare key.",
+            f"  services.tailscale.authKeyFile = config.sops.secrets.{secret}.path;",
+            "  services.tailscale.extraUpFlags = upFlags;",
+            "}",
+            "",
+        ]
+        return "\n".join(lines)
+
+    polls = DAEMON_WAIT_SECONDS * 2
+    script = _AUTOCONNECT_SCRIPT.format(
+        polls=polls,
+        timeout=settings.up_timeout,
+        secret_path=secret_path,
+        wait=DAEMON_WAIT_SECONDS,
+    )
+    lines += [
+        "",
+        f"  systemd.services.{paths.AUTOCONNECT_UNIT} = {{",
+        '    description = "Join the tailnet with the auth key from sops";',
+        '    after = [ "tailscaled.service" ];',
+        '    wants = [ "tailscaled.service" ];',
+        '    wantedBy = [ "multi-user.target" ];',
+        "    path = [ config.services.tailscale.package pkgs.jq ];",
+        "    serviceConfig = {",
+        '      Type = "oneshot";',
+        "      RemainAfterExit = true;",
+        "      # A root-only directory for the key file `tailscale up --auth-key=file:` reads.",
+        f'      RuntimeDirectory = "{paths.AUTOCONNECT_UNIT}";',
+        '      RuntimeDirectoryMode = "0700";',
+        '      UMask = "0077";',
+        "      # Bounded, so a bad key never holds up boot or a switch for long.",
+        f"      TimeoutStartSec = {DAEMON_WAIT_SECONDS + settings.up_timeout + 30};",
+        "    };",
+        "    script = ''",
+        script.rstrip("\n"),
+        "    '';",
+        "  };",
+        "}",
+        "",
+    ]
+    return "\n".join(lines)
