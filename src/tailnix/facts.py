@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pyinfra.api import FactBase
+from pyinfra.api.facts import FactBase
 
 from tailnix import paths
 
@@ -61,9 +61,7 @@ def _state_command() -> str:
         f'echo "host_key=$(head -n 1 {paths.HOST_KEY_PUBLIC} 2>/dev/null)"',
     ]
     for name, path in _FILES.items():
-        lines.append(
-            f'echo "{name}_sha256=$(sha256sum {path} 2>/dev/null | cut -d " " -f 1)"'
-        )
+        lines.append(f'echo "{name}_sha256=$(sha256sum {path} 2>/dev/null | cut -d " " -f 1)"')
     lines += [
         f'echo "applied=$(cat {paths.APPLIED_FILE} 2>/dev/null)"',
         f'echo "pending=$(test -d {paths.PENDING_DIR} && echo yes)"',
@@ -85,7 +83,7 @@ class TailnixHostState(FactBase[HostState]):
     def command(self) -> str:
         return _state_command()
 
-    def process(self, output: list[str]) -> HostState:  # type: ignore[override]
+    def process(self, output: list[str]) -> HostState:
         values: dict[str, str] = {}
         for line in output:
             key, _, value = line.partition("=")
@@ -118,7 +116,7 @@ class NixosRelease(FactBase[dict[str, str]]):
     def command(self) -> str:
         return "cat /etc/os-release 2>/dev/null || true"
 
-    def process(self, output: list[str]) -> dict[str, str]:  # type: ignore[override]
+    def process(self, output: list[str]) -> dict[str, str]:
         release: dict[str, str] = {}
         for line in output:
             key, sep, value = line.partition("=")
@@ -136,7 +134,7 @@ class TailscaleStatus(FactBase[dict[str, Any] | None]):
     def command(self) -> str:
         return "tailscale status --json --peers=false 2>/dev/null || true"
 
-    def process(self, output: list[str]) -> dict[str, Any] | None:  # type: ignore[override]
+    def process(self, output: list[str]) -> dict[str, Any] | None:
         text = "\n".join(output).strip()
         if not text:
             return None

@@ -124,7 +124,7 @@ def tokenize(source: str) -> list[_Token]:
         end = index
         while end < len(source):
             c = source[end]
-            if c.isspace() or c in _PUNCTUATION or c in "\"#" or source.startswith("''", end):
+            if c.isspace() or c in _PUNCTUATION or c in '"#' or source.startswith("''", end):
                 break
             if source.startswith("/*", end):
                 break
@@ -294,7 +294,7 @@ def add_import(source: str, import_path: str) -> str:
             line_start = _line_start(source, closing.start)
             return f"{source[:line_start]}{indent}{import_path}\n{source[line_start:]}"
         gap = source[opening.end : closing.start]
-        trailing = " " if not gap else gap
+        trailing = gap or " "
         return f"{source[: opening.end]} {import_path}{trailing}{source[closing.start :]}"
     last = elements[-1]
     if _starts_its_line(source, closing.start):

