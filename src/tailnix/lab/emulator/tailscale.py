@@ -1,0 +1,1424 @@
+"""The emulated `tailscale` CLI of a lab host: `python3 -m tailnix.lab.emulator.tailscale ARGS`.
+
+It parses its arguments the way the real CLI does (Go's `flag` package under ffcli: `-x` and
+`--x`, `--x=false` for booleans, exit code 2 and "flag provided but not defined" for an unknown
+flag), talks to the emulated tailscaled state and the lab's control plane, and prints the real
+messages. Every call is recorded in `/var/log/tailnix-lab/tailscale-argv.jsonl` with its full
+argv, so tests can prove that no auth key ever reached a command line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import secrets
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tailnix.lab.emulator import tailscaled
+from tailnix.lab.emulator.control import MAGIC_DNS_SUFFIX, TAILNET_NAME, KeyRejected
+from tailnix.lab.emulator.hostroot import host_path
+from tailnix.lab.emulator.tailscaled import (
+    DEFAULT_CONTROL_URL,
+    NEEDS_LOGIN,
+    NETFILTER_MODES,
+    RUNNING,
+    STOPPED,
+    DaemonState,
+)
+
+VERSION = "1.90.6"
+LONG_VERSION = "1.90.6-t6f2a1c9e0-g4b7d8e2a1"
+GO_VERSION = "go1.25.3"
+ARGV_LOG = "/var/log/tailnix-lab/tailscale-argv.jsonl"
+CONNECT_ERROR = (
+    "failed to connect to local tailscaled; it doesn't appear to be running "
+    "(sudo systemctl start tailscaled ?)"
+)
+LOGIN_SERVER_SYNONYMS = {
+    "https://login.tailscale.com",
+    "https://controlplane.tailscale.com",
+}
+TAGGED_USER_ID = 2
+TAGGED_LOGIN = "tagged-devices"
+LAB_USER_ID = 1
+LAB_LOGIN = f"admin@{TAILNET_NAME}"
+
+ACCIDENTAL_UP_PREFIX = (
+    "Error: changing settings via 'tailscale up' requires mentioning all\n"
+    "non-default flags. To proceed, either re-run your command with --reset or\n"
+    "use the command below to explicitly mention the current value of\n"
+    "all non-default settings:\n\n"
+    "\ttailscale up"
+)
+
+
+class CommandFailed(Exception):
+    """A command failed: the message goes to stderr and the process exits with `code`."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+# --- Go `flag` package semantics ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One flag of a command: its Go kind decides how a value is parsed."""
+
+    name: str
+    kind: str  # bool, string, duration, notfalse
+    default: Any
+    usage: str
+    hidden: bool = False
+
+
+@dataclass
+class Command:
+    """A subcommand: its usage text and its flag set."""
+
+    name: str
+    short_usage: str
+    short_help: str
+    flags: list[Flag] = field(default_factory=list)
+    show_defaults: bool = True
+
+    def usage(self) -> str:
+        """The help text ffcli prints after a flag error or for --help."""
+        lines = [self.short_help, "", "USAGE", f"  {self.short_usage}", ""]
+        visible = [f for f in self.flags if not f.hidden]
+        if visible:
+            lines.append("FLAGS")
+            for f in sorted(visible, key=lambda f: f.name):
+                head = f"  --{f.name}, --{f.name}=false" if f.kind == "bool" else f"  --{f.name}"
+                if f.kind == "string":
+                    head += " string"
+                elif f.kind == "duration":
+                    head += " duration"
+                text = f"    \t{f.usage}"
+                default = format_default(f)
+                if self.show_defaults and default:
+                    text += f" (default {default})"
+                lines.extend([head, text])
+        return "\n".join(lines).strip() + "\n"
+
+
+def format_default(f: Flag) -> str:
+    """A flag's default as Go prints it in usage (empty means none shown)."""
+    if f.kind == "bool":
+        return "true" if f.default else "false"
+    if f.kind == "duration":
+        return go_duration(f.default)
+    return str(f.default)
+
+
+@dataclass
+class ParsedFlags:
+    """The outcome of parsing: every flag's value, which flags were set, and the rest."""
+
+    values: dict[str, Any]
+    raw: dict[str, str]
+    visited: set[str]
+    args: list[str]
+
+    def visited_sorted(self) -> list[str]:
+        """Set flags in the order Go's FlagSet.Visit gives them (lexicographical)."""
+        return sorted(self.visited)
+
+
+class FlagParseError(Exception):
+    """A flag error: `message` is printed, then the command's usage, then exit 2."""
+
+    def __init__(self, message: str | None) -> None:
+        super().__init__(message or "help requested")
+        self.message = message  # None means -h/--help: usage only, exit 0
+
+
+_BOOL_VALUES = {
+    "1": True,
+    "t": True,
+    "T": True,
+    "TRUE": True,
+    "true": True,
+    "True": True,
+    "0": False,
+    "f": False,
+    "F": False,
+    "FALSE": False,
+    "false": False,
+    "False": False,
+}
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds in a Go duration string (`30s`, `1m30s`, `500ms`); ValueError when malformed."""
+    s = text
+    sign = 1.0
+    if s[:1] in "+-" and s:
+        sign = -1.0 if s[0] == "-" else 1.0
+        s = s[1:]
+    if s == "0":
+        return 0.0
+    if not s:
+        raise ValueError(text)
+    total, pos = 0.0, 0
+    while pos < len(s):
+        match = _DURATION_PART.match(s, pos)
+        if match is None or match.group(1) in ("", "."):
+            raise ValueError(text)
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    return sign * total
+
+
+def go_duration(seconds: float) -> str:
+    """Format seconds as Go's time.Duration.String does for whole and simple values."""
+    if seconds == 0:
+        return "0s"
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    out = ""
+    if hours:
+        out += f"{int(hours)}h"
+    if hours or minutes:
+        out += f"{int(minutes)}m"
+    return out + f"{secs:g}s"
+
+
+def parse_flags(command: Command, args: list[str]) -> ParsedFlags:
+    """Parse `args` against `command`'s flags with the rules of Go's flag package."""
+    by_name = {f.name: f for f in command.flags}
+    values: dict[str, Any] = {f.name: f.default for f in command.flags}
+    raw: dict[str, str] = {}
+    visited: set[str] = set()
+    rest = list(args)
+    while rest:
+        arg = rest[0]
+        if len(arg) < 2 or arg[0] != "-":
+            break
+        minuses = 2 if arg[1] == "-" else 1
+        if arg == "--":
+            rest.pop(0)
+            break
+        name = arg[minuses:]
+        if not name or name[0] in "-=":
+            raise FlagParseError(f"bad flag syntax: {arg}")
+        rest.pop(0)
+        name, has_value, value = name.partition("=")
+        spec = by_name.get(name)
+        if spec is None:
+            if name in ("help", "h"):
+                raise FlagParseError(None)
+            raise FlagParseError(f"flag provided but not defined: -{name}")
+        if spec.kind in ("bool", "notfalse"):
+            if not has_value:
+                value = "true"
+            if name in visited:
+                if has_value:
+                    raise FlagParseError(
+                        f'invalid boolean value "{value}" for -{name}: flag provided multiple times'
+                    )
+                raise FlagParseError(f"invalid boolean flag {name}: flag provided multiple times")
+            if value not in _BOOL_VALUES:
+                raise FlagParseError(f'invalid boolean value "{value}" for -{name}: parse error')
+            if spec.kind == "notfalse" and value != "true":
+                raise FlagParseError(
+                    f'invalid boolean value "{value}" for -{name}: '
+                    "unsupported value; only 'true' is allowed"
+                )
+            values[name] = _BOOL_VALUES[value]
+        else:
+            if not has_value:
+                if not rest:
+                    raise FlagParseError(f"flag needs an argument: -{name}")
+                value = rest.pop(0)
+            if name in visited:
+                raise FlagParseError(
+                    f'invalid value "{value}" for flag -{name}: flag provided multiple times'
+                )
+            if spec.kind == "duration":
+                try:
+                    values[name] = parse_go_duration(value)
+                except ValueError:
+                    raise FlagParseError(f'invalid value "{value}" for flag -{name}: parse error') from None
+            else:
+                values[name] = value
+        raw[name] = value
+        visited.add(name)
+    return ParsedFlags(values=values, raw=raw, visited=visited, args=rest)
+
+
+_KEY_IN_TEXT = re.compile(r"tskey-([A-Za-z0-9-]+)")
+
+
+def redact_keys(text: str) -> str:
+    """Replace what follows `tskey-` with X's, as the real CLI does for flag error output."""
+    return _KEY_IN_TEXT.sub(lambda m: "tskey-" + "X" * len(m.group(1)), text)
+
+
+def clean_up_args(args: list[str]) -> list[str]:
+    """The real CLI's rewrite of old flag spellings (`--authkey` is `--auth-key`)."""
+    out = []
+    for arg in args:
+        if arg in ("--authkey", "-authkey"):
+            arg = "--auth-key"
+        elif arg.startswith(("--authkey=", "-authkey=")):
+            arg = "--auth-key=" + arg.split("=", 1)[1]
+        elif arg in ("--posture-checking", "-posture-checking"):
+            arg = "--report-posture"
+        elif arg.startswith(("--posture-checking=", "-posture-checking=")):
+            arg = "--report-posture=" + arg.split("=", 1)[1]
+        out.append(arg)
+    return out
+
+
+# --- the commands' flag sets (Linux) -----------------------------------------------------------
+
+ACCEPT_RISK = Flag("accept-risk", "string", "", "accept risk and skip confirmation for risk types")
+LINUX_MARK_FLAGS = [
+    Flag("linux-fwmark-mask", "string", "", "advanced: Linux packet mark mask for firewall rules"),
+    Flag("linux-subnet-route-mark", "string", "", "advanced: Linux packet mark for subnet routes"),
+    Flag("linux-bypass-mark", "string", "", "advanced: Linux packet mark for bypass routing"),
+]
+
+UP = Command(
+    "up",
+    "tailscale up [flags]",
+    "Connect to Tailscale, logging in if needed",
+    [
+        Flag("qr", "bool", False, "show QR code for login URLs"),
+        Flag("qr-format", "string", "auto", "QR code formatting (auto, ascii, large, small)"),
+        Flag("auth-key", "string", "", 'node authorization key; "file:PATH" reads it from a file'),
+        Flag("audience", "string", "", "audience for workload identity federation"),
+        Flag("client-id", "string", "", "client ID for workload identity federation"),
+        Flag("client-secret", "string", "", "OAuth client secret, or file:PATH"),
+        Flag("id-token", "string", "", "ID token for workload identity federation, or file:PATH"),
+        Flag("login-server", "string", DEFAULT_CONTROL_URL, "base URL of control server"),
+        Flag("accept-routes", "bool", False, "accept routes advertised by other Tailscale nodes"),
+        Flag("accept-dns", "bool", True, "accept DNS configuration from the admin panel"),
+        Flag("host-routes", "notfalse", True, "install host routes to other nodes", hidden=True),
+        Flag("exit-node", "string", "", "Tailscale exit node (IP, base name, or auto:any)"),
+        Flag("exit-node-allow-lan-access", "bool", False, "allow LAN access via an exit node"),
+        Flag("shields-up", "bool", False, "don't allow incoming connections"),
+        Flag("ssh", "bool", False, "run an SSH server, permitting access per tailnet policy"),
+        Flag("advertise-tags", "string", "", 'comma-separated ACL tags, each "tag:..."'),
+        Flag("hostname", "string", "", "hostname to use instead of the one provided by the OS"),
+        Flag("advertise-routes", "string", "", "routes to advertise (comma-separated CIDRs)"),
+        Flag("advertise-connector", "bool", False, "advertise this node as an app connector"),
+        Flag("advertise-exit-node", "bool", False, "offer to be an exit node for the tailnet"),
+        Flag("report-posture", "bool", False, "allow gathering device posture", hidden=True),
+        Flag("operator", "string", "", "Unix username to allow to operate on tailscaled"),
+        Flag("snat-subnet-routes", "bool", True, "source NAT traffic to advertised routes"),
+        Flag("stateful-filtering", "bool", False, "apply stateful filtering to forwarded packets"),
+        Flag("netfilter-mode", "string", "on", "netfilter mode (one of on, nodivert, off)"),
+        *LINUX_MARK_FLAGS,
+        Flag("timeout", "duration", 0.0, "maximum time to wait for the Running state"),
+        Flag("json", "bool", False, "output in JSON format"),
+        Flag("reset", "bool", False, "reset unspecified settings to their default values"),
+        Flag("force-reauth", "bool", False, "force reauthentication"),
+        ACCEPT_RISK,
+    ],
+)
+
+SET = Command(
+    "set",
+    "tailscale set [flags]",
+    "Change specified preferences",
+    [
+        Flag("nickname", "string", "", "nickname for the current account"),
+        Flag("accept-routes", "bool", False, "accept routes advertised by other Tailscale nodes"),
+        Flag("accept-dns", "bool", True, "accept DNS configuration from the admin panel"),
+        Flag("exit-node", "string", "", "Tailscale exit node (IP, base name, or auto:any)"),
+        Flag("exit-node-allow-lan-access", "bool", False, "allow LAN access via an exit node"),
+        Flag("shields-up", "bool", False, "don't allow incoming connections"),
+        Flag("ssh", "bool", False, "run an SSH server, permitting access per tailnet policy"),
+        Flag("hostname", "string", "", "hostname to use instead of the one provided by the OS"),
+        Flag("advertise-routes", "string", "", "routes to advertise (comma-separated CIDRs)"),
+        Flag("advertise-exit-node", "bool", False, "offer to be an exit node for the tailnet"),
+        Flag("advertise-connector", "bool", False, "offer to be an app connector"),
+        Flag("update-check", "bool", True, "notify about available Tailscale updates"),
+        Flag("auto-update", "bool", False, "automatically update to the latest version"),
+        Flag("report-posture", "bool", False, "allow gathering device posture information"),
+        Flag("webclient", "bool", False, "expose the web interface on port 5252"),
+        Flag("sync", "bool", False, "actively sync configuration from control", hidden=True),
+        Flag("relay-server-port", "string", "", "UDP port for the relay server"),
+        Flag("relay-server-static-endpoints", "string", "", "static relay endpoints"),
+        Flag("operator", "string", "", "Unix username to allow to operate on tailscaled"),
+        Flag("snat-subnet-routes", "bool", True, "source NAT traffic to advertised routes"),
+        Flag("stateful-filtering", "bool", False, "apply stateful filtering to forwarded packets"),
+        Flag("netfilter-mode", "string", "on", "netfilter mode (one of on, nodivert, off)"),
+        *LINUX_MARK_FLAGS,
+        ACCEPT_RISK,
+    ],
+    show_defaults=False,
+)
+
+STATUS = Command(
+    "status",
+    "tailscale status [--active] [--web] [--json]",
+    "Show state of tailscaled and its connections",
+    [
+        Flag("json", "bool", False, "output in JSON format"),
+        Flag("web", "bool", False, "run webserver with HTML showing status"),
+        Flag("active", "bool", False, "filter output to only peers with active sessions"),
+        Flag("self", "bool", True, "show status of local machine"),
+        Flag("peers", "bool", True, "show status of peers"),
+        Flag("listen", "string", "127.0.0.1:8384", "listen address for web mode"),
+        Flag("browser", "bool", True, "Open a browser in web mode"),
+    ],
+)
+
+DOWN = Command("down", "tailscale down", "Disconnect from Tailscale", [ACCEPT_RISK])
+LOGOUT = Command(
+    "logout",
+    "tailscale logout [flags]",
+    "Disconnect from Tailscale and expire current node key",
+    [Flag("reason", "string", "", "reason for the logout, if required by a policy setting")],
+)
+IP = Command(
+    "ip",
+    "tailscale ip [-1] [-4] [-6] [peer hostname or ip address]",
+    "Show Tailscale IP addresses",
+    [
+        Flag("1", "bool", False, "only print one IP address"),
+        Flag("4", "bool", False, "only print IPv4 address"),
+        Flag("6", "bool", False, "only print IPv6 address"),
+    ],
+)
+VERSION_CMD = Command(
+    "version",
+    "tailscale version [flags]",
+    "Print Tailscale version",
+    [
+        Flag("daemon", "bool", False, "also print local node's daemon version"),
+        Flag("json", "bool", False, "output in JSON format"),
+        Flag("upstream", "bool", False, "fetch and print the latest upstream release version"),
+    ],
+)
+DEBUG = Command("debug", "tailscale debug <debug-flags | subcommand>", "Debug commands", [])
+DEBUG_PREFS = Command(
+    "prefs",
+    "tailscale debug prefs",
+    "Print prefs",
+    [Flag("pretty", "bool", False, "If true, pretty-print output")],
+)
+ROOT = Command(
+    "tailscale",
+    "tailscale [flags] <subcommand> [command flags]",
+    "The easiest, most secure way to use WireGuard.",
+    [
+        Flag("socket", "string", tailscaled.SOCKET_PATH, "path to tailscaled socket"),
+        Flag("json-docs", "bool", False, "print JSON-encoded docs", hidden=True),
+    ],
+)
+
+# Real subcommands the lab does not emulate: refused honestly rather than as unknown.
+NOT_EMULATED = {
+    "get",
+    "login",
+    "switch",
+    "configure",
+    "syspolicy",
+    "netcheck",
+    "dns",
+    "metrics",
+    "ping",
+    "nc",
+    "ssh",
+    "funnel",
+    "serve",
+    "web",
+    "file",
+    "bugreport",
+    "cert",
+    "lock",
+    "licenses",
+    "exit-node",
+    "update",
+    "whois",
+    "whoami",
+    "drive",
+    "id-token",
+    "systray",
+    "appc-routes",
+    "wait",
+}
+
+# Which ipn.Prefs fields each flag sets (what a masked edit touches).
+PREFS_OF_FLAG: dict[str, tuple[str, ...]] = {
+    "advertise-exit-node": ("AdvertiseRoutes",),
+    "advertise-routes": ("AdvertiseRoutes",),
+    "exit-node": ("ExitNodeIP", "ExitNodeID"),
+    "accept-dns": ("CorpDNS",),
+    "accept-routes": ("RouteAll",),
+    "advertise-tags": ("AdvertiseTags",),
+    "hostname": ("Hostname",),
+    "login-server": ("ControlURL",),
+    "netfilter-mode": ("NetfilterMode",),
+    "shields-up": ("ShieldsUp",),
+    "snat-subnet-routes": ("NoSNAT",),
+    "stateful-filtering": ("NoStatefulFiltering",),
+    "exit-node-allow-lan-access": ("ExitNodeAllowLANAccess",),
+    "operator": ("OperatorUser",),
+    "ssh": ("RunSSH",),
+    "webclient": ("RunWebClient",),
+    "nickname": ("ProfileName",),
+    "update-check": ("AutoUpdate.Check",),
+    "auto-update": ("AutoUpdate.Apply",),
+    "advertise-connector": ("AppConnector",),
+    "report-posture": ("PostureChecking",),
+    "relay-server-port": ("RelayServerPort",),
+    "sync": ("Sync",),
+    "relay-server-static-endpoints": ("RelayServerStaticEndpoints",),
+}
+PREFLESS_FLAGS = {
+    "auth-key",
+    "force-reauth",
+    "reset",
+    "qr",
+    "qr-format",
+    "json",
+    "timeout",
+    "accept-risk",
+    "host-routes",
+    "client-id",
+    "audience",
+    "client-secret",
+    "id-token",
+    "linux-fwmark-mask",
+    "linux-subnet-route-mark",
+    "linux-bypass-mark",
+}
+
+
+# --- validation of values, as the real CLI does it ---------------------------------------------
+
+
+def calc_advertise_routes(routes: str, exit_node: bool) -> list[str] | None:
+    """Parse `--advertise-routes` (CIDR prefixes only) and add the exit-node routes."""
+    found: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    if routes:
+        default4 = default6 = False
+        for text in routes.split(","):
+            if "/" not in text:
+                raise CommandFailed(f'"{text}" is not a valid IP address or CIDR prefix')
+            try:
+                iface = ipaddress.ip_interface(text)
+            except ValueError:
+                raise CommandFailed(f'"{text}" is not a valid IP address or CIDR prefix') from None
+            if iface.ip != iface.network.network_address:
+                raise CommandFailed(f"{text} has non-address bits set; expected {iface.network}")
+            net = iface.network
+            default4 = default4 or str(net) == "0.0.0.0/0"
+            default6 = default6 or str(net) == "::/0"
+            if net not in found:
+                found.append(net)
+        if default4 and not default6:
+            raise CommandFailed(
+                "0.0.0.0/0 advertised without its IPv6 counterpart, please also advertise ::/0"
+            )
+        if default6 and not default4:
+            raise CommandFailed(
+                "::/0 advertised without its IPv4 counterpart, please also advertise 0.0.0.0/0"
+            )
+    if exit_node:
+        for text in ("0.0.0.0/0", "::/0"):
+            net = ipaddress.ip_network(text)
+            if net not in found:
+                found.append(net)
+    if not found:
+        return None
+    found.sort(key=lambda n: (n.version, n.network_address, n.prefixlen))
+    return [str(n) for n in found]
+
+
+def check_tag(tag: str) -> str | None:
+    """The reason a tag is invalid, or None."""
+    if not tag.startswith("tag:"):
+        return "tags must start with 'tag:'"
+    name = tag[4:]
+    if not name:
+        return "tag names must not be empty"
+    if not (name[0].isascii() and name[0].isalpha()):
+        return "tag names must start with a letter, after 'tag:'"
+    if not all(c.isascii() and (c.isalnum() or c == "-") for c in name):
+        return "tag names can only contain numbers, letters, or dashes"
+    return None
+
+
+def check_hostname(hostname: str) -> str | None:
+    """The reason a `--hostname` is not a valid DNS name, or None."""
+    if len(hostname) > 253:
+        return f'"{hostname}" is too long to be a DNS name'
+    for label in hostname.rstrip(".").split("."):
+        if not 1 <= len(label) <= 63:
+            return f'"{label}" is not a valid DNS label: must be between 1 and 63 characters long'
+        if not (label[0].isascii() and label[0].isalnum()):
+            return f'"{label}" is not a valid DNS label: must start with a letter or number'
+        if not (label[-1].isascii() and label[-1].isalnum()):
+            return f'"{label}" is not a valid DNS label: must end with a letter or number'
+        for c in label:
+            if not (c.isascii() and (c.isalnum() or c == "-")):
+                return f'"{label}" is not a valid DNS label: contains invalid character "{c}"'
+    return None
+
+
+def netfilter_mode(value: str) -> tuple[int, str]:
+    """The numeric netfilter mode and the warning the real CLI prints for it."""
+    if value not in NETFILTER_MODES:
+        raise CommandFailed(f'invalid value --netfilter-mode="{value}"')
+    warning = {
+        "nodivert": "netfilter=nodivert; add iptables calls to ts-* chains manually.",
+        "off": "netfilter=off; configure iptables yourself.",
+    }.get(value, "")
+    return NETFILTER_MODES[value], warning
+
+
+def netfilter_name(mode: int) -> str:
+    """The flag spelling of a numeric netfilter mode."""
+    for name, number in NETFILTER_MODES.items():
+        if number == mode:
+            return name
+    return str(mode)
+
+
+def check_linux_marks(values: dict[str, Any]) -> None:
+    """All three Linux packet mark flags go together, and each is a 32-bit number."""
+    marks = [values["linux-fwmark-mask"], values["linux-subnet-route-mark"]]
+    marks.append(values["linux-bypass-mark"])
+    if not any(marks):
+        return
+    if not all(marks):
+        raise CommandFailed(
+            "invalid Linux packet mark configuration: all three Linux packet mark flags must be "
+            "specified together: "
+            "--linux-fwmark-mask, --linux-subnet-route-mark, --linux-bypass-mark"
+        )
+    for label, text in zip(("fwmark mask", "subnet route mark", "bypass mark"), marks, strict=True):
+        try:
+            number = int(text[2:], 16) if text.lower().startswith("0x") else int(text, 10)
+        except ValueError:
+            number = -1
+        if not 0 <= number < 2**32:
+            raise CommandFailed(f'invalid Linux packet mark configuration: invalid {label} value "{text}"')
+
+
+def read_secret_value(value: str) -> str:
+    """`file:PATH` reads the value from PATH, whitespace-trimmed; anything else is the value."""
+    if not value.startswith("file:"):
+        return value
+    path = value[len("file:") :]
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except FileNotFoundError:
+        raise CommandFailed(f"open {path}: no such file or directory") from None
+    except PermissionError:
+        raise CommandFailed(f"open {path}: permission denied") from None
+    except IsADirectoryError:
+        raise CommandFailed(f"read {path}: is a directory") from None
+
+
+# --- talking to the daemon ---------------------------------------------------------------------
+
+
+def require_daemon(socket_path: str) -> None:
+    """Fail like the real CLI when tailscaled's socket is not there."""
+    if not host_path(socket_path).exists():
+        raise CommandFailed(CONNECT_ERROR)
+
+
+def warn(message: str) -> None:
+    """The real CLI's `Warning: ...` line on stdout."""
+    print(f"Warning: {message}", flush=True)
+
+
+def self_ips(state: DaemonState) -> list[str]:
+    """This node's Tailscale IPs, when it is logged in."""
+    if not state.logged_in or state.node_id is None:
+        return []
+    node = tailscaled.control_plane().node(state.node_id)
+    return list(node["TailscaleIPs"]) if node else []
+
+
+def peer_nodes(state: DaemonState) -> list[dict[str, Any]]:
+    """The other nodes of the tailnet this node can see (logged-out nodes are gone)."""
+    if not state.logged_in:
+        return []
+    return [
+        n for n in tailscaled.control_plane().nodes() if n["ID"] != state.node_id and not n.get("LoggedOut")
+    ]
+
+
+def offers_exit_node(node: dict[str, Any]) -> bool:
+    """Exit routes count only once approved, and the lab's tailnet approves none."""
+    return bool(node.get("ApprovedRoutes")) and "0.0.0.0/0" in node.get("ApprovedRoutes", [])
+
+
+def resolve_exit_node(value: str, state: DaemonState) -> tuple[str, str]:
+    """Turn `--exit-node` into (ExitNodeIP, AutoExitNode)."""
+    if value.startswith("auto:"):
+        return "", value
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        ip = None
+    if ip is not None:
+        if str(ip) in self_ips(state):
+            raise CommandFailed(
+                f"cannot use {ip} as an exit node as it is a local IP address; "
+                "did you mean --advertise-exit-node?"
+            )
+        return str(ip), ""
+    matches = [
+        n for n in peer_nodes(state) if value in (n["DNSName"].split(".", 1)[0], n["DNSName"].rstrip("."))
+    ]
+    if len(matches) != 1:
+        raise CommandFailed(f'invalid value "{value}" for --exit-node; must be IP or unique node name')
+    if not offers_exit_node(matches[0]):
+        raise CommandFailed(f'node "{value}" is not an exit node')
+    return matches[0]["TailscaleIPs"][0], ""
+
+
+def sync_control(state: DaemonState) -> None:
+    """Tell the control plane what this node now advertises and whether it is connected."""
+    if state.node_id is None or not state.logged_in:
+        return
+    control = tailscaled.control_plane()
+    control.update_hostinfo(
+        state.node_id,
+        hostname=state.prefs["Hostname"] or tailscaled.os_hostname(),
+        advertised_routes=list(state.prefs["AdvertiseRoutes"] or []),
+        tags=list(state.prefs["AdvertiseTags"] or []),
+    )
+    control.set_online(state.node_id, bool(state.prefs["WantRunning"]))
+
+
+def set_pref(prefs: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `AutoUpdate.Check`-style nested pref names."""
+    *parents, leaf = dotted.split(".")
+    target = prefs
+    for name in parents:
+        target = target.setdefault(name, {})
+    target[leaf] = value
+
+
+def get_pref(prefs: dict[str, Any], dotted: str) -> Any:
+    """Read `AutoUpdate.Check`-style nested pref names."""
+    value: Any = prefs
+    for name in dotted.split("."):
+        value = value.get(name) if isinstance(value, dict) else None
+    return value
+
+
+# --- tailscale up ------------------------------------------------------------------------------
+
+
+def prefs_from_up_args(values: dict[str, Any], state: DaemonState) -> dict[str, Any]:
+    """The complete prefs an `up` command line asks for (ipn.NewPrefs plus the flags)."""
+    routes = calc_advertise_routes(values["advertise-routes"], values["advertise-exit-node"])
+    if not values["exit-node"] and values["exit-node-allow-lan-access"]:
+        raise CommandFailed("--exit-node-allow-lan-access can only be used with --exit-node")
+    tags: list[str] | None = None
+    if values["advertise-tags"]:
+        tags = values["advertise-tags"].split(",")
+        for tag in tags:
+            reason = check_tag(tag)
+            if reason:
+                raise CommandFailed(f'tag: "{tag}": {reason}')
+    if values["hostname"]:
+        reason = check_hostname(values["hostname"])
+        if reason:
+            raise CommandFailed(reason)
+    prefs = tailscaled.default_prefs()
+    prefs["ControlURL"] = values["login-server"]
+    prefs["WantRunning"] = True
+    prefs["RouteAll"] = values["accept-routes"]
+    if values["exit-node"]:
+        prefs["ExitNodeIP"], auto = resolve_exit_node(values["exit-node"], state)
+        if auto:
+            prefs["AutoExitNode"] = auto
+    prefs["ExitNodeAllowLANAccess"] = values["exit-node-allow-lan-access"]
+    prefs["CorpDNS"] = values["accept-dns"]
+    prefs["ShieldsUp"] = values["shields-up"]
+    prefs["RunSSH"] = values["ssh"]
+    prefs["AdvertiseRoutes"] = routes
+    prefs["AdvertiseTags"] = tags
+    prefs["Hostname"] = values["hostname"]
+    prefs["OperatorUser"] = values["operator"]
+    prefs["AppConnector"] = {"Advertise": values["advertise-connector"]}
+    prefs["PostureChecking"] = values["report-posture"]
+    prefs["NoSNAT"] = not values["snat-subnet-routes"]
+    prefs["NoStatefulFiltering"] = not values["stateful-filtering"]
+    prefs["NetfilterMode"], warning = netfilter_mode(values["netfilter-mode"])
+    if warning:
+        warn(warning)
+    check_linux_marks(values)
+    return prefs
+
+
+def prefs_to_flags(prefs: dict[str, Any]) -> dict[str, Any]:
+    """The `up` flag values that would reproduce `prefs` (Linux flag set)."""
+    routes = prefs["AdvertiseRoutes"] or []
+    exit_routes = {"0.0.0.0/0", "::/0"}
+    return {
+        "ssh": prefs["RunSSH"],
+        "login-server": prefs["ControlURL"],
+        "accept-routes": prefs["RouteAll"],
+        "accept-dns": prefs["CorpDNS"],
+        "shields-up": prefs["ShieldsUp"],
+        "exit-node": prefs["ExitNodeIP"],
+        "exit-node-allow-lan-access": prefs["ExitNodeAllowLANAccess"],
+        "advertise-tags": ",".join(prefs["AdvertiseTags"] or []),
+        "hostname": prefs["Hostname"],
+        "operator": prefs["OperatorUser"],
+        "advertise-routes": ",".join(r for r in routes if r not in exit_routes),
+        "advertise-exit-node": any(r in exit_routes for r in routes),
+        "advertise-connector": bool((prefs.get("AppConnector") or {}).get("Advertise")),
+        "snat-subnet-routes": not prefs["NoSNAT"],
+        "stateful-filtering": prefs["NoStatefulFiltering"] is False,
+        "netfilter-mode": netfilter_name(prefs["NetfilterMode"]),
+        "report-posture": prefs["PostureChecking"],
+    }
+
+
+def fmt_flag_value_arg(name: str, value: Any) -> str:
+    """How the real CLI spells one flag in its suggested command."""
+    if value is True:
+        return f"--{name}"
+    if value == "":
+        return f"--{name}="
+    text = "false" if value is False else str(value)
+    return f"--{name}={shlex.quote(text)}"
+
+
+def check_for_accidental_setting_reverts(
+    new: dict[str, Any], cur: dict[str, Any], parsed: ParsedFlags, state: DaemonState, backend: str
+) -> bool:
+    """Refuse an `up` that would silently reset settings; True means a bare `up`."""
+    if cur["ControlURL"] == "":
+        return False
+    if not parsed.visited and state.logged_in and backend != NEEDS_LOGIN:
+        return True
+    flags_cur, flags_new = prefs_to_flags(cur), prefs_to_flags(new)
+    missing = []
+    for name, value_cur in flags_cur.items():
+        value_new = flags_new[name]
+        if name in parsed.visited or value_cur == value_new:
+            continue
+        if (
+            name == "login-server"
+            and value_cur in LOGIN_SERVER_SYNONYMS
+            and value_new in LOGIN_SERVER_SYNONYMS
+        ):
+            continue
+        if name == "stateful-filtering" and value_cur is True and value_new is False:
+            continue
+        missing.append(fmt_flag_value_arg(name, value_cur))
+    if not missing:
+        return False
+    spec = {f.name: f for f in UP.flags}
+    explicit = []
+    for name in parsed.visited_sorted():
+        if spec[name].kind in ("bool", "notfalse"):
+            explicit.append(f"--{name}" if parsed.values[name] else f"--{name}=false")
+        elif spec[name].kind == "duration":
+            explicit.append(fmt_flag_value_arg(name, go_duration(parsed.values[name])))
+        else:
+            explicit.append(fmt_flag_value_arg(name, parsed.values[name]))
+    text = ACCIDENTAL_UP_PREFIX + "".join(f" {a}" for a in explicit + sorted(missing))
+    raise CommandFailed(text + "\n\n")
+
+
+def apply_masked_edit(cur: dict[str, Any], new: dict[str, Any], flag_names: list[str]) -> dict[str, Any]:
+    """Copy into `cur` the prefs that the named flags govern, taking values from `new`."""
+    edited: dict[str, Any] = json.loads(json.dumps(cur))
+    for name in flag_names:
+        if name in PREFLESS_FLAGS:
+            continue
+        for pref in PREFS_OF_FLAG[name]:
+            set_pref(edited, pref, get_pref(new, pref))
+    return edited
+
+
+def login_url(control_url: str) -> str:
+    """The interactive login link a node without a key is given."""
+    base = control_url.rstrip("/")
+    if base in LOGIN_SERVER_SYNONYMS:
+        base = "https://login.tailscale.com"
+    return f"{base}/a/{secrets.token_hex(6)}"
+
+
+def run_up(args: list[str], socket_path: str) -> int:
+    """`tailscale up`: log in if needed and bring the node to Running."""
+    parsed = parse_command_flags(UP, args)
+    values = parsed.values
+    if parsed.args:
+        raise CommandFailed(f"too many non-flag arguments: {go_quote_list(parsed.args)}")
+    require_daemon(socket_path)
+    tailscaled.wait_until_started()
+    reset, force_reauth = values["reset"], values["force-reauth"]
+    with tailscaled.locked_state() as state:
+        backend = tailscaled.backend_state(state)
+        prefs = prefs_from_up_args(values, state)
+        cur = state.prefs
+        if not reset:
+            if (
+                not prefs["OperatorUser"]
+                and cur["OperatorUser"] == os.environ.get("USER", "")
+                and "operator" not in parsed.visited
+            ):
+                prefs["OperatorUser"] = cur["OperatorUser"]
+            simple_up = check_for_accidental_setting_reverts(prefs, cur, parsed, state, backend)
+        else:
+            simple_up = False
+        control_url_changed = cur["ControlURL"] != prefs["ControlURL"] and not (
+            cur["ControlURL"] in LOGIN_SERVER_SYNONYMS and prefs["ControlURL"] in LOGIN_SERVER_SYNONYMS
+        )
+        if control_url_changed and backend == RUNNING and not force_reauth:
+            raise CommandFailed("can't change --login-server without --force-reauth")
+        tags_changed = (cur["AdvertiseTags"] or None) != (prefs["AdvertiseTags"] or None)
+        just_edit = (
+            backend == RUNNING
+            and not force_reauth
+            and values["auth-key"] == ""
+            and not control_url_changed
+            and not tags_changed
+        )
+        if just_edit:
+            names = [f.name for f in UP.flags] if reset else parsed.visited_sorted()
+            state.prefs = apply_masked_edit(cur, prefs, names)
+            state.prefs["WantRunning"] = True
+            sync_control(state)
+            return 0
+        if simple_up:
+            state.prefs["WantRunning"] = True
+            sync_control(state)
+            return finish_up(values, printed=False)
+
+        auth_key = read_secret_value(values["auth-key"])
+        prefs["LoggedOut"] = False
+        prefs["ProfileName"] = cur.get("ProfileName", "")
+        state.prefs = prefs
+        needs_login = force_reauth or not state.logged_in
+        if not needs_login:
+            # A node that holds a valid node key ignores the auth key, as the real one does.
+            state.last_login_error = ""
+            sync_control(state)
+            return finish_up(values, printed=False)
+        if auth_key:
+            try:
+                node = tailscaled.control_plane().login(
+                    auth_key,
+                    node_key=state.node_key,
+                    hostname=prefs["Hostname"] or tailscaled.os_hostname(),
+                    tags=tuple(prefs["AdvertiseTags"] or ()),
+                )
+            except KeyRejected as rejected:
+                state.last_login_error = rejected.message
+                state.node_id = None if not state.logged_in else state.node_id
+                raise CommandFailed(f"backend error: {rejected.message}\n") from None
+            state.node_id = node["ID"]
+            state.auth_url = ""
+            state.last_login_error = ""
+            sync_control(state)
+            return finish_up(values, printed=False)
+        state.auth_url = login_url(prefs["ControlURL"])
+        state.last_login_error = ""
+        auth_url = state.auth_url
+    # Outside the lock: nobody can complete an interactive login in the lab, so this waits
+    # for the timeout (or forever, as the real one does without --timeout).
+    if values["json"]:
+        print(json.dumps({"AuthURL": auth_url, "BackendState": NEEDS_LOGIN}, indent="\t"))
+    else:
+        sys.stderr.write(f"\nTo authenticate, visit:\n\n\t{auth_url}\n\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    timeout = values["timeout"]
+    deadline = time.monotonic() + timeout if timeout > 0 else None
+    while deadline is None or time.monotonic() < deadline:
+        time.sleep(0.05 if deadline is not None else 1.0)
+    raise CommandFailed(
+        'timeout waiting for Tailscale service to enter a Running state; check health with "tailscale status"'
+    )
+
+
+def finish_up(values: dict[str, Any], *, printed: bool) -> int:
+    """What `up` prints once the node is Running."""
+    if values["json"]:
+        print(json.dumps({"BackendState": RUNNING}, indent="  "))
+    elif printed:
+        sys.stderr.write("Success.\n")
+    return 0
+
+
+def go_quote_list(items: list[str]) -> str:
+    """Go's `%q` of a []string: `["a" "b"]`."""
+    return "[" + " ".join(json.dumps(i) for i in items) + "]"
+
+
+# --- tailscale set -----------------------------------------------------------------------------
+
+
+def run_set(args: list[str], socket_path: str) -> int:
+    """`tailscale set`: change only the prefs named on the command line, never log in."""
+    parsed = parse_command_flags(SET, args)
+    values = parsed.values
+    if parsed.args:
+        raise CommandFailed(f"too many non-flag arguments: {go_quote_list(parsed.args)}")
+    require_daemon(socket_path)
+    with tailscaled.locked_state() as state:
+        new = json.loads(json.dumps(state.prefs))
+        new["ProfileName"] = values["nickname"]
+        new["RouteAll"] = values["accept-routes"]
+        new["CorpDNS"] = values["accept-dns"]
+        new["ExitNodeAllowLANAccess"] = values["exit-node-allow-lan-access"]
+        new["ShieldsUp"] = values["shields-up"]
+        new["RunSSH"] = values["ssh"]
+        new["RunWebClient"] = values["webclient"]
+        new["Hostname"] = values["hostname"]
+        new["OperatorUser"] = values["operator"]
+        new["NoSNAT"] = not values["snat-subnet-routes"]
+        new["Sync"] = values["sync"]
+        new["AutoUpdate"] = {"Check": values["update-check"], "Apply": values["auto-update"]}
+        new["AppConnector"] = {"Advertise": values["advertise-connector"]}
+        new["PostureChecking"] = values["report-posture"]
+        new["NoStatefulFiltering"] = not values["stateful-filtering"]
+        new["NetfilterMode"], warning = netfilter_mode(values["netfilter-mode"])
+        if warning:
+            warn(warning)
+        check_linux_marks(values)
+        if values["exit-node"]:
+            new["ExitNodeIP"], auto = resolve_exit_node(values["exit-node"], state)
+            if auto:
+                new["AutoExitNode"] = auto
+        visited = [n for n in parsed.visited_sorted() if n not in PREFLESS_FLAGS]
+        if not visited:
+            sys.stderr.write(SET.usage())
+            return 0
+        if "advertise-routes" in parsed.visited or "advertise-exit-node" in parsed.visited:
+            new["AdvertiseRoutes"] = routes_for_set(parsed, state.prefs)
+        if values["relay-server-port"]:
+            port = values["relay-server-port"]
+            if not port.isdigit() or int(port) > 65535:
+                raise CommandFailed(
+                    f'failed to set relay server port: strconv.ParseUint: parsing "{port}": '
+                    + ("value out of range" if port.isdigit() else "invalid syntax")
+                )
+            new["RelayServerPort"] = int(port)
+        state.prefs = apply_masked_edit(state.prefs, new, visited)
+        sync_control(state)
+    return 0
+
+
+def routes_for_set(parsed: ParsedFlags, cur: dict[str, Any]) -> list[str] | None:
+    """`set`'s rule for AdvertiseRoutes: keep the half of it that was not mentioned."""
+    values = parsed.values
+    routes_set = "advertise-routes" in parsed.visited
+    exit_set = "advertise-exit-node" in parsed.visited
+    cur_routes = list(cur["AdvertiseRoutes"] or [])
+    cur_exit = "0.0.0.0/0" in cur_routes and "::/0" in cur_routes
+    if routes_set and exit_set:
+        return calc_advertise_routes(values["advertise-routes"], values["advertise-exit-node"])
+    if routes_set:
+        return calc_advertise_routes(values["advertise-routes"], cur_exit)
+    if cur_exit == values["advertise-exit-node"]:
+        return cur_routes or None
+    kept = [r for r in cur_routes if not r.endswith("/0")]
+    if values["advertise-exit-node"]:
+        kept += ["0.0.0.0/0", "::/0"]
+    return kept or None
+
+
+# --- status, ip, down, logout, version, debug prefs --------------------------------------------
+
+
+def peer_status(node: dict[str, Any] | None, *, online: bool, os_name: str) -> dict[str, Any]:
+    """One ipnstate.PeerStatus, from a control plane node (None: a node not logged in)."""
+    if node is None:
+        return {
+            "ID": "",
+            "PublicKey": "nodekey:" + "0" * 64,
+            "HostName": os_name,
+            "DNSName": "",
+            "OS": "linux",
+            "UserID": 0,
+            "TailscaleIPs": None,
+            "AllowedIPs": None,
+            "Addrs": None,
+            "CurAddr": "",
+            "Relay": "",
+            "RxBytes": 0,
+            "TxBytes": 0,
+            "Created": "0001-01-01T00:00:00Z",
+            "LastWrite": "0001-01-01T00:00:00Z",
+            "LastSeen": "0001-01-01T00:00:00Z",
+            "LastHandshake": "0001-01-01T00:00:00Z",
+            "Online": False,
+            "ExitNode": False,
+            "ExitNodeOption": False,
+            "Active": False,
+            "PeerAPIURL": None,
+            "InNetworkMap": False,
+            "InMagicSock": False,
+            "InEngine": False,
+        }
+    ips = list(node["TailscaleIPs"])
+    status: dict[str, Any] = {
+        "ID": node["ID"],
+        "PublicKey": node["NodeKey"],
+        "HostName": node["HostName"],
+        "DNSName": node["DNSName"],
+        "OS": "linux",
+        "UserID": TAGGED_USER_ID if node.get("Tags") else LAB_USER_ID,
+        "TailscaleIPs": ips,
+        "AllowedIPs": [f"{ips[0]}/32", f"{ips[1]}/128"],
+        "Addrs": None,
+        "CurAddr": "",
+        "Relay": "",
+        "RxBytes": 0,
+        "TxBytes": 0,
+        "Created": node["Created"],
+        "LastWrite": "0001-01-01T00:00:00Z",
+        "LastSeen": node.get("LastSeen", "0001-01-01T00:00:00Z"),
+        "LastHandshake": "0001-01-01T00:00:00Z",
+        "Online": online,
+        "ExitNode": False,
+        "ExitNodeOption": offers_exit_node(node),
+        "Active": False,
+        "PeerAPIURL": [f"http://{ips[0]}:36417"],
+        "InNetworkMap": True,
+        "InMagicSock": False,
+        "InEngine": False,
+        "KeyExpiry": node["KeyExpiry"],
+    }
+    if node.get("Tags"):
+        status["Tags"] = list(node["Tags"])
+    return status
+
+
+def build_status(state: DaemonState, *, with_peers: bool) -> dict[str, Any]:
+    """ipnstate.Status as `tailscale status --json` prints it."""
+    backend = tailscaled.backend_state(state)
+    control = tailscaled.control_plane()
+    node = control.node(state.node_id) if state.logged_in and state.node_id else None
+    hostname = state.prefs["Hostname"] or tailscaled.os_hostname()
+    users: dict[str, Any] = {}
+    peers: dict[str, Any] | None = None
+    if node is not None:
+        nodes = [node]
+        if with_peers:
+            peers = {}
+            for peer in peer_nodes(state):
+                peers[peer["NodeKey"]] = peer_status(
+                    peer, online=bool(peer.get("Online")), os_name=peer["HostName"]
+                )
+                nodes.append(peer)
+        for n in nodes:
+            user_id = TAGGED_USER_ID if n.get("Tags") else LAB_USER_ID
+            login = TAGGED_LOGIN if n.get("Tags") else LAB_LOGIN
+            users[str(user_id)] = {
+                "ID": user_id,
+                "LoginName": login,
+                "DisplayName": login,
+                "ProfilePicURL": "",
+            }
+    logged_in = node is not None
+    return {
+        "Version": LONG_VERSION,
+        "TUN": True,
+        "BackendState": backend,
+        "HaveNodeKey": logged_in,
+        "AuthURL": state.auth_url if backend == NEEDS_LOGIN else "",
+        "TailscaleIPs": list(node["TailscaleIPs"]) if node else None,
+        "Self": peer_status(node, online=backend == RUNNING, os_name=hostname),
+        "Health": tailscaled.health_messages(state, backend),
+        "MagicDNSSuffix": MAGIC_DNS_SUFFIX,
+        "CurrentTailnet": {
+            "Name": TAILNET_NAME,
+            "MagicDNSSuffix": MAGIC_DNS_SUFFIX,
+            "MagicDNSEnabled": True,
+        }
+        if logged_in
+        else None,
+        "CertDomains": None,
+        "Peer": peers,
+        "User": users or None,
+        "ClientVersion": None,
+    }
+
+
+def status_line(status: dict[str, Any], peer: dict[str, Any]) -> str:
+    """One line of the plain `tailscale status` table."""
+    ips = peer["TailscaleIPs"] or [""]
+    name = peer["DNSName"].removesuffix(f".{MAGIC_DNS_SUFFIX}.")
+    if not name:
+        name = f'("{peer["HostName"]}")'
+    user = (status["User"] or {}).get(str(peer["UserID"]))
+    owner = user["LoginName"] if user else "-"
+    if "@" in owner:
+        owner = owner[: owner.index("@") + 1]
+    state = "-" if peer["Online"] else "offline"
+    return f"{ips[0]:<15} {name:<20} {owner:<12} {peer['OS']:<7} {state}"
+
+
+def run_status(args: list[str], socket_path: str) -> int:
+    """`tailscale status`."""
+    parsed = parse_command_flags(STATUS, args)
+    values = parsed.values
+    if parsed.args:
+        raise CommandFailed("unexpected non-flag arguments to 'tailscale status'")
+    require_daemon(socket_path)
+    if values["web"]:
+        raise CommandFailed("the lab's tailscale does not emulate 'tailscale status --web'")
+    with tailscaled.locked_state() as state:
+        status = build_status(state, with_peers=values["peers"])
+    if values["json"]:
+        if values["active"] and status["Peer"]:
+            status["Peer"] = {k: p for k, p in status["Peer"].items() if p["Active"]}
+        sys.stdout.write(json.dumps(status, indent="  "))
+        return 0
+    out: list[str] = []
+    if status["Health"]:
+        out.append("# Health check:")
+        out.extend(f"#     - {m}" for m in status["Health"])
+        out.append("")
+    backend = status["BackendState"]
+    description = {
+        STOPPED: "Tailscale is stopped.",
+        NEEDS_LOGIN: "Logged out." + (f"\nLog in at: {status['AuthURL']}" if status["AuthURL"] else ""),
+        "NeedsMachineAuth": "Machine is not yet authorized by tailnet admin.",
+    }.get(backend, f"unexpected state: {backend}")
+    if backend not in (RUNNING, "Starting"):
+        print("\n".join([*out, description]))
+        return 1
+    if values["self"]:
+        out.append(status_line(status, status["Self"]))
+    if values["peers"] and status["Peer"]:
+        peers = sorted(status["Peer"].values(), key=lambda p: p["TailscaleIPs"][0])
+        out.extend(status_line(status, p) for p in peers if not values["active"] or p["Active"])
+    print("\n".join(out))
+    return 0
+
+
+def run_ip(args: list[str], socket_path: str) -> int:
+    """`tailscale ip [-1|-4|-6] [peer]`."""
+    parsed = parse_command_flags(IP, args)
+    values = parsed.values
+    if len(parsed.args) > 1:
+        raise CommandFailed("too many arguments, expected at most one peer")
+    if sum(bool(values[k]) for k in ("1", "4", "6")) > 1:
+        raise CommandFailed("tailscale ip -1, -4, and -6 are mutually exclusive")
+    require_daemon(socket_path)
+    want4, want6 = values["4"], values["6"]
+    if not want4 and not want6:
+        want4 = want6 = True
+    with tailscaled.locked_state() as state:
+        backend = tailscaled.backend_state(state)
+        ips = self_ips(state)
+        if parsed.args:
+            of = parsed.args[0]
+            found = [
+                n
+                for n in peer_nodes(state)
+                if of in (*n["TailscaleIPs"], n["HostName"], n["DNSName"].split(".", 1)[0])
+                or of == n["DNSName"].rstrip(".")
+            ]
+            if not found:
+                raise CommandFailed(f"unknown peer {of!r}" if ":" not in of else of)
+            ips = list(found[0]["TailscaleIPs"])
+    if not ips:
+        raise CommandFailed(f"no current Tailscale IPs; state: {backend}")
+    if values["1"]:
+        ips = ips[:1]
+    shown = [ip for ip in ips if (":" not in ip and want4) or (":" in ip and want6)]
+    for ip in shown:
+        print(ip)
+    if not shown:
+        raise CommandFailed("no Tailscale IPv4 address" if values["4"] else "no Tailscale IPv6 address")
+    return 0
+
+
+def run_down(args: list[str], socket_path: str) -> int:
+    """`tailscale down`: WantRunning=false."""
+    parsed = parse_command_flags(DOWN, args)
+    if parsed.args:
+        raise CommandFailed(f"too many non-flag arguments: {go_quote_list(parsed.args)}")
+    require_daemon(socket_path)
+    with tailscaled.locked_state() as state:
+        if tailscaled.backend_state(state) == STOPPED:
+            sys.stderr.write("Tailscale was already stopped.\n")
+            return 0
+        state.prefs["WantRunning"] = False
+        if state.node_id is not None and state.logged_in:
+            tailscaled.control_plane().set_online(state.node_id, False)
+    return 0
+
+
+def run_logout(args: list[str], socket_path: str) -> int:
+    """`tailscale logout`: expire the node key; the node needs a new login."""
+    parsed = parse_command_flags(LOGOUT, args)
+    if parsed.args:
+        raise CommandFailed(f"too many non-flag arguments: {go_quote_list(parsed.args)}")
+    require_daemon(socket_path)
+    with tailscaled.locked_state() as state:
+        if state.node_id is not None and state.logged_in:
+            tailscaled.control_plane().logout(state.node_id)
+        state.prefs["LoggedOut"] = True
+        state.prefs["WantRunning"] = False
+        state.auth_url = ""
+    return 0
+
+
+def run_version(args: list[str], socket_path: str) -> int:
+    """`tailscale version`."""
+    values = parse_command_flags(VERSION_CMD, args).values
+    if values["upstream"]:
+        raise CommandFailed("the lab has no network to fetch the upstream version from")
+    if values["daemon"]:
+        require_daemon(socket_path)
+    if values["json"]:
+        info: dict[str, Any] = {
+            "majorMinorPatch": VERSION,
+            "short": VERSION,
+            "long": LONG_VERSION,
+            "unstableBranch": False,
+            "gitCommit": "6f2a1c9e0b3d4a5f6e7d8c9b0a1f2e3d4c5b6a70",
+            "cap": 125,
+        }
+        if values["daemon"]:
+            info["daemonLong"] = LONG_VERSION
+        print(json.dumps(info, indent="  "))
+        return 0
+    print(VERSION)
+    print("  tailscale commit: 6f2a1c9e0b3d4a5f6e7d8c9b0a1f2e3d4c5b6a70")
+    print(f"  long version: {LONG_VERSION}")
+    print(f"  go version: {GO_VERSION}")
+    if values["daemon"]:
+        print(f"Daemon: {LONG_VERSION}")
+    return 0
+
+
+def run_debug(args: list[str], socket_path: str) -> int:
+    """`tailscale debug prefs` (the only debug subcommand the lab emulates)."""
+    parsed = parse_command_flags(DEBUG, args)
+    if not parsed.args:
+        sys.stderr.write(DEBUG.usage())
+        return 0
+    sub, rest = parsed.args[0], parsed.args[1:]
+    if sub != "prefs":
+        raise CommandFailed(f"the lab's tailscale does not emulate 'tailscale debug {sub}'")
+    values = parse_command_flags(DEBUG_PREFS, rest).values
+    require_daemon(socket_path)
+    with tailscaled.locked_state() as state:
+        prefs = state.prefs
+    if values["pretty"]:
+        print(pretty_prefs(prefs))
+    else:
+        print(json.dumps(prefs, indent="\t"))
+    return 0
+
+
+def pretty_prefs(prefs: dict[str, Any]) -> str:
+    """A one-line summary in the spirit of ipn.Prefs.Pretty()."""
+    parts = [
+        f"ControlURL={prefs['ControlURL']}" if prefs["ControlURL"] else "",
+        "mesh=true" if prefs["WantRunning"] else "",
+        f"dns={str(prefs['CorpDNS']).lower()}",
+        f"want={str(prefs['WantRunning']).lower()}",
+        "ssh=true" if prefs["RunSSH"] else "",
+        f"routes={prefs['AdvertiseRoutes'] or []}",
+    ]
+    return "Prefs{" + " ".join(p for p in parts if p) + "}"
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+
+def parse_command_flags(command: Command, args: list[str]) -> ParsedFlags:
+    """Parse a subcommand's flags; a flag error prints usage and exits 2, as ffcli does."""
+    try:
+        return parse_flags(command, args)
+    except FlagParseError as err:
+        if err.message is not None:
+            sys.stderr.write(redact_keys(err.message) + "\n")
+        sys.stderr.write(command.usage())
+        raise SystemExit(0 if err.message is None else 2) from None
+
+
+def record_call(args: list[str]) -> None:
+    """Append this call to the host's argv log (argv in full, environment names only)."""
+    path = host_path(ARGV_LOG)
+    entry = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "argv": ["tailscale", *args],
+        "env_names": sorted(os.environ),
+        "uid": os.getuid(),
+        "ppid": os.getppid(),
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as log:
+            log.write(json.dumps(entry) + "\n")
+    except OSError as err:
+        sys.stderr.write(f"tailnix lab: cannot record this call in {ARGV_LOG}: {err}\n")
+
+
+HANDLERS: dict[str, Callable[[list[str], str], int]] = {
+    "up": run_up,
+    "set": run_set,
+    "down": run_down,
+    "logout": run_logout,
+    "status": run_status,
+    "ip": run_ip,
+    "version": run_version,
+    "debug": run_debug,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one `tailscale` command and return its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    record_call(args)
+    args = clean_up_args(args)
+    if args in (["-V"], ["--version"]):
+        args = ["version"]
+    elif args == ["help"]:
+        args = ["--help"]
+    root = parse_command_flags(ROOT, args)
+    if not root.args:
+        sys.stderr.write(ROOT.usage())
+        return 0
+    name, rest = root.args[0], root.args[1:]
+    handler = HANDLERS.get(name)
+    try:
+        if handler is None:
+            if name in NOT_EMULATED:
+                raise CommandFailed(f"the lab's tailscale does not emulate 'tailscale {name}'")
+            raise CommandFailed(f"tailscale: unknown subcommand: {name}")
+        return handler(rest, root.values["socket"])
+    except CommandFailed as failure:
+        message = failure.message
+        sys.stdout.flush()
+        sys.stderr.write(message if message.endswith("\n") else message + "\n")
+        return failure.code
+    except tailscaled.NotRunning:
+        sys.stderr.write(CONNECT_ERROR + "\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
