@@ -169,9 +169,7 @@ class ControlPlane:
                 raise KeyError("no such auth key")
             record["revoked"] = True
 
-    def login(
-        self, key: str, *, node_key: str, hostname: str, tags: tuple[str, ...] = ()
-    ) -> dict[str, Any]:
+    def login(self, key: str, *, node_key: str, hostname: str, tags: tuple[str, ...] = ()) -> dict[str, Any]:
         """Register or re-register the node holding `node_key` with an auth key.
 
         Returns the node. Raises `KeyRejected` with the real server's message when the key is
@@ -191,9 +189,7 @@ class ControlPlane:
             elif not record["reusable"] and record["uses"] > 0:
                 rejection = KeyRejected(f"invalid key: API key {record['id']} not valid", "used")
             if rejection is not None or record is None:
-                rejection = rejection or KeyRejected(
-                    "invalid key: API key does not exist", "unknown"
-                )
+                rejection = rejection or KeyRejected("invalid key: API key does not exist", "unknown")
                 state["rejections"].append(
                     {
                         "time": iso_time(now),
@@ -252,9 +248,7 @@ class ControlPlane:
     def _unique_dns_name(state: dict[str, Any], hostname: str, node_id: str) -> str:
         """Give a second node with the same name a `-1` suffix, as the real tailnet does."""
         label = sanitize_label(hostname) or "localhost"
-        taken = {
-            n["DNSName"] for n in state["nodes"] if n["ID"] != node_id and not n.get("LoggedOut")
-        }
+        taken = {n["DNSName"] for n in state["nodes"] if n["ID"] != node_id and not n.get("LoggedOut")}
         candidate, n = label, 0
         while f"{candidate}.{MAGIC_DNS_SUFFIX}." in taken:
             n += 1

@@ -871,6 +871,7 @@ def run_up(args: list[str], socket_path: str) -> int:
     require_daemon(socket_path)
     tailscaled.wait_until_started()
     reset, force_reauth = values["reset"], values["force-reauth"]
+    login_error, auth_url = "", ""
     with tailscaled.locked_state() as state:
         backend = tailscaled.backend_state(state)
         prefs = prefs_from_up_args(values, state)
@@ -928,17 +929,21 @@ def run_up(args: list[str], socket_path: str) -> int:
                     tags=tuple(prefs["AdvertiseTags"] or ()),
                 )
             except KeyRejected as rejected:
+                # Saved with the new prefs (the daemon took them before trying to log in).
                 state.last_login_error = rejected.message
-                state.node_id = None if not state.logged_in else state.node_id
-                raise CommandFailed(f"backend error: {rejected.message}\n") from None
-            state.node_id = node["ID"]
-            state.auth_url = ""
+                login_error = rejected.message
+            else:
+                state.node_id = node["ID"]
+                state.auth_url = ""
+                state.last_login_error = ""
+                sync_control(state)
+                return finish_up(values, printed=False)
+        else:
+            state.auth_url = login_url(prefs["ControlURL"])
             state.last_login_error = ""
-            sync_control(state)
-            return finish_up(values, printed=False)
-        state.auth_url = login_url(prefs["ControlURL"])
-        state.last_login_error = ""
-        auth_url = state.auth_url
+            auth_url = state.auth_url
+    if login_error:
+        raise CommandFailed(f"backend error: {login_error}\n")
     # Outside the lock: nobody can complete an interactive login in the lab, so this waits
     # for the timeout (or forever, as the real one does without --timeout).
     if values["json"]:
