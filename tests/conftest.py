@@ -1,0 +1,36 @@
+"""Shared fixtures: one lab of emulated hosts for the test session, and clean hosts on demand."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tailnix.lab.hosts import Lab, LabError, LabHost
+
+SESSION_NIXOS_HOSTS = 3
+SESSION_OTHER_HOSTS = 1
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A running lab: nixos-1..3 and debian-1, shared by every test; stopped at the end.
+
+    Tests that change a host take `clean_nixos_host` instead of changing these.
+    """
+    directory = tmp_path_factory.mktemp("lab")
+    try:
+        running = Lab.up(directory, SESSION_NIXOS_HOSTS, other_os=SESSION_OTHER_HOSTS)
+    except LabError as error:
+        # A machine that cannot run the lab must not pass the lab tests by skipping them.
+        pytest.fail(f"cannot start the lab of emulated hosts: {error}", pytrace=False)
+    yield running
+    running.down()
+
+
+@pytest.fixture
+def clean_nixos_host(lab: Lab) -> Iterator[LabHost]:
+    """A NixOS host for this test alone (stock files, not a sops recipient); stopped after it."""
+    host = lab.add_host(os="nixos")
+    yield host
+    lab.stop_host(host.name)
