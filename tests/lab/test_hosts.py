@@ -116,9 +116,7 @@ def test_ssh_refuses_a_host_whose_key_does_not_match(lab: Lab, tmp_path: Path) -
     first, second = lab.host("nixos-1"), lab.host("nixos-2")
     wrong = tmp_path / "known_hosts"
     wrong.write_text(f"[127.0.0.1]:{first.port} {second.host_key_public}\n")
-    argv = [
-        arg.replace(str(lab.layout.known_hosts), str(wrong)) for arg in lab.ssh_command("nixos-1")
-    ]
+    argv = [arg.replace(str(lab.layout.known_hosts), str(wrong)) for arg in lab.ssh_command("nixos-1")]
     result = subprocess.run([*argv, "true"], capture_output=True, text=True, check=False)
     assert result.returncode == 255
     assert "Host key verification failed" in result.stderr
@@ -144,9 +142,7 @@ def test_writes_in_etc_stay_on_their_host(lab: Lab, clean_nixos_host: LabHost) -
         "echo t > /tmp/marker; echo r > /root/marker; mkdir -p /var/lib/marker",
     )
     assert lab.ssh(name, "cat /etc/tailnix-test-marker").stdout == "changed\n"
-    probe = (
-        "ls /etc/tailnix-test-marker /etc/nixos/extra.nix /tmp/marker /root/marker /var/lib/marker"
-    )
+    probe = "ls /etc/tailnix-test-marker /etc/nixos/extra.nix /tmp/marker /root/marker /var/lib/marker"
     for other in ("nixos-1", "debian-1"):
         assert lab.ssh(other, probe + " 2>/dev/null; true").stdout == ""
     # Nor on the machine that runs the lab.
@@ -163,9 +159,7 @@ def test_each_host_has_its_own_run_with_the_shared_lab_state(lab: Lab) -> None:
     assert lab.ssh("nixos-2", "/run/tailnix-lab/bin/sops --version --disable-version-check").stdout
 
 
-def test_an_added_host_is_reachable_but_not_a_recipient(
-    lab: Lab, clean_nixos_host: LabHost
-) -> None:
+def test_an_added_host_is_reachable_but_not_a_recipient(lab: Lab, clean_nixos_host: LabHost) -> None:
     assert lab.ssh(clean_nixos_host.name, "hostname").stdout.strip() == clean_nixos_host.name
     assert clean_nixos_host.name not in lab.layout.sops_config.read_text()
     assert clean_nixos_host.name not in lab.layout.inventory.read_text()
@@ -227,9 +221,7 @@ def test_demo_secrets_are_readable_by_the_admin_and_every_nixos_host(lab: Lab) -
     identity = lab.directory / "test-nixos-3.agekey"
     identity.write_text(ssh_private_key_to_age_identity(host_key) + "\n")
     try:
-        as_host = decrypt_value(
-            lab.layout.secrets_file, "tailscale_auth_key", age_key_file=identity
-        )
+        as_host = decrypt_value(lab.layout.secrets_file, "tailscale_auth_key", age_key_file=identity)
     finally:
         identity.unlink()
     assert as_host == secret

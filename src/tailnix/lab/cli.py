@@ -34,9 +34,7 @@ def lab() -> None:
 
 @lab.command()
 @click.argument("count", type=click.IntRange(min=0))
-@click.option(
-    "--other-os", type=click.IntRange(min=0), default=0, help="Also start this many Debian hosts."
-)
+@click.option("--other-os", type=click.IntRange(min=0), default=0, help="Also start this many Debian hosts.")
 @DIR_OPTION
 def up(count: int, other_os: int, directory: Path) -> None:
     """Start COUNT NixOS hosts, and write the inventory and demo secrets into the lab directory."""
@@ -47,9 +45,7 @@ def up(count: int, other_os: int, directory: Path) -> None:
     for host in started.hosts:
         click.echo(f"{host.name}\t127.0.0.1:{host.port}\t{host.os}")
     click.echo(f"inventory: {started.layout.inventory}")
-    click.echo(
-        f"secrets:   {started.layout.secrets_file} (sops config {started.layout.sops_config})"
-    )
+    click.echo(f"secrets:   {started.layout.secrets_file} (sops config {started.layout.sops_config})")
 
 
 @lab.command()

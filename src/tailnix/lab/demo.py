@@ -123,9 +123,7 @@ def host_inventory_data(
     }
 
 
-def render_inventory(
-    groups: Mapping[str, list[tuple[str, dict[str, object]]]], lab_directory: Path
-) -> str:
+def render_inventory(groups: Mapping[str, list[tuple[str, dict[str, object]]]], lab_directory: Path) -> str:
     """Render a pyinfra `inventory.py`: one module-level list of `(name, data)` per group."""
     lines = [
         f"# pyinfra inventory of the tailnix lab in {lab_directory}, written by `tailnix lab`.",
