@@ -1,0 +1,58 @@
+# The two commands a new machine needs: `make demo` and `make test`. Both set up what they use.
+# The lab (emulated NixOS hosts in mount namespaces) needs root.
+
+VENV := .venv
+BIN := $(VENV)/bin
+LAB := .lab
+APT_PACKAGES := openssh-server nix-bin age jq iproute2 make
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test check lint typecheck unit system venv down clean
+
+demo: system venv  ## start 3 emulated NixOS hosts and put them on the lab's tailnet
+	@$(BIN)/tailnix lab down --dir $(LAB) >/dev/null 2>&1 || true
+	$(BIN)/tailnix lab up 3 --dir $(LAB)
+	$(BIN)/pyinfra -y $(LAB)/inventory.py deploys/tailscale.py
+	@for host in $$($(BIN)/python -c "import json; print(' '.join(h['name'] for h in json.load(open('$(LAB)/state/hosts.json'))['hosts'] if h['os'] == 'nixos'))"); do \
+		echo "== $$host: tailscale status"; $(BIN)/tailnix lab ssh $$host --dir $(LAB) -- tailscale status; done
+	@echo
+	@echo "The lab is still running. Look around:  $(BIN)/tailnix lab ssh nixos-1 --dir $(LAB) -- cat /etc/nixos/tailscale-autoconnect.nix"
+	@echo "Deploy again (nothing changes):          $(BIN)/pyinfra -y $(LAB)/inventory.py deploys/tailscale.py"
+	@echo "Stop it:                                 make down"
+
+test: system venv check unit  ## lint, type check, and every test
+
+check: lint typecheck
+
+lint: venv
+	$(BIN)/ruff check src tests deploys group_data inventory.py
+	$(BIN)/ruff format --check src tests deploys group_data inventory.py
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest
+
+system:  ## the Debian packages the lab and the tests use
+	@missing=""; for package in $(APT_PACKAGES); do \
+		dpkg -s $$package >/dev/null 2>&1 || missing="$$missing $$package"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+down:  ## stop the demo lab
+	$(BIN)/tailnix lab down --dir $(LAB)
+
+clean: down
+	rm -rf $(VENV) $(LAB)
