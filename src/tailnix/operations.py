@@ -32,6 +32,7 @@ from tailnix.settings import TailscaleSettings
 Commands = Generator[Any, None, None]
 
 ABSENT_SUFFIX = ".tailnix-absent"
+ABSENT_DIRECTORY_SUFFIX = ".tailnix-absent-dir"
 
 BACKEND_STATE_MEANINGS = {
     "NoState": "tailscaled is starting or not answering yet",
@@ -134,7 +135,14 @@ def secrets_file(plan: HostPlan) -> Commands:
     if _host_state().secret_sha256 == plan.secrets_sha256:
         host.noop(f"{paths.SECRETS_FILE} is up to date")
         return
-    yield StringCommand(f"install -d -m 0700 -o root -g root {paths.SECRETS_DIR}")
+    directory = shlex.quote(paths.SECRETS_DIR)
+    marker = shlex.quote(paths.PENDING_DIR + paths.SECRETS_DIR + ABSENT_DIRECTORY_SUFFIX)
+    parent = shlex.quote(paths.PENDING_DIR + paths.NIXOS_DIR)
+    # A directory this deploy creates is removed again if the switch fails.
+    yield StringCommand(
+        f"if [ ! -d {directory} ]; then install -d -m 0700 {parent} && : > {marker}; fi && "
+        f"install -d -m 0700 -o root -g root {directory}"
+    )
     yield from _replace_file(paths.SECRETS_FILE, str(plan.settings.secrets_file), "0600")
 
 
@@ -200,9 +208,14 @@ restore() {{
     (cd {pending} && find . -type f) | while read -r kept; do
       target="/${{kept#./}}"
       case "$target" in
+        *{ABSENT_DIRECTORY_SUFFIX}) ;;
         *{ABSENT_SUFFIX}) rm -f "${{target%{ABSENT_SUFFIX}}}" ;;
         *) cp -a "{pending}/${{kept#./}}" "$target" ;;
       esac
+    done
+    (cd {pending} && find . -type f -name '*{ABSENT_DIRECTORY_SUFFIX}') | while read -r kept; do
+      target="/${{kept#./}}"
+      rmdir "${{target%{ABSENT_DIRECTORY_SUFFIX}}}" 2>/dev/null
     done
     rm -rf {pending}
   fi
