@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from tailnix.agekey import ssh_private_key_to_age_identity
+from tailnix.lab import hosts as hosts_module
 from tailnix.lab import stock
 from tailnix.lab.cli import lab as lab_command
 from tailnix.lab.demo import render_sops_config
@@ -312,3 +313,15 @@ def test_lab_down_leaves_no_process_and_no_mount(tmp_path: Path) -> None:
 def test_opening_a_directory_without_a_lab_says_how_to_start_one(tmp_path: Path) -> None:
     with pytest.raises(LabError, match="no lab in .*tailnix lab up"):
         Lab.open(tmp_path)
+
+
+def test_a_host_that_cannot_start_fails_with_sshd_own_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hosts_module, "sshd_config", lambda name, port: f"Port {port}\nNoSuchOption yes\n")
+    with pytest.raises(LabError, match="(?s)nixos-1: sshd exited .*NoSuchOption") as raised:
+        Lab.up(tmp_path / "lab", 1)
+    assert "Bad configuration option" in str(raised.value)
+    for host in Lab.open(tmp_path / "lab").hosts:
+        assert running_processes(host.mount_namespace) == []
+    assert lab_mounts(tmp_path / "lab") == []

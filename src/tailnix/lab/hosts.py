@@ -290,6 +290,8 @@ def _prepare_host_files(layout: LabLayout, name: str, os_name: str, port: int, a
     if os_name == "nixos":
         # Debian's /etc/os-release is a symlink into /usr; NixOS's is a file of /etc.
         _write(etc / "os-release", stock.nixos_os_release())
+        # NixOS's activation script touches /etc/NIXOS; tools use it to recognise a NixOS root.
+        _write(etc / "NIXOS", "")
         _write(etc / "nixos" / "configuration.nix", stock.configuration_nix(name, admin_key))
         _write(etc / "nixos" / "hardware-configuration.nix", stock.hardware_configuration_nix(name))
         for command, module in EMULATED_COMMANDS.items():
@@ -368,8 +370,7 @@ def _wait_until_serving(layout: LabLayout, started: dict[str, tuple[int, subproc
     while waiting:
         for name, (port, process) in list(waiting.items()):
             if process.poll() is not None:
-                log = (layout.host_dir(name) / "sshd.log").read_text(errors="replace").strip()
-                raise LabError(f"host {name}: sshd exited {process.returncode} while starting:\n{log}")
+                raise _start_failure(layout, name, process)
             if _answers_ssh(port):
                 del waiting[name]
         if not waiting:
@@ -387,7 +388,14 @@ def _wait_until_serving(layout: LabLayout, started: dict[str, tuple[int, subproc
         time.sleep(0.05)
 
 
-def _wait_for_namespace(process: subprocess.Popen[bytes], deadline: float) -> str:
+def _start_failure(layout: LabLayout, name: str, process: subprocess.Popen[bytes]) -> LabError:
+    log = (layout.host_dir(name) / "sshd.log").read_text(errors="replace").strip()
+    return LabError(f"host {name}: sshd exited {process.returncode} while starting:\n{log}")
+
+
+def _wait_for_namespace(
+    layout: LabLayout, name: str, process: subprocess.Popen[bytes], deadline: float
+) -> str:
     """The mount namespace of a just-started host, once `unshare` has made it."""
     own = mount_namespace_of(os.getpid())
     while time.monotonic() < deadline:
@@ -395,9 +403,9 @@ def _wait_for_namespace(process: subprocess.Popen[bytes], deadline: float) -> st
         if namespace is not None and namespace != own:
             return namespace
         if process.poll() is not None:
-            break
+            raise _start_failure(layout, name, process)
         time.sleep(0.01)
-    raise LabError(f"pid {process.pid}: no mount namespace of its own appeared")
+    raise LabError(f"host {name} (pid {process.pid}): no mount namespace of its own appeared")
 
 
 def _copy_pylib(layout: LabLayout) -> None:
@@ -562,20 +570,27 @@ class Lab:
         }
         started: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
         new_hosts = []
+        failure: LabError | None = None
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         try:
-            for name, _os_name in wanted:
+            for (name, _os_name), port in zip(wanted, ports, strict=True):
                 process = _start_host(self.layout, name)
                 self._processes[process.pid] = process
-                started[name] = (ports[len(started)], process)
+                started[name] = (port, process)
             for (name, os_name), port in zip(wanted, ports, strict=True):
                 process = started[name][1]
-                namespace = _wait_for_namespace(process, deadline)
+                try:
+                    namespace = _wait_for_namespace(self.layout, name, process, deadline)
+                except LabError as error:
+                    failure = failure or error
+                    continue
                 new_hosts.append(LabHost(name, port, os_name, keys[name], process.pid, namespace))
         finally:
-            # Record whatever started, so that `down` can find it even if this start fails.
+            # Record every host that started, so that `down` finds them even if this start fails.
             self.hosts.extend(new_hosts)
             self._save()
+        if failure is not None:
+            raise failure
         _wait_until_serving(self.layout, started)
         return new_hosts
 
@@ -676,6 +691,10 @@ class Lab:
         self._stop([self.host(name)])
 
     def _stop(self, hosts: list[LabHost]) -> None:
+        for process in self._processes.values():
+            # A start that failed early may have left a process with no namespace recorded.
+            if process.poll() is None and not any(host.pid == process.pid for host in self.hosts):
+                process.kill()
         own = mount_namespace_of(os.getpid())
         # A host's sshd may be gone while sessions it spawned still hold its namespace (and mounts).
         stopping = [host for host in hosts if host.mount_namespace != own]
