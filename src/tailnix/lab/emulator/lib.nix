@@ -302,14 +302,14 @@ let
       };
 
     # Walk every leaf of a merged value and force it, so a type error in a definition is reported
-    # even when nothing else reads the option. Submodule values carry their own check.
+    # even when nothing else reads the option. Types holding submodules re-check each submodule's
+    # own definitions instead (`forceDefined`), since a submodule's unset options have no value.
     forceDefinedValue = v:
-      if isAttrs v then
-        (if v ? _module && v._module ? forceDefined then v._module.forceDefined
-         else if isDerivation v then true
-         else all forceDefinedValue (attrValues v))
+      if isAttrs v then (isDerivation v || all forceDefinedValue (attrValues v))
       else if isList v then all forceDefinedValue v
       else seq v true;
+    forceDefinedDefs = loc: type: defs:
+      if type ? forceDefined then type.forceDefined loc defs else forceDefinedValue (type.merge loc defs);
 
     moduleStructuredKeys = [ "_class" "_file" "key" "disabledModules" "imports" "options" "config" "meta" "freeformType" ];
 
@@ -376,10 +376,10 @@ let
             throw "The option `${showOption first.loc}' does not exist. Definition values:${showDefs [ first ]}"
           else true;
         checked = seq checkUnmatched;
-        forceDefined = checked merged.forceDefined;
-        config = checked (internalConfig // { _module = internalConfig._module // { inherit forceDefined; }; });
       in {
-        inherit config options;
+        inherit options;
+        config = checked (removeAttrs internalConfig [ "_module" ]);
+        forceDefined = checked merged.forceDefined;
         inherit (internalConfig) _module;
       };
 
@@ -433,7 +433,7 @@ let
           else if v.kind == "tree" then v.sub.unmatched
           else [ ]) nodes);
         forceDefined = all (v:
-          if v.kind == "option" then (!v.userDefined || forceDefinedValue v.option.value)
+          if v.kind == "option" then (!v.userDefined || seq v.option.value (forceDefinedDefs v.option.loc v.option.type v.option.definitionsWithLocations))
           else v.sub.forceDefined) (attrValues declared);
       };
 
@@ -547,6 +547,8 @@ let
             imap1 (m: def': (mergeDefinitions (loc ++ [ "[definition ${toString n}-entry ${toString m}]" ]) elemType [ { inherit (def) file; value = def'; } ]).optionalValue)
               def.value) defs)));
         nestedTypes.elemType = elemType;
+        forceDefined = loc: defs: all (x: x) (concatLists (imap1 (n: def:
+          imap1 (m: def': forceDefinedDefs (loc ++ [ "[definition ${toString n}-entry ${toString m}]" ]) elemType [ { inherit (def) file; value = def'; } ]) def.value) defs));
       };
       nonEmptyListOf = elemType: addCheck (listOf elemType) (l: l != [ ]) // { description = "non-empty list of ${elemType.description}"; };
       attrsOf = elemType: mkOptionType rec {
@@ -557,6 +559,9 @@ let
           mapAttrs (n: v: v.value) (filterAttrs (n: v: v ? value) (builtins.zipAttrsWith (name: defs': (mergeDefinitions (loc ++ [ name ]) elemType defs').optionalValue)
             (map (def: mapAttrs (n: v: { inherit (def) file; value = v; }) def.value) (pushDefs defs))));
         nestedTypes.elemType = elemType;
+        forceDefined = loc: defs: all (x: x) (attrValues (builtins.zipAttrsWith (name: defs':
+          let merged = mergeDefinitions (loc ++ [ name ]) elemType defs'; in !merged.isDefined || forceDefinedDefs (loc ++ [ name ]) elemType merged.defsFinal)
+          (map (def: mapAttrs (n: v: { inherit (def) file; value = v; }) def.value) (pushDefs defs))));
         typeMerge = other: if other.name or "" == "attrsOf" then (let e = elemType.typeMerge or (_: null) other.nestedTypes.elemType; in if e == null then null else attrsOf e) else null;
       };
       lazyAttrsOf = elemType: mkOptionType rec {
@@ -581,6 +586,7 @@ let
           else if nrNulls != 0 then throw "The option `${showOption loc}' is defined both null and not null, in ${showFiles (map (d: d.file) defs)}."
           else elemType.merge loc defs;
         nestedTypes.elemType = elemType;
+        forceDefined = loc: defs: all (def: def.value == null) defs || forceDefinedDefs loc elemType defs;
         typeMerge = other: if other.name or "" == "nullOr" then (let e = elemType.typeMerge or (_: null) other.nestedTypes.elemType; in if e == null then null else nullOr e) else null;
       };
       uniq = elemType: elemType // { merge = mergeOneOption; };
@@ -609,6 +615,11 @@ let
           else if all (x: t2.check x) defList then t2.merge loc defs
           else mergeOneOption loc defs;
         nestedTypes = { left = t1; right = t2; };
+        forceDefined = loc: defs:
+          let defList = map (d: d.value) defs; in
+          if all (x: t1.check x) defList then forceDefinedDefs loc t1 defs
+          else if all (x: t2.check x) defList then forceDefinedDefs loc t2 defs
+          else forceDefinedValue (mergeOneOption loc defs);
       };
       oneOf = ts: if ts == [ ] then throw "types.oneOf needs to get at least one type in its argument" else foldl' either (head ts) (tail ts);
       coercedTo = coercedType: coerceFunc: finalType: mkOptionType {
@@ -625,19 +636,22 @@ let
       };
       addCheck = elemType: check: elemType // { check = x: elemType.check x && check x; };
       submoduleWith = { modules, specialArgs ? { }, shorthandOnlyDefinesConfig ? false, description ? null }:
+        let
+          evaluate = loc: defs: evalModules {
+            modules = [ { _module.args.name = mkOptionDefault (last loc); } ] ++ modules ++ map (def:
+              if isAttrs def.value && shorthandOnlyDefinesConfig
+              then { _file = def.file; config = def.value; }
+              else { _file = def.file; imports = [ def.value ]; }) defs;
+            prefix = loc;
+            inherit specialArgs;
+          };
+        in
         mkOptionType {
           name = "submodule";
           description = if description != null then description else "submodule";
           check = x: isAttrs x || isFunction x || isPath x;
-          merge = loc: defs:
-            (evalModules {
-              modules = [ { _module.args.name = mkOptionDefault (last loc); } ] ++ modules ++ map (def:
-                if isAttrs def.value && shorthandOnlyDefinesConfig
-                then { _file = def.file; config = def.value; }
-                else { _file = def.file; imports = [ def.value ]; }) defs;
-              prefix = loc;
-              inherit specialArgs;
-            }).config;
+          merge = loc: defs: (evaluate loc defs).config;
+          forceDefined = loc: defs: (evaluate loc defs).forceDefined;
           submoduleModules = modules;
           typeMerge = other:
             if other.name or "" == "submodule" then submoduleWith { modules = modules ++ other.submoduleModules; inherit specialArgs shorthandOnlyDefinesConfig description; }
