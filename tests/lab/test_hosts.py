@@ -309,6 +309,21 @@ def test_lab_down_leaves_no_process_and_no_mount(tmp_path: Path) -> None:
     with pytest.raises(LabCommandError):
         running.ssh("nixos-1", "true")
 
+    # A stopped lab starts again from nothing in the same directory.
+    restarted = Lab.up(directory, 1)
+    try:
+        assert restarted.ssh("nixos-1", "hostname").stdout == "nixos-1\n"
+        assert [host.name for host in restarted.hosts] == ["nixos-1"]
+    finally:
+        restarted.down()
+
+
+def test_lab_up_refuses_a_directory_that_is_not_a_lab(tmp_path: Path) -> None:
+    (tmp_path / "inventory.py").write_text("fleet = []\n")
+    with pytest.raises(LabError, match="not empty and holds no lab"):
+        Lab.up(tmp_path, 1)
+    assert (tmp_path / "inventory.py").read_text() == "fleet = []\n"
+
 
 def test_opening_a_directory_without_a_lab_says_how_to_start_one(tmp_path: Path) -> None:
     with pytest.raises(LabError, match="no lab in .*tailnix lab up"):

@@ -514,6 +514,11 @@ class Lab:
                     f"a lab is already running in {layout.root} (hosts {', '.join(running)}); "
                     f"stop it first with `tailnix lab down --dir {layout.root}`"
                 )
+        elif layout.root.is_dir() and any(layout.root.iterdir()):
+            # Starting over removes what an earlier lab wrote; never do that to a directory of the user's.
+            raise LabError(
+                f"{layout.root} is not empty and holds no lab; give `--dir` a new or empty directory"
+            )
         for path in layout.lab_made_paths():
             if path.is_dir():
                 shutil.rmtree(path)
