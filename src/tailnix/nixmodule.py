@@ -65,7 +65,15 @@ _AUTOCONNECT_SCRIPT = """\
           fi
           printf '%s' "$key" > "$keyfile"
           unset key
-          tailscale up --reset --timeout={timeout}s --auth-key="file:$keyfile" ${{lib.escapeShellArgs upFlags}}
+          status=0
+          tailscale up --reset --timeout={timeout}s --auth-key="file:$keyfile" ${{lib.escapeShellArgs upFlags}} || status=$?
+          if [ "$status" -eq 1 ]; then
+            # The control server refused the key or did not answer. That is no configuration error:
+            # the switch goes on, the node stays logged out, and deploys report its state.
+            echo "tailscale-autoconnect: login failed; replace the auth key in the secrets file and deploy again" >&2
+          elif [ "$status" -ne 0 ]; then
+            exit "$status"
+          fi
           ;;
         *)
           echo "tailscale-autoconnect: tailscaled is not ready after {wait}s (state: ''${{state:-no answer}})" >&2
