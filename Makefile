@@ -13,7 +13,7 @@ demo: system venv  ## start 3 emulated NixOS hosts and put them on the lab's tai
 	@$(BIN)/tailnix lab down --dir $(LAB) >/dev/null 2>&1 || true
 	$(BIN)/tailnix lab up 3 --dir $(LAB)
 	$(BIN)/pyinfra -y $(LAB)/inventory.py deploys/tailscale.py
-	@for host in $$($(BIN)/python -c "import json; print(' '.join(h['name'] for h in json.load(open('$(LAB)/state/hosts.json'))['hosts'] if h['os'] == 'nixos'))"); do \
+	@for host in $$($(BIN)/python -c "import json; print(' '.join(h['name'] for h in json.load(open('$(LAB)/state/hosts.json')) if h['os'] == 'nixos'))"); do \
 		echo "== $$host: tailscale status"; $(BIN)/tailnix lab ssh $$host --dir $(LAB) -- tailscale status; done
 	@echo
 	@echo "The lab is still running. Look around:  $(BIN)/tailnix lab ssh nixos-1 --dir $(LAB) -- cat /etc/nixos/tailscale-autoconnect.nix"

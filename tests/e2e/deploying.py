@@ -1,0 +1,137 @@
+"""Running the real deploy with the real pyinfra CLI, and reading what a user would see."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tailnix.agekey import ssh_public_key_to_age
+from tailnix.lab.emulator.control import ControlPlane
+from tailnix.lab.hosts import Lab, LabHost
+from tailnix.sops import encrypt_values
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+PYINFRA = Path(sys.executable).parent / "pyinfra"
+SWITCH = "nixos-rebuild switch"
+PLACING = (
+    "Place the encrypted secrets file",
+    "Place the Tailscale module",
+    "Import the module in configuration.nix",
+)
+
+
+@dataclass
+class DeployRun:
+    """One `pyinfra -y --json INVENTORY deploys/tailscale.py` run."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def results(self) -> dict[str, Any] | None:
+        """pyinfra's JSON results, or None when it printed none (every host failed)."""
+        start = self.stdout.find("{")
+        if start < 0:
+            return None
+        payload = json.loads(self.stdout[start:])
+        results = payload.get("results")
+        return results if isinstance(results, dict) else None
+
+    def operation(self, name: str) -> dict[str, Any]:
+        assert self.results is not None, f"no JSON results:\n{self.stderr}"
+        for operation in self.results["operations"]:
+            if operation["name"] == name or name in operation["names"]:
+                return dict(operation)
+        raise AssertionError(f"no operation {name!r} in the results")
+
+    def changed(self, name: str) -> set[str]:
+        """Hosts on which the operation ran commands."""
+        return set(self.operation(name)["success"])
+
+    def unchanged(self, name: str) -> set[str]:
+        return set(self.operation(name)["no_change"])
+
+    def failed_hosts(self) -> set[str]:
+        if self.results is None:
+            return set()
+        return set(self.results["failed_hosts"])
+
+    def lines_of(self, host: str) -> list[str]:
+        """What pyinfra printed for one host (`[host] message` lines), without the prefix."""
+        prefix = f"[{host}]"
+        return [
+            line.split("]", 1)[1].strip()
+            for line in self.stderr.splitlines()
+            if line.strip().startswith(prefix)
+        ]
+
+    def said(self, host: str, text: str) -> bool:
+        return any(text in line for line in self.lines_of(host))
+
+
+def deploy(inventory: Path, *arguments: str, env: dict[str, str] | None = None) -> DeployRun:
+    """Run the deploy from the repository root, as the README says."""
+    result = subprocess.run(
+        [str(PYINFRA), "-y", "--json", str(inventory), "deploys/tailscale.py", *arguments],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+    return DeployRun(result.returncode, result.stdout, result.stderr)
+
+
+def etc_nixos(lab: Lab, host: str) -> dict[str, str]:
+    """Every file under the host's /etc/nixos with its sha256 and mode: to prove nothing changed."""
+    listing = lab.ssh(
+        host,
+        "cd /etc/nixos && find . -print0 | sort -z | xargs -0 stat -c '%n %a %F' && find . -type f -print0 | sort -z | xargs -0 -r sha256sum",
+    ).stdout
+    return {line.split()[-1] if "  " in line else line.split()[0]: line for line in listing.splitlines()}
+
+
+def write_secrets(
+    lab: Lab,
+    directory: Path,
+    hosts: Sequence[LabHost],
+    *,
+    value: str | None = None,
+    key_options: dict[str, Any] | None = None,
+) -> tuple[Path, str]:
+    """An encrypted secrets file (and its .sops.yaml) for the admin and `hosts`, with a fresh lab key.
+
+    Returns the file and the auth key inside it.
+    """
+    auth_key = ControlPlane(lab.layout.control).mint_key(**(key_options or {}))
+    admin = subprocess.run(
+        ["age-keygen", "-y", str(lab.layout.admin_agekey)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    recipients = [admin] + [ssh_public_key_to_age(host.host_key_public) for host in hosts]
+    config = directory / ".sops.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "creation_rules": [
+                    {"path_regex": r"secrets/tailscale\.yaml$", "key_groups": [{"age": recipients}]}
+                ]
+            }
+        )
+    )
+    target = directory / "secrets" / "tailscale.yaml"
+    encrypt_values(
+        {"tailscale_auth_key": value if value is not None else f"TAILSCALE_AUTH_KEY={auth_key}"},
+        target=target,
+        config=config,
+        age_key_file=lab.layout.admin_agekey,
+    )
+    return target, auth_key
