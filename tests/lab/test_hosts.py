@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -340,3 +341,17 @@ def test_a_host_that_cannot_start_fails_with_sshd_own_words(
     for host in Lab.open(tmp_path / "lab").hosts:
         assert running_processes(host.mount_namespace) == []
     assert lab_mounts(tmp_path / "lab") == []
+
+
+def test_stock_configuration_evaluates_with_the_lab_module_system(lab: Lab) -> None:
+    evaluator = "/run/tailnix-lab/pylib/tailnix/lab/emulator/eval.nix"
+    result = lab.ssh(
+        "nixos-2",
+        f"nix-instantiate --store dummy:// --eval --strict --json {evaluator} "
+        "--argstr configurationFile /etc/nixos/configuration.nix",
+    )
+    config = json.loads(result.stdout)["config"]
+    assert config["networking"]["hostName"] == "nixos-2"
+    assert config["services"]["openssh"]["enable"] is True
+    assert config["system"]["stateVersion"] == "25.11"
+    assert config["fileSystems"]["/"]["fsType"] == "ext4"
