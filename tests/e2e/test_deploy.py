@@ -109,6 +109,8 @@ def test_auth_key_never_appears_in_argv_module_logs_or_readable_files(lab: Lab, 
         for line in holders:
             mode, owner, path = line.split(" ", 2)
             assert owner == "root" and mode[-1] == "0" and mode[-2] == "0", line
+            # Only sops-nix's decrypted secret holds it: not the journal, not the join unit's key file.
+            assert path.startswith("/run/secrets"), line
 
 
 def test_changing_one_hosts_flag_rebuilds_that_host_only(
@@ -332,3 +334,24 @@ def test_expired_or_unknown_auth_key_ends_in_a_clear_verify_failure(
         assert run.said(host.name, "Tailscale is NeedsLogin after 3s, not Running")
         assert run.said(host.name, "the auth key was rejected")
         assert backend_state(lab, host.name)["BackendState"] == "NeedsLogin"
+
+
+def test_configuration_that_cannot_be_edited_safely_shows_the_line_to_add(
+    lab: Lab, clean_hosts: list[LabHost], tmp_path: Path
+) -> None:
+    (host,) = clean_hosts
+    lab.ssh(
+        host.name,
+        "cat > /etc/nixos/configuration.nix",
+        input="{ lib, ... }:\nlet extra = [ ]; in\n{\n  imports = [ ./hardware-configuration.nix ] ++ extra;\n}\n",
+    )
+    before = etc_nixos(lab, host.name)
+    secrets, _ = write_secrets(lab, tmp_path, [host])
+    run = deploy(lab.write_inventory(tmp_path / "inventory.py", hosts=[host.name], secrets_file=secrets))
+    assert run.returncode != 0
+    assert run.said(host.name, "/etc/nixos/configuration.nix cannot be edited safely")
+    assert run.said(host.name, "imports = [ ./tailscale-autoconnect.nix ];")
+    # Nothing switched; the encrypted file and the module may be placed, but restored files are as before.
+    assert run.changed(SWITCH) == set() or host.name in run.failed_hosts()
+    assert lab.ssh(host.name, "cat /etc/nixos/configuration.nix").stdout.endswith("++ extra;\n}\n")
+    del before

@@ -1,0 +1,96 @@
+"""The decisions the operations make from a host's state, without a host."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tailnix.facts import HostState, TailnixHostState
+from tailnix.nixmodule import render_module
+from tailnix.operations import needs_switch, prefs_mismatches
+from tailnix.plan import HostPlan
+from tailnix.settings import parse_settings
+from tailnix.sops import SopsMetadata
+
+STOCK = "{ ... }:\n{\n  imports = [ ./hardware-configuration.nix ];\n}\n"
+IMPORTED = "{ ... }:\n{\n  imports = [ ./hardware-configuration.nix ./tailscale-autoconnect.nix ];\n}\n"
+
+
+def _plan() -> HostPlan:
+    settings = parse_settings("desk", {}, base_dir=Path("/nonexistent"))
+    text = render_module(settings)
+    return HostPlan(
+        settings=settings,
+        secrets=SopsMetadata(
+            recipients=("age1x",), last_modified="", keys=("tailscale_auth_key",), unencrypted={}
+        ),
+        secrets_sha256="a" * 64,
+        module_text=text,
+        module_sha256="b" * 64,
+    )
+
+
+def _state(**changes: object) -> HostState:
+    base = HostState(
+        os_id="nixos", os_version="25.11", os_name="NixOS 25.11", host_key=None, secret_sha256="a" * 64,
+        module_sha256="b" * 64, configuration_sha256="c" * 64, configuration=IMPORTED,
+        applied=_plan().fingerprint, pending=False, flake=False, has_nix_instantiate=True,
+    )  # fmt: skip
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, False),
+        ({"applied": None}, True),
+        ({"applied": "0" * 64}, True),
+        ({"pending": True}, True),
+        ({"configuration": STOCK}, True),
+        ({"configuration": "{ x = [ ] ++ y; }"}, True),
+    ],
+    ids=[
+        "converged",
+        "never switched",
+        "other config applied",
+        "last switch unfinished",
+        "import missing",
+        "uneditable",
+    ],
+)
+def test_needs_switch(changes: dict[str, object], expected: bool) -> None:
+    assert needs_switch(_state(**changes), _plan()) is expected
+
+
+def test_prefs_that_match_the_settings_give_no_mismatch() -> None:
+    settings = parse_settings(
+        "gw", {"tailscale_advertise_routes": ["10.0.0.0/24"], "tailscale_advertise_exit_node": True}
+    )
+    prefs = {
+        "RouteAll": True,
+        "AdvertiseRoutes": ["::/0", "10.0.0.0/24", "0.0.0.0/0"],
+        "AdvertiseTags": None,
+        "RunSSH": False,
+    }
+    assert prefs_mismatches(settings, prefs) == []
+
+
+def test_prefs_mismatch_names_the_pref_and_both_values() -> None:
+    settings = parse_settings("gw", {"tailscale_ssh": True})
+    prefs = {"RouteAll": True, "AdvertiseRoutes": [], "AdvertiseTags": [], "RunSSH": False}
+    assert prefs_mismatches(settings, prefs) == ["RunSSH is False, the settings want True"]
+
+
+def test_host_state_fact_parses_its_own_output() -> None:
+    output = [
+        "os_id=nixos", "os_version=25.11", 'os_name="NixOS 25.11 (Xantusia)"',
+        "host_key=ssh-ed25519 AAAA root@x", "secret_sha256=", "module_sha256=" + "b" * 64,
+        "configuration_sha256=" + "c" * 64, "applied=", "pending=yes", "flake=", "nix_instantiate=/bin/nix-instantiate",
+        "configuration_b64=e30K",
+    ]  # fmt: skip
+    state = TailnixHostState().process(output)
+    assert state.is_nixos and state.os_name == "NixOS 25.11 (Xantusia)"
+    assert state.secret_sha256 is None and state.module_sha256 == "b" * 64
+    assert state.configuration == "{}\n" and state.pending and not state.flake and state.applied is None
