@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from pyinfra.api.facts import FactBase
@@ -42,6 +42,10 @@ class HostState:
     """Files changed by a deploy that did not switch successfully are waiting to be switched or restored."""
     flake: bool
     has_nix_instantiate: bool
+
+    def to_json(self) -> dict[str, object]:
+        """The fields as JSON values, for `pyinfra ... fact tailnix.facts.TailnixHostState --json`."""
+        return asdict(self)
 
     @property
     def is_nixos(self) -> bool:
