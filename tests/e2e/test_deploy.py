@@ -355,3 +355,16 @@ def test_configuration_that_cannot_be_edited_safely_shows_the_line_to_add(
     assert run.changed(SWITCH) == set() or host.name in run.failed_hosts()
     assert lab.ssh(host.name, "cat /etc/nixos/configuration.nix").stdout.endswith("++ extra;\n}\n")
     del before
+
+
+def test_facts_are_usable_from_the_pyinfra_cli(lab: Lab, first_run: DeployRun, fleet_inventory: Path) -> None:
+    assert first_run.returncode == 0, first_run.stderr
+    result = subprocess.run(
+        [str(REPOSITORY / ".venv/bin/pyinfra"), str(fleet_inventory), "fact", "tailnix.facts.TailscaleStatus", "--json"],
+        cwd=REPOSITORY, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    statuses = json.loads(result.stdout)["tailnix.facts.TailscaleStatus"]
+    assert {host: status["BackendState"] for host, status in statuses.items()} == dict.fromkeys(
+        FLEET, "Running"
+    )
