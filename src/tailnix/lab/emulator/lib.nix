@@ -30,6 +30,12 @@ let
 
     # -- lists ---------------------------------------------------------------------------------
     inherit all any concatLists concatMap elem elemAt filter foldl' genList head length tail;
+    inherit isAttrs isBool isFunction isInt isList isPath isString typeOf seq match replaceStrings
+      stringLength substring hasAttr;
+    inherit (builtins) isFloat deepSeq split toJSON fromJSON readFile pathExists baseNameOf dirOf
+      trace sort groupBy intersectAttrs functionArgs;
+    setFunctionArgs = f: args: { __functor = self: f; __functionArgs = args; };
+    fix = f: let x = f x; in x;
     foldr = op: nul: list: let len = length list; fold' = n: if n == len then nul else op (elemAt list n) (fold' (n + 1)); in fold' 0;
     toList = x: if isList x then x else [ x ];
     optional = cond: elem: if cond then [ elem ] else [ ];
