@@ -249,7 +249,9 @@ def test_priorities_conditions_and_orders_merge_as_in_nixos(host: Host) -> None:
     done = host.rebuild("build")
     assert done.returncode == 0, done.stderr
     done = host.rebuild("switch")
-    config = json.loads(host.path("/var/lib/tailnix-lab/profiles/system-1-link/configuration.json").read_text())
+    config = json.loads(
+        host.path("/var/lib/tailnix-lab/profiles/system-1-link/configuration.json").read_text()
+    )
     config = config["config"]
     assert config["time"]["timeZone"] == "UTC"
     assert config["networking"]["firewall"]["allowedTCPPorts"] == [443, 22, 80]
@@ -266,7 +268,9 @@ def test_sops_standin_from_fetch_tarball_decrypts_a_secret(host: Host, tmp_path:
         ["nix-hash", "--type", "sha256", "--base32", str(STANDIN)], capture_output=True, text=True, check=True
     ).stdout.strip()
     recipient = host_key(host)
-    encrypt_yaml(host.path("/etc/nixos/secrets/tailscale.yaml"), "tailscale_auth_key: tskey-auth-x\n", recipient)
+    encrypt_yaml(
+        host.path("/etc/nixos/secrets/tailscale.yaml"), "tailscale_auth_key: tskey-auth-x\n", recipient
+    )
     host.extra(
         f"""\
         {{ config, ... }}: {{
@@ -282,7 +286,9 @@ def test_sops_standin_from_fetch_tarball_decrypts_a_secret(host: Host, tmp_path:
     assert stat.S_IMODE(secret.stat().st_mode) == 0o400
     assert secret.stat().st_uid == 0
     # The secret stays out of the store: the generation names the file where it is.
-    config = json.loads(host.path("/var/lib/tailnix-lab/profiles/system-1-link/configuration.json").read_text())
+    config = json.loads(
+        host.path("/var/lib/tailnix-lab/profiles/system-1-link/configuration.json").read_text()
+    )
     secret_config = config["config"]["sops"]["secrets"]["tailscale_auth_key"]
     assert secret_config["sopsFile"] == str(host.path("/etc/nixos/secrets/tailscale.yaml"))
     assert secret_config["format"] == "yaml"

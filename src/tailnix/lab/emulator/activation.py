@@ -14,6 +14,7 @@ definition never ran start when `multi-user.target` wants them; a changed secret
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
@@ -24,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tailnix.lab.emulator import units
+from tailnix.agekey import ssh_private_key_to_age_identity
+from tailnix.lab.emulator import systemctl, units
 from tailnix.lab.emulator.hostroot import host_path, host_root
 
 PROFILES_DIR = "/var/lib/tailnix-lab/profiles"
@@ -40,13 +42,84 @@ ACTIVATION_FAILED = 2
 UNITS_FAILED = 4
 
 # The commands a NixOS system profile has, linked from this machine's own.
-PROFILE_COMMANDS = (
-    "bash sh cat ls cp mv rm ln mkdir rmdir chmod chown touch echo printf true false test [ env "
-    "sleep head tail sort uniq wc tr cut date id whoami tee stat mktemp install dirname basename "
-    "readlink realpath seq yes timeout uname df du sha256sum base64 md5sum nproc hostname "
-    "grep egrep fgrep sed awk gawk find xargs jq ps kill pkill pgrep getent ip ssh ssh-keygen "
-    "tar gzip xz less which diff cmp logger flock"
-).split()
+PROFILE_COMMANDS = [
+    "bash",
+    "sh",
+    "cat",
+    "ls",
+    "cp",
+    "mv",
+    "rm",
+    "ln",
+    "mkdir",
+    "rmdir",
+    "chmod",
+    "chown",
+    "touch",
+    "echo",
+    "printf",
+    "true",
+    "false",
+    "test",
+    "[",
+    "env",
+    "sleep",
+    "head",
+    "tail",
+    "sort",
+    "uniq",
+    "wc",
+    "tr",
+    "cut",
+    "date",
+    "id",
+    "whoami",
+    "tee",
+    "stat",
+    "mktemp",
+    "install",
+    "dirname",
+    "basename",
+    "readlink",
+    "realpath",
+    "seq",
+    "yes",
+    "timeout",
+    "uname",
+    "df",
+    "du",
+    "sha256sum",
+    "base64",
+    "md5sum",
+    "nproc",
+    "hostname",
+    "grep",
+    "egrep",
+    "fgrep",
+    "sed",
+    "awk",
+    "gawk",
+    "find",
+    "xargs",
+    "jq",
+    "ps",
+    "kill",
+    "pkill",
+    "pgrep",
+    "getent",
+    "ip",
+    "ssh",
+    "ssh-keygen",
+    "tar",
+    "gzip",
+    "xz",
+    "less",
+    "which",
+    "diff",
+    "cmp",
+    "logger",
+    "flock",
+]
 
 
 @dataclass
@@ -149,7 +222,7 @@ def build_profile(generation: Generation) -> None:
     ):
         wrapper = bin_dir / command
         wrapper.write_text(
-            f"#!/bin/sh\nPYTHONPATH={pylib} exec /usr/bin/python3 -m tailnix.lab.emulator.{module} {args}\"$@\"\n"
+            f'#!/bin/sh\nPYTHONPATH={pylib} exec /usr/bin/python3 -m tailnix.lab.emulator.{module} {args}"$@"\n'
         )
         wrapper.chmod(0o755)
 
@@ -176,8 +249,6 @@ def _on_host(path: str) -> Path:
 
 def age_identities(sops: dict[str, Any]) -> list[str]:
     """The age identities sops-install-secrets would import: SSH host keys and age.keyFile."""
-    from tailnix.agekey import ssh_private_key_to_age_identity
-
     identities = []
     age = sops.get("age") or {}
     for key_path in age.get("sshKeyPaths") or []:
@@ -200,7 +271,11 @@ def age_identities(sops: dict[str, Any]) -> list[str]:
 
 def decrypt(sops_file: str, file_format: str, output_format: str, identities: list[str]) -> str:
     """Decrypt a sops file with the real sops; the key goes through the environment, never argv."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/var/empty", "SOPS_AGE_KEY": "\n".join(identities)}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": "/var/empty",
+        "SOPS_AGE_KEY": "\n".join(identities),
+    }
     command = [
         sops_binary(),
         "--disable-version-check",
@@ -232,9 +307,11 @@ def secret_value(name: str, secret: dict[str, Any], identities: list[str]) -> by
             raise SecretsError(f"secret {name} in {sops_file} is not valid: the key '{key}' cannot be found")
         data = data[part]
     if isinstance(data, (dict, list)):
-        raise SecretsError(f"secret {name} in {sops_file} is not valid: the value of key '{key}' is not a string")
+        raise SecretsError(
+            f"secret {name} in {sops_file} is not valid: the value of key '{key}' is not a string"
+        )
     if isinstance(data, bool):
-        return (b"true" if data else b"false")
+        return b"true" if data else b"false"
     return str(data).encode()
 
 
@@ -299,8 +376,6 @@ def _uid(secret: dict[str, Any]) -> int:
 
 
 def _gid(secret: dict[str, Any]) -> int:
-    import grp
-
     group = secret.get("group")
     if group is None:
         return int(secret.get("gid") or 0)
@@ -352,14 +427,18 @@ def plan_units(new: dict[str, units.ServiceUnit], restart_for_secrets: set[str])
             else:
                 plan.not_restarted.append(unit)
             continue
-        ran_this_definition = state.get("Hash") == service.definition_hash and state.get("Result") == "success"
+        ran_this_definition = (
+            state.get("Hash") == service.definition_hash and state.get("Result") == "success"
+        )
         if service.wanted_by_multi_user and not active and not ran_this_definition:
             wanted.append(unit)
     # Wants=/Requires= pull in the units they name.
     queue = list(wanted)
     while queue:
         unit = queue.pop()
-        for dependency in new[unit].list_of("wants") + new[unit].list_of("requires") + new[unit].list_of("bindsTo"):
+        for dependency in (
+            new[unit].list_of("wants") + new[unit].list_of("requires") + new[unit].list_of("bindsTo")
+        ):
             if dependency in new and dependency not in wanted and dependency not in plan.restart:
                 state = units.read_state(dependency)
                 if state.get("ActiveState") not in (units.ACTIVE, units.ACTIVATING):
@@ -390,11 +469,15 @@ def start_order(selected: list[str], configured: dict[str, units.ServiceUnit]) -
     return ordered
 
 
-def note_missing_orderings(unit: str, service: units.ServiceUnit, configured: dict[str, units.ServiceUnit]) -> None:
+def note_missing_orderings(
+    unit: str, service: units.ServiceUnit, configured: dict[str, units.ServiceUnit]
+) -> None:
     """An After= on a unit that does not exist orders against nothing: legal, but worth a line."""
     for other in service.list_of("after") + service.list_of("before"):
         if other.endswith(".service") and other not in configured:
-            units.systemd_log(unit, f"{unit}: ordering dependency on {other}, which does not exist; ignoring.")
+            units.systemd_log(
+                unit, f"{unit}: ordering dependency on {other}, which does not exist; ignoring."
+            )
 
 
 def run_units(plan: UnitPlan, configured: dict[str, units.ServiceUnit]) -> list[str]:
@@ -426,8 +509,13 @@ def run_units(plan: UnitPlan, configured: dict[str, units.ServiceUnit]) -> list[
             if broken:
                 units.systemd_log(unit, f"Dependency failed for {service.description}.")
                 units.systemd_log(unit, f"{unit}: Job {unit}/start failed with result 'dependency'.")
-                units.write_state(unit, ActiveState=units.FAILED, SubState="failed", Result="dependency",
-                                  Hash=service.definition_hash)
+                units.write_state(
+                    unit,
+                    ActiveState=units.FAILED,
+                    SubState="failed",
+                    Result="dependency",
+                    Hash=service.definition_hash,
+                )
                 failed.append(unit)
                 continue
             if units.start(unit) == units.FAILED:
@@ -468,8 +556,6 @@ def switch_to_configuration(generation: Generation, action: str) -> int:
     failed = run_units(plan, configured)
     if failed:
         say("warning: the following units failed: " + ", ".join(sorted(failed)))
-        from tailnix.lab.emulator import systemctl
-
         for unit in sorted(failed):
             say("")
             say(systemctl.status_text(unit, lines=10))

@@ -30,10 +30,20 @@ def status_text(unit: str, lines: int = 10) -> str:
     sub = str(state.get("SubState"))
     bullet = {"active": "●", "failed": "×", "activating": "●"}.get(active, "○")
     description = service.description if service else unit
-    head = f"{bullet} {unit} - {description}" if service and service.description != unit else f"{bullet} {unit}"
-    loaded = f"loaded (/etc/systemd/system/{unit}; enabled; preset: ignored)" if service else "not-found (Reason: Unit not found.)"
+    head = (
+        f"{bullet} {unit} - {description}" if service and service.description != unit else f"{bullet} {unit}"
+    )
+    loaded = (
+        f"loaded (/etc/systemd/system/{unit}; enabled; preset: ignored)"
+        if service
+        else "not-found (Reason: Unit not found.)"
+    )
     result = f" (Result: {state.get('Result')})" if active == "failed" else f" ({sub})"
-    out = [head, f"     Loaded: {loaded}", f"     Active: {active}{result}{_since(state.get('StateChangeTimestamp'))}"]
+    out = [
+        head,
+        f"     Loaded: {loaded}",
+        f"     Active: {active}{result}{_since(state.get('StateChangeTimestamp'))}",
+    ]
     if state.get("MainPID"):
         out.append(f"   Main PID: {state['MainPID']}")
     tail = journal_tail(unit, lines)
@@ -102,7 +112,7 @@ def main(argv: list[str]) -> int:
             state = units.restart(unit) if verb == "restart" else units.start(unit)
             if state == units.FAILED:
                 print(
-                    f'Job for {unit} failed because the control process exited with error code.\n'
+                    f"Job for {unit} failed because the control process exited with error code.\n"
                     f'See "systemctl status {unit}" and "journalctl -xeu {unit}" for details.',
                     file=sys.stderr,
                 )

@@ -14,14 +14,18 @@ daemon (`tailnix.lab.emulator.tailscaled`).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,8 +107,6 @@ class ServiceUnit:
     @property
     def definition_hash(self) -> str:
         """Stands for the unit file's store path: any change to the definition changes it."""
-        import hashlib
-
         blob = json.dumps(self.definition, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
@@ -338,7 +340,9 @@ class _Supervisor:
     def identifier(self, suffix: str, pid: int) -> str:
         return f"{self.service.name}-{suffix}[{pid}]"
 
-    def run_logged(self, command: list[str], suffix: str, env: dict[str, str], umask: int) -> subprocess.Popen[bytes]:
+    def run_logged(
+        self, command: list[str], suffix: str, env: dict[str, str], umask: int
+    ) -> subprocess.Popen[bytes]:
         def prepare() -> None:
             os.umask(umask)
 
@@ -365,16 +369,24 @@ class _Supervisor:
     def terminate(self, *_: Any) -> None:
         self.stopping = True
         if self.child is not None and self.child.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.child.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
     def main(self) -> int:
         signal.signal(signal.SIGTERM, self.terminate)
+        try:
+            return self.run_with_restarts()
+        finally:
+            # systemd removes RuntimeDirectory= once the unit is no longer active.
+            if read_state(self.unit).get("ActiveState") != ACTIVE:
+                remove_runtime_directories(self.service)
+
+    def run_with_restarts(self) -> int:
         starts: list[float] = []
         burst = int(self.service.definition.get("startLimitBurst") or DEFAULT_START_LIMIT_BURST)
-        interval = float(self.service.definition.get("startLimitIntervalSec") or DEFAULT_START_LIMIT_INTERVAL_SEC)
+        interval = float(
+            self.service.definition.get("startLimitIntervalSec") or DEFAULT_START_LIMIT_INTERVAL_SEC
+        )
         while True:
             now = time.time()
             starts = [t for t in starts if now - t < interval] + [now]
@@ -382,7 +394,9 @@ class _Supervisor:
                 systemd_log(self.unit, f"{self.unit}: Start request repeated too quickly.")
                 systemd_log(self.unit, f"{self.unit}: Failed with result 'start-limit-hit'.")
                 systemd_log(self.unit, f"Failed to start {self.service.description}.")
-                write_state(self.unit, ActiveState=FAILED, SubState="failed", Result="start-limit-hit", MainPID=0)
+                write_state(
+                    self.unit, ActiveState=FAILED, SubState="failed", Result="start-limit-hit", MainPID=0
+                )
                 return 1
             result = self.start_once()
             if self.stopping:
@@ -406,8 +420,14 @@ class _Supervisor:
         notify_path.unlink(missing_ok=True)
         if kind == "notify":
             env["NOTIFY_SOCKET"] = str(notify_path)
-        write_state(self.unit, ActiveState=ACTIVATING, SubState="start-pre", Result="success",
-                    SupervisorPID=os.getpid(), Hash=service.definition_hash)
+        write_state(
+            self.unit,
+            ActiveState=ACTIVATING,
+            SubState="start-pre",
+            Result="success",
+            SupervisorPID=os.getpid(),
+            Hash=service.definition_hash,
+        )
         systemd_log(self.unit, f"Starting {service.description}...")
 
         for command in exec_commands(service, "ExecStartPre", "preStart", "pre-start"):
@@ -417,7 +437,9 @@ class _Supervisor:
 
         mains = exec_commands(service, "ExecStart", "script", "start")
         if not mains:
-            systemd_log(self.unit, f"{self.unit}: Service has no ExecStart=, ExecStop=, or SuccessAction=. Refusing.")
+            systemd_log(
+                self.unit, f"{self.unit}: Service has no ExecStart=, ExecStop=, or SuccessAction=. Refusing."
+            )
             return self.fail("resources")
         if kind == "oneshot":
             for command in mains:
@@ -428,7 +450,13 @@ class _Supervisor:
             if result != "success":
                 return self.fail(result)
             if service.remain_after_exit:
-                write_state(self.unit, ActiveState=ACTIVE, SubState="exited", MainPID=0, ActiveEnterTimestamp=time.time())
+                write_state(
+                    self.unit,
+                    ActiveState=ACTIVE,
+                    SubState="exited",
+                    MainPID=0,
+                    ActiveEnterTimestamp=time.time(),
+                )
                 systemd_log(self.unit, f"Finished {service.description}.")
             else:
                 write_state(self.unit, ActiveState=INACTIVE, SubState="dead", MainPID=0)
@@ -437,8 +465,6 @@ class _Supervisor:
             return "success"
 
         child = self.run_logged(mains[0], "start", env, umask)
-        import threading
-
         pump = threading.Thread(target=self.pump, args=(child, "start"), daemon=True)
         pump.start()
         write_state(self.unit, SubState="start", MainPID=child.pid)
@@ -450,7 +476,9 @@ class _Supervisor:
                         return self.stopped()
                     code = child.returncode
                     if code == 0:
-                        systemd_log(self.unit, f"{self.unit}: Main process exited, code=exited, status=0/SUCCESS")
+                        systemd_log(
+                            self.unit, f"{self.unit}: Main process exited, code=exited, status=0/SUCCESS"
+                        )
                         return self.fail("protocol")
                     self.log_exit(code)
                     return self.fail("exit-code" if code > 0 else "signal")
@@ -490,14 +518,14 @@ class _Supervisor:
                 return result
         return "success"
 
-    def run_to_end(self, command: list[str], suffix: str, env: dict[str, str], umask: int, deadline: float | None) -> str:
+    def run_to_end(
+        self, command: list[str], suffix: str, env: dict[str, str], umask: int, deadline: float | None
+    ) -> str:
         try:
             child = self.run_logged(command, suffix, env, umask)
         except OSError as err:
             systemd_log(self.unit, f"{self.unit}: Failed to execute {command[0]}: {err.strerror}")
             return "exit-code"
-        import threading
-
         pump = threading.Thread(target=self.pump, args=(child, suffix), daemon=True)
         pump.start()
         write_state(self.unit, MainPID=child.pid)
@@ -521,7 +549,9 @@ class _Supervisor:
             systemd_log(self.unit, f"{self.unit}: Main process exited, code=exited, status={code}/FAILURE")
         else:
             name = signal.Signals(-code).name
-            systemd_log(self.unit, f"{self.unit}: Main process exited, code=killed, status={-code}/{name[3:]}")
+            systemd_log(
+                self.unit, f"{self.unit}: Main process exited, code=killed, status={-code}/{name[3:]}"
+            )
 
     def fail(self, result: str) -> str:
         if self.stopping:
@@ -584,11 +614,20 @@ def start(unit: str, wait: bool = True) -> str:
     if unit in DAEMON_UNITS:
         systemd_log(unit, f"Starting {service.description}...")
         tailscaled.start()
-        write_state(unit, ActiveState=ACTIVE, SubState="running", Result="success",
-                    Hash=service.definition_hash, ActiveEnterTimestamp=time.time(), MainPID=os.getpid())
+        write_state(
+            unit,
+            ActiveState=ACTIVE,
+            SubState="running",
+            Result="success",
+            Hash=service.definition_hash,
+            ActiveEnterTimestamp=time.time(),
+            MainPID=os.getpid(),
+        )
         systemd_log(unit, f"Started {service.description}.")
         return ACTIVE
-    write_state(unit, ActiveState=ACTIVATING, SubState="start-pre", Result="success", Hash=service.definition_hash)
+    write_state(
+        unit, ActiveState=ACTIVATING, SubState="start-pre", Result="success", Hash=service.definition_hash
+    )
     subprocess.Popen(
         [sys.executable, "-m", "tailnix.lab.emulator.units", "supervise", unit],
         stdin=subprocess.DEVNULL,
@@ -620,10 +659,8 @@ def stop(unit: str) -> None:
     pid = int(state.get("SupervisorPID") or 0)
     if state.get("ActiveState") in (ACTIVE, ACTIVATING) and pid:
         systemd_log(unit, f"Stopping {description}...")
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + 10
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(POLL_SECONDS)
@@ -632,13 +669,16 @@ def stop(unit: str) -> None:
         if state.get("ActiveState") in (ACTIVE, ACTIVATING):
             systemd_log(unit, f"Stopped {description}.")
     if service is not None:
-        for name in " ".join(_list_setting(service.service_config.get("RuntimeDirectory"))).split():
-            _remove_tree(host_path(f"/run/{name}"))
+        remove_runtime_directories(service)
+
+
+def remove_runtime_directories(service: ServiceUnit) -> None:
+    """Remove a unit's `RuntimeDirectory=` directories."""
+    for name in " ".join(_list_setting(service.service_config.get("RuntimeDirectory"))).split():
+        _remove_tree(host_path(f"/run/{name}"))
 
 
 def _remove_tree(path: Path) -> None:
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)
 
 
