@@ -226,6 +226,7 @@ if ! nix-instantiate --parse {paths.CONFIGURATION_FILE} > /dev/null 2> "$log"; t
   echo "tailnix: the edited configuration.nix does not parse; /etc/nixos was restored" >&2
   exit 1
 fi
+before=$(readlink /run/current-system)
 nixos-rebuild switch > "$log" 2>&1
 status=$?
 if [ "$status" -eq 0 ]; then
@@ -236,12 +237,18 @@ if [ "$status" -eq 0 ]; then
 fi
 cat "$log" >&2
 restore
-if [ "$status" -eq 4 ]; then
-  # The new generation is active but a unit failed: go back to the previous one.
+case "$status" in
+  1) reason="the configuration did not evaluate or build" ;;
+  2) reason="activation failed" ;;
+  4) reason="a unit failed to start" ;;
+  *) reason="unexpected exit" ;;
+esac
+if [ "$(readlink /run/current-system)" != "$before" ]; then
+  # The new generation became active before the failure: go back to the one that ran before.
   nixos-rebuild switch --rollback > "$log" 2>&1 || cat "$log" >&2
-  echo "tailnix: nixos-rebuild switch failed (exit 4: a unit failed); /etc/nixos restored and rolled back" >&2
+  echo "tailnix: nixos-rebuild switch failed (exit $status: $reason); /etc/nixos restored and the previous generation switched back" >&2
 else
-  echo "tailnix: nixos-rebuild switch failed (exit $status); /etc/nixos restored" >&2
+  echo "tailnix: nixos-rebuild switch failed (exit $status: $reason); /etc/nixos restored" >&2
 fi
 rm -f "$log"
 exit "$status"
