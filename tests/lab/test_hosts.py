@@ -31,8 +31,16 @@ pytestmark = pytest.mark.lab
 PYINFRA = [sys.executable, "-m", "pyinfra"]
 
 
+SESSION_HOSTS = ("nixos-1", "nixos-2", "nixos-3", "debian-1")
+"""The hosts of the session's lab; other tests add (and stop) hosts of their own."""
+
+
+def session_hosts(lab: Lab) -> list[LabHost]:
+    return [lab.host(name) for name in SESSION_HOSTS]
+
+
 def nixos_hosts(lab: Lab) -> list[LabHost]:
-    return [host for host in lab.hosts if host.os == "nixos"][:3]
+    return [host for host in session_hosts(lab) if host.os == "nixos"]
 
 
 def running_processes(namespace: str) -> list[int]:
@@ -49,7 +57,7 @@ def running_processes(namespace: str) -> list[int]:
 
 
 def test_every_host_answers_over_ssh_under_its_own_name(lab: Lab) -> None:
-    for host in lab.hosts:
+    for host in session_hosts(lab):
         result = lab.ssh(host.name, "hostname; cat /etc/hostname; id -un")
         assert result.stdout.split() == [host.name, host.name, "root"]
 
@@ -101,7 +109,7 @@ def test_nixos_hosts_carry_the_emulated_commands(lab: Lab) -> None:
 def test_each_host_key_is_its_own_and_the_one_in_known_hosts(lab: Lab) -> None:
     known_hosts = lab.layout.known_hosts.read_text().splitlines()
     keys = set()
-    for host in lab.hosts:
+    for host in session_hosts(lab):
         on_host = lab.ssh(host.name, "cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()
         assert " ".join(on_host[:2]) == host.host_key_public
         assert f"[127.0.0.1]:{host.port} {host.host_key_public}" in known_hosts
@@ -111,7 +119,8 @@ def test_each_host_key_is_its_own_and_the_one_in_known_hosts(lab: Lab) -> None:
             "ssh_host_ed25519_key",
             "ssh_host_ed25519_key.pub",
         ]
-    assert len(keys) == len(lab.hosts)
+    assert len({host.host_key_public for host in lab.hosts}) == len(lab.hosts)
+    assert len(keys) == len(SESSION_HOSTS)
 
 
 def test_ssh_refuses_a_host_whose_key_does_not_match(lab: Lab, tmp_path: Path) -> None:
@@ -152,10 +161,9 @@ def test_writes_in_etc_stay_on_their_host(lab: Lab, clean_nixos_host: LabHost) -
     assert not Path("/var/lib/marker").exists()
 
 
-def test_each_host_has_its_own_run_with_the_shared_lab_state(lab: Lab) -> None:
-    lab.ssh("nixos-1", "mkdir -p /run/tailscale")
-    assert lab.ssh("nixos-2", "test -e /run/tailscale", check=False).returncode == 1
-    lab.ssh("nixos-1", "rmdir /run/tailscale")
+def test_each_host_has_its_own_run_with_the_shared_lab_state(lab: Lab, clean_nixos_host: LabHost) -> None:
+    lab.ssh(clean_nixos_host.name, "mkdir -p /run/tailnix-test-marker")
+    assert lab.ssh("nixos-2", "test -e /run/tailnix-test-marker", check=False).returncode == 1
     shared = lab.ssh("nixos-2", "ls /run/tailnix-lab").stdout.split()
     assert {"bin", "control", "hosts.json", "pylib", "sops-nix-standin.tar.gz"} <= set(shared)
     assert lab.ssh("nixos-2", "/run/tailnix-lab/bin/sops --version --disable-version-check").stdout
@@ -178,7 +186,7 @@ def test_pyinfra_reaches_every_host_through_the_inventory(lab: Lab) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     output = result.stdout + result.stderr
-    for host in lab.hosts[:4]:
+    for host in session_hosts(lab):
         assert f"[{host.name}] {host.name}" in " ".join(output.split())
 
 
@@ -253,7 +261,7 @@ def test_status_lists_every_host(lab: Lab) -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].split() == ["NAME", "OS", "PORT", "PID", "STATE"]
-    for host in lab.hosts[:4]:
+    for host in session_hosts(lab):
         assert f"{host.name}\t{host.os}\t{host.port}\t{host.pid}\trunning" in lines
 
 
@@ -343,15 +351,17 @@ def test_a_host_that_cannot_start_fails_with_sshd_own_words(
     assert lab_mounts(tmp_path / "lab") == []
 
 
-def test_stock_configuration_evaluates_with_the_lab_module_system(lab: Lab) -> None:
+def test_stock_configuration_evaluates_with_the_lab_module_system(
+    lab: Lab, clean_nixos_host: LabHost
+) -> None:
     evaluator = "/run/tailnix-lab/pylib/tailnix/lab/emulator/eval.nix"
     result = lab.ssh(
-        "nixos-2",
+        clean_nixos_host.name,
         f"nix-instantiate --store dummy:// --eval --strict --json {evaluator} "
         "--argstr configurationFile /etc/nixos/configuration.nix",
     )
     config = json.loads(result.stdout)["config"]
-    assert config["networking"]["hostName"] == "nixos-2"
+    assert config["networking"]["hostName"] == clean_nixos_host.name
     assert config["services"]["openssh"]["enable"] is True
     assert config["system"]["stateVersion"] == "25.11"
     assert config["fileSystems"]["/"]["fsType"] == "ext4"

@@ -220,11 +220,11 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise LabError(f"{shlex.join(argv)} exited {result.returncode}: {result.stderr.strip()}")
-    return result  # type: ignore[no-any-return]
+    return result
 
 
 def _write(path: Path, content: str, mode: int = 0o644) -> None:
@@ -463,8 +463,7 @@ def build_standin_tarball(layout: LabLayout) -> str:
         [
             "tar", "--create", "--gzip", "--sort=name", "--mtime=@1", "--owner=0", "--group=0",
             "--numeric-owner", "--exclude=__pycache__", f"--file={layout.standin_tarball}",
-            f"--directory={source.parent}", "--transform=s,^sops-nix-standin,sops-nix-standin,",
-            source.name,
+            f"--directory={source.parent}", source.name,
         ]
     )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="tailnix-standin-") as unpacked:

@@ -19,30 +19,6 @@ NIXOS_BUILD_ID = "25.11.20251120.abcdef0"
 NIXPKGS_REVISION = "abcdef0123456789abcdef0123456789abcdef01"
 """The nixpkgs commit of the stock system; `NIXOS_BUILD_ID` ends with its first 7 digits."""
 
-STOCK_OPTIONS = (
-    "imports",
-    "boot.loader.systemd-boot.enable",
-    "boot.loader.efi.canTouchEfiVariables",
-    "networking.hostName",
-    "services.openssh.enable",
-    "users.users.<name>.openssh.authorizedKeys.keys",
-    "system.stateVersion",
-    "boot.initrd.availableKernelModules",
-    "boot.initrd.kernelModules",
-    "boot.kernelModules",
-    "boot.extraModulePackages",
-    "fileSystems.<name>.device",
-    "fileSystems.<name>.fsType",
-    "fileSystems.<name>.options",
-    "swapDevices",
-    "networking.useDHCP",
-    "nixpkgs.hostPlatform",
-)
-"""Every option the stock files set; the lab's module system must declare all of them."""
-
-STOCK_IMPORTS = ("<modulesPath>/profiles/qemu-guest.nix",)
-"""Modules the stock files import from NixOS's own tree (`modulesPath`)."""
-
 
 def nixos_os_release() -> str:
     """Return `/etc/os-release` as NixOS 25.11 ships it."""
