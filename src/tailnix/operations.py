@@ -123,6 +123,11 @@ def preflight(plan: HostPlan) -> Commands:
     if state.configuration is None:
         yield _fail(f"{name} has no {paths.CONFIGURATION_FILE}; tailnix edits a channel-style configuration")
         return
+    try:
+        _edited_configuration(state)
+    except ImportEditError as error:
+        yield _fail(_uneditable_message(error))
+        return
     host.noop(f"{name} is NixOS {state.os_version} and can decrypt the secrets file")
 
 
@@ -158,6 +163,12 @@ def module_file(plan: HostPlan) -> Commands:
     yield from _replace_file(paths.MODULE_FILE, StringIO(plan.module_text), "0644")
 
 
+def _uneditable_message(error: ImportEditError) -> str:
+    return f"{paths.CONFIGURATION_FILE} cannot be edited safely ({error}); " + manual_instruction(
+        paths.MODULE_IMPORT, paths.CONFIGURATION_FILE
+    )
+
+
 def _edited_configuration(state: HostState) -> str | None:
     """The new configuration.nix text, or None when the import is already there."""
     source = state.configuration or ""
@@ -173,10 +184,7 @@ def configuration_import() -> Commands:
     try:
         edited = _edited_configuration(state)
     except ImportEditError as error:
-        yield _fail(
-            f"{paths.CONFIGURATION_FILE} cannot be edited safely ({error}); "
-            + manual_instruction(paths.MODULE_IMPORT, paths.CONFIGURATION_FILE)
-        )
+        yield _fail(_uneditable_message(error))
         return
     if edited is None:
         host.noop(f"{paths.CONFIGURATION_FILE} already imports {paths.MODULE_IMPORT}")
@@ -243,7 +251,7 @@ case "$status" in
   4) reason="a unit failed to start" ;;
   *) reason="unexpected exit" ;;
 esac
-if [ "$(readlink /run/current-system)" != "$before" ]; then
+if [ -n "$before" ] && [ "$(readlink /run/current-system)" != "$before" ]; then
   # The new generation became active before the failure: go back to the one that ran before.
   nixos-rebuild switch --rollback > "$log" 2>&1 || cat "$log" >&2
   echo "tailnix: nixos-rebuild switch failed (exit $status: $reason); /etc/nixos restored and the previous generation switched back" >&2

@@ -28,13 +28,17 @@ PLACING = (
 )
 
 
-@dataclass
+@dataclass(repr=False)
 class DeployRun:
     """One `pyinfra -y --json INVENTORY deploys/tailscale.py` run."""
 
     returncode: int
     stdout: str
     stderr: str
+
+    def __repr__(self) -> str:
+        # Shown by pytest when an assertion on a run fails: what the user saw, in full.
+        return f"DeployRun(returncode={self.returncode})\n--- stderr:\n{self.stderr}"
 
     @property
     def results(self) -> dict[str, Any] | None:
@@ -117,6 +121,7 @@ def write_secrets(
         ["age-keygen", "-y", str(lab.layout.admin_agekey)], capture_output=True, text=True, check=True
     ).stdout.strip()
     recipients = [admin] + [ssh_public_key_to_age(host.host_key_public) for host in hosts]
+    directory.mkdir(parents=True, exist_ok=True)
     config = directory / ".sops.yaml"
     config.write_text(
         yaml.safe_dump(
