@@ -43,7 +43,7 @@ EMULATED_COMMANDS = {
 """Command name in a NixOS host's `/usr/local/sbin` -> module under `tailnix.lab.emulator`."""
 
 HOST_OSES = ("nixos", "debian")
-START_TIMEOUT_SECONDS = 20.0
+START_TIMEOUT_SECONDS = 180.0
 STOP_TIMEOUT_SECONDS = 10.0
 SSH_BANNER_PREFIX = b"SSH-2.0-"
 
@@ -326,6 +326,12 @@ def _namespace_script(layout: LabLayout, name: str) -> str:
             f"rmdir {stage}",
             "chmod 0755 /run/sshd",
             f"hostname {shlex.quote(name)}",
+            # A NixOS host always runs a system generation: install the stock configuration as the
+            # first one, so that /run/current-system exists and a later switch can roll back to it.
+            "if [ -x /usr/local/sbin/nixos-rebuild ]; then",
+            "  HOME=/root /usr/local/sbin/nixos-rebuild switch > /var/log/tailnix-lab-install.log 2>&1 ||"
+            " { echo 'the first nixos-rebuild switch failed:'; cat /var/log/tailnix-lab-install.log; exit 1; }",
+            "fi",
             "exec /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config",
         ]
     )
