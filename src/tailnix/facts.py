@@ -42,6 +42,10 @@ class HostState:
     """Files changed by a deploy that did not switch successfully are waiting to be switched or restored."""
     flake: bool
     has_nix_instantiate: bool
+    tailscale_status: dict[str, Any] | None = None
+    """`tailscale status --json --peers=false`, None when tailscaled does not answer."""
+    tailscale_prefs: dict[str, Any] | None = None
+    """`tailscale debug prefs`, None when tailscaled does not answer."""
 
     def to_json(self) -> dict[str, object]:
         """The fields as JSON values, for `pyinfra ... fact tailnix.facts.TailnixHostState --json`."""
@@ -72,6 +76,9 @@ def _state_command() -> str:
         f'echo "flake=$(test -e {paths.NIXOS_DIR}/flake.nix && echo yes)"',
         'echo "nix_instantiate=$(command -v nix-instantiate)"',
         f'echo "configuration_b64=$(base64 -w 0 {paths.CONFIGURATION_FILE} 2>/dev/null)"',
+        # The node's state rides along, so that verifying a fleet where nothing changed costs nothing more.
+        'echo "tailscale_status_b64=$(tailscale status --json --peers=false 2>/dev/null | base64 -w 0)"',
+        'echo "tailscale_prefs_b64=$(tailscale debug prefs 2>/dev/null | base64 -w 0)"',
         "true",
     ]
     return "; ".join(lines)
@@ -79,6 +86,14 @@ def _state_command() -> str:
 
 def _optional(value: str) -> str | None:
     return value or None
+
+
+def _json_object(encoded: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(base64.b64decode(encoded)) if encoded else None
+    except (binascii.Error, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 class TailnixHostState(FactBase[HostState]):
@@ -111,6 +126,8 @@ class TailnixHostState(FactBase[HostState]):
             pending=values.get("pending") == "yes",
             flake=values.get("flake") == "yes",
             has_nix_instantiate=bool(values.get("nix_instantiate")),
+            tailscale_status=_json_object(values.get("tailscale_status_b64", "")),
+            tailscale_prefs=_json_object(values.get("tailscale_prefs_b64", "")),
         )
 
 

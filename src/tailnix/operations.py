@@ -19,7 +19,7 @@ from pyinfra import logger
 from pyinfra.api.command import FileUploadCommand, FunctionCommand, StringCommand
 from pyinfra.api.host import Host
 from pyinfra.api.operation import operation
-from pyinfra.api.state import State
+from pyinfra.api.state import State, StateStage
 from pyinfra.context import host
 
 from tailnix import paths
@@ -57,8 +57,16 @@ def _fail(message: str) -> FunctionCommand:
     return FunctionCommand(_report, (message, False), {})
 
 
+# pyinfra runs a fact's command again at every get_fact; the operations compare against the state the
+# host had when the run began, so it is read once per host and run: one round trip for all of them.
+_STATES: dict[tuple[int, str], HostState] = {}
+
+
 def _host_state() -> HostState:
-    return host.get_fact(TailnixHostState)
+    key = (id(host.state), host.name)
+    if key not in _STATES:
+        _STATES[key] = host.get_fact(TailnixHostState)
+    return _STATES[key]
 
 
 def _record_original(dest: str) -> StringCommand:
@@ -342,6 +350,16 @@ def prefs_mismatches(settings: TailscaleSettings, prefs: dict[str, Any]) -> list
     return mismatches
 
 
+def _running_summary(status: dict[str, Any]) -> str:
+    self_node = status.get("Self") or {}
+    addresses = ", ".join(self_node.get("TailscaleIPs") or status.get("TailscaleIPs") or []) or "no IPs"
+    summary = f"Tailscale is Running as {self_node.get('HostName', '?')} ({addresses})"
+    health = "; ".join(str(h) for h in status.get("Health") or [])
+    if health:
+        summary += f"; health: {health}"
+    return summary
+
+
 def _verify(state: State, host: Host, settings: TailscaleSettings) -> bool:
     ok, output = host.run_shell_command(StringCommand(_poll_script(settings)))
     sections = _sections(list(output.stdout_lines) if ok else [])
@@ -354,8 +372,6 @@ def _verify(state: State, host: Host, settings: TailscaleSettings) -> bool:
             False,
         )
     backend = str(status.get("BackendState", "unknown"))
-    self_node = status.get("Self") or {}
-    addresses = ", ".join(self_node.get("TailscaleIPs") or status.get("TailscaleIPs") or []) or "no IPs"
     health = "; ".join(str(h) for h in status.get("Health") or [])
     if backend != "Running":
         meaning = BACKEND_STATE_MEANINGS.get(backend, "an unknown state")
@@ -376,10 +392,7 @@ def _verify(state: State, host: Host, settings: TailscaleSettings) -> bool:
                 "Tailscale is Running but its prefs differ: " + "; ".join(mismatches),
                 False,
             )
-    summary = f"Tailscale is Running as {self_node.get('HostName', '?')} ({addresses})"
-    if health:
-        summary += f"; health: {health}"
-    return _report(state, host, summary, True)
+    return _report(state, host, _running_summary(status), True)
 
 
 @operation()
@@ -387,7 +400,25 @@ def verify(plan: HostPlan) -> Commands:
     """Wait (bounded) until `tailscale status` says Running, and compare the node's prefs with the settings.
 
     + plan: the host's plan (its settings give the timeout and the expected prefs)
+
+    When this run switched nothing and the node was Running with the right prefs as the run began, that
+    state is reported as it is, without another round trip.
     """
+    state = _host_state()
+    status, prefs = state.tailscale_status, state.tailscale_prefs
+    if (
+        not needs_switch(state, plan)
+        and status is not None
+        and status.get("BackendState") == "Running"
+        and prefs is not None
+        and not prefs_mismatches(plan.settings, prefs)
+    ):
+        summary = _running_summary(status)
+        if host.state.current_stage == StateStage.Execute:
+            # Reported like a verification that ran: a person reads every host's state either way.
+            host.log_styled(summary, fg="green")
+        host.noop(summary)
+        return
     yield FunctionCommand(_verify, (plan.settings,), {})
 
 
