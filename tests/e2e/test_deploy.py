@@ -370,3 +370,29 @@ def test_facts_are_usable_from_the_pyinfra_cli(lab: Lab, first_run: DeployRun, f
     assert {host: status["BackendState"] for host, status in statuses.items()} == dict.fromkeys(
         FLEET, "Running"
     )
+
+
+def test_native_mode_joins_with_nixos_own_unit(lab: Lab, clean_hosts: list[LabHost], tmp_path: Path) -> None:
+    (host,) = clean_hosts
+    key = ControlPlane(lab.layout.control).mint_key()
+    # NixOS's own unit passes the file's content as the key: the secret must hold the bare key.
+    secrets, _ = write_secrets(lab, tmp_path, [host], value=key)
+    inventory = lab.write_inventory(
+        tmp_path / "inventory.py",
+        hosts=[host.name],
+        secrets_file=secrets,
+        host_data={host.name: {"tailnix_mode": "native"}},
+    )
+    run = deploy(inventory)
+    assert run.returncode == 0, run
+    assert backend_state(lab, host.name)["BackendState"] == "Running"
+    module = lab.ssh(host.name, "cat /etc/nixos/tailscale-autoconnect.nix").stdout
+    assert "services.tailscale.authKeyFile = config.sops.secrets.tailscale_auth_key.path;" in module
+    # NixOS's unit ran (and exited: it is Type=notify without RemainAfterExit), ours was never defined.
+    assert "Started" in lab.ssh(host.name, "journalctl -u tailscaled-autoconnect --no-pager").stdout
+    assert (
+        lab.ssh(host.name, "systemctl is-failed tailscaled-autoconnect", check=False).stdout.strip()
+        != "failed"
+    )
+    ours = lab.ssh(host.name, "systemctl status tailscale-autoconnect", check=False)
+    assert ours.returncode == 4 and "could not be found" in ours.stdout + ours.stderr
