@@ -7,7 +7,7 @@ LAB := .lab
 APT_PACKAGES := openssh-server nix-bin age jq iproute2 make
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test check lint typecheck unit system venv down clean
+.PHONY: demo test check lint typecheck unit system venv down clean bench
 
 demo: system venv  ## start 3 emulated NixOS hosts and put them on the lab's tailnet
 	@$(BIN)/tailnix lab down --dir $(LAB) >/dev/null 2>&1 || true
@@ -50,6 +50,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
+
+bench: system venv  ## time a no-op redeploy of a lab fleet against a bare SSH round trip (HOSTS=50 ROUNDS=5)
+	$(BIN)/tailnix bench --hosts $(or $(HOSTS),20) --rounds $(or $(ROUNDS),5)
 
 down:  ## stop the demo lab
 	$(BIN)/tailnix lab down --dir $(LAB)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from tailnix.bench import bench
 from tailnix.inventory import InventoryError, host_data
 from tailnix.lab.cli import lab
 from tailnix.nixmodule import render_module
@@ -41,3 +42,4 @@ def module_command(host: str, inventory_file: Path) -> None:
 
 
 main.add_command(lab)
+main.add_command(bench)

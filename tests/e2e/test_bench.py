@@ -1,0 +1,44 @@
+"""The benchmark runs end to end on a small lab; its figures are printed, never asserted on."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tailnix.lab.hosts import lab_mounts
+
+from .deploying import REPOSITORY
+
+pytestmark = pytest.mark.lab
+
+TAILNIX = Path(sys.executable).parent / "tailnix"
+
+
+def test_bench_prints_the_table_and_machine_readable_lines(tmp_path: Path) -> None:
+    lab_directory = tmp_path / "bench-lab"
+    result = subprocess.run(
+        [str(TAILNIX), "bench", "--hosts", "2", "--rounds", "1", "--dir", str(lab_directory)],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for row in ("(a) floor", "(b) no-op redeploy", "(c) first deploy", "ratio (b)/(a)"):
+        assert row in out
+    assert re.search(r"^ratio_noop_vs_floor: \d+\.\d+$", out, re.MULTILINE)
+    assert re.search(r"^hosts: 2$", out, re.MULTILINE)
+    assert re.search(r"^ssh_commands_per_host: [1-9]\d*$", out, re.MULTILINE)
+    assert re.search(r"^max_rss_mib: \d+\.\d$", out, re.MULTILINE)
+    # The bench's lab is gone when it ends: no host left running, nothing left mounted.
+    assert lab_mounts(lab_directory) == []
+    hosts = subprocess.run(
+        [str(TAILNIX), "lab", "status", "--dir", str(lab_directory)], capture_output=True, text=True
+    ).stdout
+    assert "running" not in hosts.split("STATE", 1)[-1]
