@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from tailnix.lab.hosts import Lab, LabError, is_alive
+from tailnix.lab.stock import FLAKE_STYLES
 
 DIR_OPTION = click.option(
     "--dir",
@@ -35,15 +36,39 @@ def lab() -> None:
 @lab.command()
 @click.argument("count", type=click.IntRange(min=0))
 @click.option("--other-os", type=click.IntRange(min=0), default=0, help="Also start this many Debian hosts.")
+@click.option(
+    "--flake-hosts",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Make the last M of the NixOS hosts flake hosts (/etc/nixos/flake.nix).",
+)
+@click.option("--flake-git", is_flag=True, help="Make the flake hosts' /etc/nixos a git repository.")
+@click.option(
+    "--flake-style",
+    type=click.Choice(FLAKE_STYLES),
+    default="stock",
+    show_default=True,
+    help="The flake.nix the flake hosts have.",
+)
 @DIR_OPTION
-def up(count: int, other_os: int, directory: Path) -> None:
+def up(
+    count: int, other_os: int, flake_hosts: int, flake_git: bool, flake_style: str, directory: Path
+) -> None:
     """Start COUNT NixOS hosts, and write the inventory and demo secrets into the lab directory."""
     try:
-        started = Lab.up(directory, count, other_os=other_os)
+        started = Lab.up(
+            directory,
+            count,
+            other_os=other_os,
+            flake_hosts=flake_hosts,
+            flake_git=flake_git,
+            flake_style=flake_style,
+        )
     except LabError as error:
         raise click.ClickException(str(error)) from error
     for host in started.hosts:
-        click.echo(f"{host.name}\t127.0.0.1:{host.port}\t{host.os}")
+        kind = f"\tflake ({host.flake}{', git' if host.git else ''})" if host.flake else ""
+        click.echo(f"{host.name}\t127.0.0.1:{host.port}\t{host.os}{kind}")
     click.echo(f"inventory: {started.layout.inventory}")
     click.echo(f"secrets:   {started.layout.secrets_file} (sops config {started.layout.sops_config})")
 

@@ -39,6 +39,7 @@ EMULATED_COMMANDS = {
     "nixos-version": "nixos_version",
     "systemctl": "systemctl",
     "journalctl": "journalctl",
+    "systemd-run": "systemd_run",
 }
 """Command name in a NixOS host's `/usr/local/sbin` -> module under `tailnix.lab.emulator`."""
 
@@ -80,6 +81,10 @@ class LabHost:
     """The pid of the host's sshd (which is also the namespace's first process)."""
     mount_namespace: str
     """`readlink /proc/PID/ns/mnt` of the host when it started, e.g. `mnt:[4026532300]`."""
+    flake: str | None = None
+    """The style of the host's `/etc/nixos/flake.nix` (`stock.FLAKE_STYLES`); None: no flake."""
+    git: bool = False
+    """Whether the host's `/etc/nixos` is a git repository (everything committed at start)."""
 
 
 @dataclass(frozen=True)
@@ -262,8 +267,38 @@ def emulator_wrapper(module: str) -> str:
     )
 
 
-def _prepare_host_files(layout: LabLayout, name: str, os_name: str, port: int, admin_key: str) -> str:
-    """Write a host's private tree before it starts; return its public host key line."""
+def write_flake_files(directory: Path, hostname: str, admin_key: str, style: str, git: bool) -> None:
+    """Make the NixOS configuration in `directory` (an `/etc/nixos`) a flake, as its user would.
+
+    Writes `flake.nix` of the style (`stock.flake_nix`) and a `flake.lock` that pins its inputs to
+    the lab's stand-ins (which this adds to the Nix store); with `git`, makes the directory a git
+    repository with everything committed.
+    """
+    from tailnix.lab.emulator import flake_inputs
+
+    pins = flake_inputs.add_all_to_store()
+    _write(directory / "flake.nix", stock.flake_nix(hostname, style, admin_key))
+    lock = flake_inputs.flake_lock(stock.flake_inputs_of(style), pins)
+    _write(directory / "flake.lock", json.dumps(lock, indent=2) + "\n")
+    if git:
+        identity = ["-c", "user.name=root", "-c", f"user.email=root@{hostname}"]
+        _run(["git", "-C", str(directory), "init", "--quiet", "--initial-branch=main"])
+        _run(["git", "-C", str(directory), "add", "--all"])
+        _run(["git", "-C", str(directory), *identity, "commit", "--quiet", "-m", "Initial configuration"])
+
+
+def _prepare_host_files(
+    layout: LabLayout,
+    name: str,
+    os_name: str,
+    port: int,
+    admin_key: str,
+    flake: tuple[str, bool] | None = None,
+) -> str:
+    """Write a host's private tree before it starts; return its public host key line.
+
+    + flake: (style, git) to make `/etc/nixos` a flake (see `write_flake_files`)
+    """
     host_dir = layout.host_dir(name)
     if host_dir.exists():
         shutil.rmtree(host_dir)
@@ -294,6 +329,8 @@ def _prepare_host_files(layout: LabLayout, name: str, os_name: str, port: int, a
         _write(etc / "NIXOS", "")
         _write(etc / "nixos" / "configuration.nix", stock.configuration_nix(name, admin_key))
         _write(etc / "nixos" / "hardware-configuration.nix", stock.hardware_configuration_nix(name))
+        if flake is not None:
+            write_flake_files(etc / "nixos", name, admin_key, *flake)
         for command, module in EMULATED_COMMANDS.items():
             _write(host_dir / "sbin" / command, emulator_wrapper(module), 0o755)
     return f"{key_type} {key_data}"
@@ -499,18 +536,36 @@ class Lab:
         return self.layout.root
 
     @classmethod
-    def up(cls, directory: Path, count: int, *, other_os: int = 0) -> Lab:
+    def up(
+        cls,
+        directory: Path,
+        count: int,
+        *,
+        other_os: int = 0,
+        flake_hosts: int = 0,
+        flake_git: bool = False,
+        flake_style: str = "stock",
+    ) -> Lab:
         """Start `count` NixOS hosts (and `other_os` Debian ones) in `directory`, with demo secrets.
 
         + directory: the lab directory; created if missing; a lab already running there is an error
         + count: number of NixOS hosts, named nixos-1..N
         + other_os: number of Debian hosts, named debian-1..M, for "not NixOS" cases
+        + flake_hosts: how many of the NixOS hosts (the last ones) have `/etc/nixos` as a flake
+        + flake_git: whether those flakes are git repositories, everything committed
+        + flake_style: the flake they have (`stock.FLAKE_STYLES`)
         """
         from tailnix.lab import demo
 
         _require_tools()
         if count < 0 or other_os < 0:
             raise LabError("host counts cannot be negative")
+        if not 0 <= flake_hosts <= count:
+            raise LabError(f"flake hosts must be between 0 and the {count} NixOS hosts, not {flake_hosts}")
+        if flake_style not in stock.FLAKE_STYLES:
+            raise LabError(
+                f"unknown flake style {flake_style!r}; the lab has {', '.join(stock.FLAKE_STYLES)}"
+            )
         layout = LabLayout(directory.resolve())
         if layout.hosts_json.exists():
             running = [host.name for host in cls._read_hosts(layout) if is_alive(host)]
@@ -539,8 +594,9 @@ class Lab:
         lab = cls(layout, [])
         wanted = [(f"nixos-{i}", "nixos") for i in range(1, count + 1)]
         wanted += [(f"debian-{i}", "debian") for i in range(1, other_os + 1)]
+        flakes = {f"nixos-{i}": (flake_style, flake_git) for i in range(count - flake_hosts + 1, count + 1)}
         try:
-            lab._start_hosts(wanted)
+            lab._start_hosts(wanted, flakes)
             demo.write_demo_secrets(layout, lab.hosts)
             demo.write_inventory_file(layout, layout.inventory, lab.hosts)
         except BaseException:
@@ -568,14 +624,17 @@ class Lab:
         known_hosts = "".join(f"[127.0.0.1]:{host.port} {host.host_key_public}\n" for host in self.hosts)
         _write(self.layout.known_hosts, known_hosts)
 
-    def _start_hosts(self, wanted: list[tuple[str, str]]) -> list[LabHost]:
+    def _start_hosts(
+        self, wanted: list[tuple[str, str]], flakes: dict[str, tuple[str, bool]] | None = None
+    ) -> list[LabHost]:
+        flakes = flakes or {}
         for _name, os_name in wanted:
             if os_name not in HOST_OSES:
                 raise LabError(f"unknown host OS {os_name!r}; the lab has {', '.join(HOST_OSES)}")
         admin_key = " ".join(self.layout.ssh_key.with_suffix(".pub").read_text().split()[:2])
         ports = _free_ports(len(wanted))
         keys = {
-            name: _prepare_host_files(self.layout, name, os_name, port, admin_key)
+            name: _prepare_host_files(self.layout, name, os_name, port, admin_key, flakes.get(name))
             for (name, os_name), port in zip(wanted, ports, strict=True)
         }
         started: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
@@ -594,7 +653,10 @@ class Lab:
                 except LabError as error:
                     failure = failure or error
                     continue
-                new_hosts.append(LabHost(name, port, os_name, keys[name], process.pid, namespace))
+                flake_style, git = flakes.get(name, (None, False))
+                new_hosts.append(
+                    LabHost(name, port, os_name, keys[name], process.pid, namespace, flake_style, git)
+                )
         finally:
             # Record every host that started, so that `down` finds them even if this start fails.
             self.hosts.extend(new_hosts)
@@ -611,17 +673,28 @@ class Lab:
                 return host
         raise LabError(f"no host {name!r} in the lab; it has {', '.join(h.name for h in self.hosts)}")
 
-    def add_host(self, *, os: str = "nixos") -> LabHost:
+    def add_host(self, *, os: str = "nixos", flake: bool | str = False, git: bool = False) -> LabHost:
         """Start one more host, e.g. a clean one for a test that changes it.
 
         It is reachable over SSH and through `write_inventory`, but it is not a recipient of the
         demo secrets and `DIR/inventory.py` does not list it.
+
+        + flake: make `/etc/nixos` a flake: True for the stock one, or a style of `stock.FLAKE_STYLES`
+          (`stock`, `inline`, `sops-nix`); its `nixosConfigurations` attribute is the host name
+        + git: make that `/etc/nixos` a git repository with everything committed
         """
+        style = "stock" if flake is True else flake or None
+        if style is not None and (os != "nixos" or style not in stock.FLAKE_STYLES):
+            raise LabError(f"a flake host is a NixOS host with a style of {', '.join(stock.FLAKE_STYLES)}")
+        if git and style is None:
+            raise LabError("git=True makes a flake host's /etc/nixos a repository: give flake= too")
         taken = {host.name for host in self.hosts}
         number = 1
         while f"{os}-{number}" in taken:
             number += 1
-        (host,) = self._start_hosts([(f"{os}-{number}", os)])
+        name = f"{os}-{number}"
+        flakes = {name: (style, git)} if style is not None else {}
+        (host,) = self._start_hosts([(name, os)], flakes)
         return host
 
     def ssh_command(self, name: str) -> list[str]:

@@ -170,3 +170,61 @@ def hardware_configuration_nix(hostname: str) -> str:
   nixpkgs.hostPlatform = lib.mkDefault "x86_64-linux";
 }}
 """
+
+
+FLAKE_STYLES = ("stock", "inline", "sops-nix")
+"""The flakes a lab host can have in `/etc/nixos` (see `flake_nix`)."""
+
+
+def flake_inputs_of(style: str) -> list[str]:
+    """The inputs (by name) a flake of this style declares, hence locks."""
+    if style not in FLAKE_STYLES:
+        raise ValueError(f"unknown flake style {style!r}; the lab has {', '.join(FLAKE_STYLES)}")
+    return ["nixpkgs", "sops-nix"] if style == "sops-nix" else ["nixpkgs"]
+
+
+def flake_nix(hostname: str, style: str = "stock", admin_public_key: str = "") -> str:
+    """Return an `/etc/nixos/flake.nix` as a NixOS user writes one for this host.
+
+    + style: `stock`, the usual wrapper of `./configuration.nix`; `inline`, whose modules are
+      `./hardware-configuration.nix` and the configuration written inline (configuration.nix is not
+      used); `sops-nix`, the stock one with a `sops-nix` input and its `nixosModules.sops`
+    + admin_public_key: root's authorized key, for the `inline` style
+    """
+    flake_inputs_of(style)
+    inputs = '  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";\n'
+    arguments = "{ self, nixpkgs, ... }"
+    modules = "        ./configuration.nix\n"
+    if style == "sops-nix":
+        inputs += (
+            '  inputs.sops-nix.url = "github:Mic92/sops-nix";\n'
+            '  inputs.sops-nix.inputs.nixpkgs.follows = "nixpkgs";\n'
+        )
+        arguments = "{ self, nixpkgs, sops-nix, ... }"
+        modules += "        sops-nix.nixosModules.sops\n"
+    elif style == "inline":
+        modules = (
+            "        ./hardware-configuration.nix\n"
+            "        ({ config, lib, pkgs, ... }: {\n"
+            "          boot.loader.systemd-boot.enable = true;\n"
+            "          boot.loader.efi.canTouchEfiVariables = true;\n"
+            f'          networking.hostName = "{hostname}";\n'
+            "          services.openssh.enable = true;\n"
+            f'          users.users.root.openssh.authorizedKeys.keys = [ "{admin_public_key}" ];\n'
+            f'          system.stateVersion = "{NIXOS_RELEASE}";\n'
+            "        })\n"
+        )
+    return (
+        "{\n"
+        f'  description = "NixOS configuration of {hostname}";\n\n'
+        f"{inputs}\n"
+        f"  outputs = {arguments}: {{\n"
+        f"    nixosConfigurations.{hostname} = nixpkgs.lib.nixosSystem {{\n"
+        '      system = "x86_64-linux";\n'
+        "      modules = [\n"
+        f"{modules}"
+        "      ];\n"
+        "    };\n"
+        "  };\n"
+        "}\n"
+    )

@@ -240,9 +240,13 @@ def sops_binary() -> str:
 
 
 def _on_host(path: str) -> Path:
-    """A path from the configuration: Nix resolved path literals already, strings are host paths."""
+    """A path from the configuration: Nix resolved path literals already, strings are host paths.
+
+    Store paths (a flake's files are evaluated from the store) are the machine's: every lab host
+    shares its Nix store.
+    """
     root = str(host_root())
-    if root == "/" or path.startswith(root.rstrip("/") + "/"):
+    if root == "/" or path.startswith((root.rstrip("/") + "/", "/nix/store/")):
         return Path(path)
     return host_path(path)
 

@@ -452,6 +452,8 @@ in
         flake = option (types.nullOr types.str) null;
       };
       nixos.release = option types.str "25.11";
+      # What the system is built into; `toplevel` is what `nixos-rebuild --flake` builds.
+      build = option (types.lazyAttrsOf types.unspecified) { };
     };
   };
 
