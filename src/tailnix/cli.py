@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from tailnix import commands
 from tailnix.bench import bench
 from tailnix.inventory import InventoryError, host_data
 from tailnix.lab.cli import lab
@@ -43,3 +44,9 @@ def module_command(host: str, inventory_file: Path) -> None:
 
 main.add_command(lab)
 main.add_command(bench)
+main.add_command(commands.bootstrap_command)
+main.add_command(commands.forget_command)
+main.add_command(commands.rotate_key_command)
+main.add_command(commands.check_command)
+main.add_command(commands.deploy_command)
+main.add_command(commands.status_command)

@@ -7,6 +7,7 @@ Plaintext goes through pipes, never through a file or a command line.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -32,6 +33,8 @@ class SopsMetadata:
     """Top-level keys of the document (sops encrypts values, not keys)."""
     unencrypted: Mapping[str, Any]
     """Top-level values stored in clear (keys ending in the file's unencrypted suffix)."""
+    key_groups: int = 1
+    """How many key groups the data key is split across; a reader needs a key from each."""
 
 
 def sops_binary() -> str:
@@ -132,6 +135,9 @@ def read_metadata(path: Path) -> SopsMetadata:
             f"encrypt it with `sops encrypt -i {path}` before deploying"
         )
     metadata = document["sops"]
+    for field in ("mac", "lastmodified", "version"):
+        if not metadata.get(field):
+            raise NotEncryptedError(f"{path} is not a complete sops file: its sops block has no {field}")
     recipients: list[str] = []
     for entry in metadata.get("age") or []:
         if isinstance(entry, dict) and isinstance(entry.get("recipient"), str):
@@ -140,12 +146,53 @@ def read_metadata(path: Path) -> SopsMetadata:
         for entry in (group or {}).get("age") or []:
             if isinstance(entry, dict) and isinstance(entry.get("recipient"), str):
                 recipients.append(entry["recipient"])
+    for group in [metadata.get("age") or []] + [g.get("age") or [] for g in metadata.get("key_groups") or []]:
+        for entry in group:
+            enc = str(entry.get("enc", "")) if isinstance(entry, dict) else ""
+            if "BEGIN AGE ENCRYPTED FILE" not in enc or "END AGE ENCRYPTED FILE" not in enc:
+                raise NotEncryptedError(f"{path} is not a complete sops file: an age data key is cut short")
     suffix = str(metadata.get("unencrypted_suffix") or "_unencrypted")
     keys = tuple(str(k) for k in document if k != "sops")
+    for key in keys:
+        if not key.endswith(suffix) and not _all_encrypted(document[key]):
+            raise NotEncryptedError(f"{path} holds {key!r} in plaintext beside its sops block")
     unencrypted = {str(k): v for k, v in document.items() if str(k).endswith(suffix)}
     return SopsMetadata(
         recipients=tuple(recipients),
         last_modified=str(metadata.get("lastmodified", "")),
         keys=keys,
         unencrypted=unencrypted,
+        key_groups=len(metadata.get("key_groups") or []) or 1,
+    )
+
+
+def _all_encrypted(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(_all_encrypted(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_all_encrypted(v) for v in value)
+    return isinstance(value, str) and value.startswith("ENC[")
+
+
+def update_keys(path: Path, *, config: Path, age_key_file: Path | None = None) -> None:
+    """Re-encrypt the data key of `path` for exactly the recipients `config` gives it (`updatekeys -y`)."""
+    run_sops(["updatekeys", "-y", str(path)], config=config, age_key_file=age_key_file)
+
+
+def rotate_data_key(path: Path, *, config: Path, age_key_file: Path | None = None) -> None:
+    """Re-encrypt every value of `path` with a new data key, so an old copy of the key opens nothing new."""
+    run_sops(["rotate", "--in-place", str(path)], config=config, age_key_file=age_key_file)
+
+
+def set_value(path: Path, key: str, value: str, *, config: Path, age_key_file: Path | None = None) -> None:
+    """Set the top-level `key` of `path` to the string `value`, in place (`sops set --value-stdin`).
+
+    The value goes to sops through its stdin, never its arguments; sops stores it encrypted unless the
+    key ends in the file's unencrypted suffix.
+    """
+    run_sops(
+        ["set", "--value-stdin", str(path), f'["{key}"]'],
+        config=config,
+        age_key_file=age_key_file,
+        stdin=json.dumps(value).encode(),
     )

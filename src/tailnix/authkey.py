@@ -1,0 +1,285 @@
+"""The auth key's lifecycle: rotating it in the secrets file, and checking the file a cron job can trust.
+
+The key is written with `sops set --value-stdin`. Beside it, two fields stay in clear because their names
+end in the file's `unencrypted_suffix` (sops' default `_unencrypted`): when the key was set and when it
+expires, so `tailnix check` can warn without any key:
+
+    tailscale_auth_key: ENC[AES256_GCM,...]
+    tailscale_auth_key_set_unencrypted: "2026-11-28"
+    tailscale_auth_key_expires_unencrypted: "2027-02-26"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tailnix.fleet import FleetHost, SecretsLocation
+from tailnix.sops import NotEncryptedError, SopsError, decrypt_value, read_metadata, set_value
+from tailnix.sops_config import SopsConfig, SopsConfigError
+
+DEFAULT_SUFFIX = "_unencrypted"
+ENV_PREFIX = "TAILSCALE_AUTH_KEY="
+OAUTH_CLIENT_PREFIX = "tskey-client-"
+# Tailscale's own auth keys: tskey-auth-<id>-<secret>. Used to find one committed in clear.
+AUTH_KEY_PATTERN = r"tskey-(auth|client)-[A-Za-z0-9]{4,}-[A-Za-z0-9]{8,}"
+
+OK, WARNING, BROKEN = 0, 1, 2
+
+
+class AuthKeyError(ValueError):
+    """A key or a secrets file that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class KeyDates:
+    """When the key in the secrets file was set and when it expires, as recorded beside it."""
+
+    set_on: date | None
+    expires: date | None
+
+
+def _suffix(path: Path) -> str:
+    document: Any = yaml.safe_load(path.read_text())
+    metadata = document.get("sops") if isinstance(document, dict) else None
+    suffix = metadata.get("unencrypted_suffix") if isinstance(metadata, dict) else None
+    return str(suffix or DEFAULT_SUFFIX)
+
+
+def date_fields(secret_name: str, suffix: str = DEFAULT_SUFFIX) -> tuple[str, str]:
+    """The names of the clear fields that record when the secret was set and when it expires."""
+    return f"{secret_name}_set{suffix}", f"{secret_name}_expires{suffix}"
+
+
+def _parse_date(value: object) -> date | None:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value[:10])
+        except ValueError:
+            return None
+    return None
+
+
+def read_dates(location: SecretsLocation) -> KeyDates:
+    """The recorded dates of the key (None where nothing, or nothing readable, is recorded)."""
+    metadata = read_metadata(location.secrets_file)
+    set_field, expires_field = date_fields(location.secret_name, _suffix(location.secrets_file))
+    return KeyDates(
+        _parse_date(metadata.unencrypted.get(set_field)), _parse_date(metadata.unencrypted.get(expires_field))
+    )
+
+
+def normalise_key(text: str) -> str:
+    """The bare auth key from what the user typed or piped in (a trailing newline, `TAILSCALE_AUTH_KEY=`)."""
+    key = text.strip()
+    if key.startswith(ENV_PREFIX):
+        key = key[len(ENV_PREFIX) :]
+    if not key:
+        raise AuthKeyError("no auth key was given")
+    if any(character.isspace() for character in key):
+        raise AuthKeyError("an auth key is one word with no spaces or line breaks")
+    if key.startswith(OAUTH_CLIENT_PREFIX):
+        raise AuthKeyError(
+            "that is an OAuth client secret, not an auth key; mint an auth key with it first (see the README)"
+        )
+    return key
+
+
+def rotate_key(location: SecretsLocation, key: str, *, expires: date, today: date | None = None) -> KeyDates:
+    """Write a new auth key into the secrets file, with its set and expiry dates in clear beside it.
+
+    The key keeps the form the file already used (bare, or `TAILSCALE_AUTH_KEY=...`). All writes go to a
+    private copy that replaces the file only when every write succeeded.
+    """
+    today = today or date.today()
+    if expires <= today:
+        raise AuthKeyError(f"the expiry date {expires} is not in the future")
+    path = location.secrets_file
+    try:
+        read_metadata(path)
+    except (NotEncryptedError, OSError) as error:
+        raise AuthKeyError(str(error)) from None
+    try:
+        current = decrypt_value(path, location.secret_name)
+    except SopsError as error:
+        raise AuthKeyError(
+            f"cannot decrypt {path} to keep its format ({error}); set SOPS_AGE_KEY_FILE to the admin age key"
+        ) from None
+    value = ENV_PREFIX + key if current.startswith(ENV_PREFIX) else key
+    set_field, expires_field = date_fields(location.secret_name, _suffix(path))
+    handle, temporary_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(handle)
+    temporary = Path(temporary_name)
+    try:
+        shutil.copyfile(path, temporary)
+        os.chmod(temporary, 0o600)
+        set_value(temporary, location.secret_name, value, config=location.sops_config)
+        set_value(temporary, set_field, today.isoformat(), config=location.sops_config)
+        set_value(temporary, expires_field, expires.isoformat(), config=location.sops_config)
+        written = read_metadata(temporary)
+        if set(written.unencrypted) < {set_field, expires_field}:
+            raise AuthKeyError(
+                f"sops encrypted {expires_field}; the file's encrypted_regex or suffix settings keep it "
+                "from being stored in clear"
+            )
+        os.replace(temporary, path)
+    except SopsError as error:
+        raise AuthKeyError(f"{error}; {path} was left as it was") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+    return KeyDates(today, expires)
+
+
+# --- check ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One result of `tailnix check`: 0 fine, 1 warning, 2 expired or broken."""
+
+    level: int
+    message: str
+
+
+def check_expiry(location: SecretsLocation, *, warn_days: int, today: date | None = None) -> list[Finding]:
+    """Is the file encrypted, does it hold the key, and how long until the key expires."""
+    today = today or date.today()
+    try:
+        metadata = read_metadata(location.secrets_file)
+    except (NotEncryptedError, OSError) as error:
+        return [Finding(BROKEN, str(error))]
+    if location.secret_name not in metadata.keys:
+        return [Finding(BROKEN, f"{location.secrets_file} has no key {location.secret_name!r}")]
+    dates = read_dates(location)
+    if dates.expires is None:
+        return [
+            Finding(WARNING, "the auth key's expiry is not recorded; record it with `tailnix rotate-key`")
+        ]
+    left = (dates.expires - today).days
+    if left < 0:
+        return [
+            Finding(
+                BROKEN,
+                f"the auth key expired on {dates.expires} ({-left} days ago): new hosts cannot join; "
+                "run `tailnix rotate-key`",
+            )
+        ]
+    if left <= warn_days:
+        return [
+            Finding(
+                WARNING, f"the auth key expires on {dates.expires}, in {left} days; run `tailnix rotate-key`"
+            )
+        ]
+    return [Finding(OK, f"the auth key expires on {dates.expires}, in {left} days")]
+
+
+def check_recipients(location: SecretsLocation, hosts: list[FleetHost]) -> list[Finding]:
+    """Is every host's recorded recipient one the file is encrypted for, and does the file match `.sops.yaml`."""
+    try:
+        config = SopsConfig.read(location.sops_config, location.secrets_file)
+        has = set(read_metadata(location.secrets_file).recipients)
+    except (SopsConfigError, NotEncryptedError, OSError) as error:
+        return [Finding(BROKEN, str(error))]
+    findings = []
+    for host in hosts:
+        recorded = config.named(host.name)
+        if recorded is None:
+            findings.append(
+                Finding(
+                    BROKEN, f"{host.name} has no recipient in .sops.yaml; run `tailnix bootstrap {host.name}`"
+                )
+            )
+        elif recorded not in has:
+            findings.append(
+                Finding(
+                    BROKEN,
+                    f"{host.name}'s recipient cannot open the file; run `tailnix bootstrap {host.name}`",
+                )
+            )
+    wanted = {r.recipient for r in config.recipients()}
+    if wanted - has:
+        findings.append(
+            Finding(
+                BROKEN, "the file is not encrypted for every recipient of .sops.yaml; run `sops updatekeys`"
+            )
+        )
+    if has - wanted:
+        findings.append(
+            Finding(
+                WARNING,
+                "the file is still encrypted for recipients .sops.yaml no longer lists; "
+                "run `tailnix forget NAME` or `sops updatekeys`",
+            )
+        )
+    if not findings:
+        findings.append(Finding(OK, f"every host of the {len(hosts)} checked can open the secrets file"))
+    return findings
+
+
+def check_git(location: SecretsLocation) -> list[Finding]:
+    """Does the git repository holding the secrets track any secret in clear."""
+    directory = location.secrets_file.parent
+    top = subprocess.run(
+        ["git", "-C", str(directory), "rev-parse", "--show-toplevel"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if top.returncode != 0:
+        return [Finding(OK, f"{directory} is not in a git repository")]
+    root = Path(top.stdout.strip())
+    tracked = subprocess.run(
+        ["git", "-C", str(root), "ls-files", "-z"], capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    findings = []
+    covered = _covered_patterns(location)
+    config_dir = location.sops_config.resolve().parent
+    for name in filter(None, tracked):
+        path = (root / name).resolve()
+        try:
+            relative = path.relative_to(config_dir).as_posix()
+        except ValueError:
+            continue
+        is_secrets = path == location.secrets_file.resolve()
+        if (is_secrets or any(re.search(p, relative) for p in covered)) and path.is_file():
+            try:
+                read_metadata(path)
+            except NotEncryptedError:
+                findings.append(Finding(BROKEN, f"git tracks {name} in clear; encrypt it with sops"))
+    grep = subprocess.run(
+        ["git", "-C", str(root), "grep", "-I", "-l", "-E", AUTH_KEY_PATTERN],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for name in grep.stdout.split():
+        findings.append(Finding(BROKEN, f"git tracks an auth key in clear in {name}"))
+    if not findings:
+        findings.append(Finding(OK, "git tracks no secret in clear"))
+    return findings
+
+
+def _covered_patterns(location: SecretsLocation) -> list[str]:
+    try:
+        document: Any = yaml.safe_load(location.sops_config.read_text())
+    except (OSError, yaml.YAMLError):
+        return []
+    rules = document.get("creation_rules") if isinstance(document, dict) else None
+    return [
+        str(rule["path_regex"])
+        for rule in rules or []
+        if isinstance(rule, dict) and isinstance(rule.get("path_regex"), str)
+    ]

@@ -1,0 +1,403 @@
+"""The fleet commands of `tailnix`: bootstrap, forget, rotate-key, check, deploy and status.
+
+Exit codes (also in the README):
+
+- bootstrap, forget, rotate-key, deploy: 0 done on every host; 1 something failed (named in the output);
+  2 a usage error.
+- check: 0 fine; 1 a warning (the key expires within --warn-days, or its expiry is not recorded);
+  2 expired or broken (or the check could not run).
+- status: 0 every host healthy and the mesh complete; 1 a host is not healthy; 2 the status could not be
+  read (bad inventory, usage error).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from tailnix.authkey import (
+    BROKEN,
+    OK,
+    WARNING,
+    AuthKeyError,
+    Finding,
+    check_expiry,
+    check_git,
+    check_recipients,
+    normalise_key,
+    rotate_key,
+)
+from tailnix.fleet import (
+    DeployOutcome,
+    FleetError,
+    FleetHost,
+    HostDeployResult,
+    RecipientUpdate,
+    SecretsLocation,
+    dry_run,
+    fleet_status,
+    forget_recipient,
+    load_fleet,
+    record_recipients,
+    run_batched_deploy,
+    secrets_location,
+    select_hosts,
+)
+
+DEFAULT_KEY_DAYS = 90
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+class CannotRun(click.ClickException):
+    """The command could not do its check at all (exit 2, the same as broken)."""
+
+    exit_code = 2
+
+
+def inventory_option(command: Command) -> Command:
+    """`-i/--inventory PATH`, default inventory.py."""
+    return click.option(
+        "-i",
+        "--inventory",
+        "inventory_file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=Path("inventory.py"),
+        show_default=True,
+        help="The pyinfra inventory of the fleet.",
+    )(command)
+
+
+def limit_option(command: Command) -> Command:
+    """`--limit GROUP` (repeatable), as pyinfra's."""
+    return click.option(
+        "--limit",
+        "limits",
+        multiple=True,
+        metavar="GROUP",
+        help="Only the hosts of this inventory group (or this host); repeat for more.",
+    )(command)
+
+
+def sops_options(command: Command) -> Command:
+    """`--secrets-file` and `--sops-config`, both found from the inventory by default."""
+    command = click.option(
+        "--sops-config",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="The .sops.yaml to edit (default: the nearest one at or above the secrets file).",
+    )(command)
+    return click.option(
+        "--secrets-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="The encrypted secrets file (default: the hosts' tailnix_secrets_file).",
+    )(command)
+
+
+def _fleet(inventory_file: Path, names: tuple[str, ...], limits: tuple[str, ...]) -> list[FleetHost]:
+    return select_hosts(load_fleet(inventory_file), names, limits)
+
+
+def _print_recipients(update: RecipientUpdate, location: SecretsLocation) -> None:
+    for change in update.changes:
+        shown = f" ({change.recipient})" if change.recipient and change.outcome != "failed" else ""
+        prefix = "error: " if not change.ok else ""
+        click.echo(f"{change.host}: {prefix}{change.message}{shown}", err=not change.ok)
+    if update.config_changed:
+        click.echo(f"{location.sops_config}: updated")
+    if update.secrets_reencrypted:
+        click.echo(f"{location.secrets_file}: re-encrypted")
+    if not update.config_changed and not update.secrets_reencrypted:
+        click.echo(f"{location.sops_config.name} and {location.secrets_file.name}: nothing to change")
+
+
+def _progress(total: int) -> Callable[[HostDeployResult], None]:
+    seen = 0
+
+    def report(result: HostDeployResult) -> None:
+        nonlocal seen
+        seen += 1
+        state = "ok" if result.ok else "FAILED"
+        switched = "switched" if result.switched else "-"
+        click.echo(
+            f"[{seen}/{total}] {result.host}: {state}, {switched}{', ' + result.detail if result.detail else ''}"
+        )
+
+    return report
+
+
+def _summary(outcome: DeployOutcome) -> None:
+    rows = [("HOST", "RESULT", "SWITCHED", "DETAIL")]
+    rows += [
+        (h.host, "ok" if h.ok else "failed", "yes" if h.switched else "no", h.detail) for h in outcome.hosts
+    ]
+    rows += [(name, "not run", "no", "") for name in outcome.not_attempted]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    click.echo("")
+    for row in rows:
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3]
+        )
+    failed = sum(not h.ok for h in outcome.hosts)
+    click.echo(
+        f"\n{_hosts(len(outcome.hosts))} deployed: {len(outcome.hosts) - failed} ok, {failed} failed"
+        + (f", {len(outcome.not_attempted)} not run" if outcome.not_attempted else "")
+    )
+    if outcome.stopped_reason:
+        click.echo(outcome.stopped_reason, err=True)
+
+
+def _hosts(count: int) -> str:
+    return f"{count} host" if count == 1 else f"{count} hosts"
+
+
+def _deploy(
+    inventory_file: Path, hosts: list[str], *, batch: int | None = None, fail_percent: int | None = None
+) -> DeployOutcome:
+    if not hosts:
+        return DeployOutcome()
+    outcome = run_batched_deploy(
+        inventory_file, hosts, batch=batch, fail_percent=fail_percent, on_host=_progress(len(hosts))
+    )
+    _summary(outcome)
+    return outcome
+
+
+@click.command("bootstrap")
+@click.argument("hosts", nargs=-1, metavar="[HOST]...")
+@inventory_option
+@limit_option
+@click.option("--replace-key", is_flag=True, help="Accept a host key that differs from the recorded one.")
+@click.option("--no-deploy", is_flag=True, help="Record the recipients only; do not deploy.")
+@sops_options
+def bootstrap_command(
+    hosts: tuple[str, ...],
+    inventory_file: Path,
+    limits: tuple[str, ...],
+    replace_key: bool,
+    no_deploy: bool,
+    secrets_file: Path | None,
+    sops_config: Path | None,
+) -> None:
+    """Make hosts recipients of the secrets file, then deploy to them.
+
+    For each HOST (or each host of --limit GROUP): read its SSH ed25519 host key over SSH with the
+    inventory's settings, record its age recipient in .sops.yaml as an anchor named after the host, in
+    the single key group of the rule for the secrets file, re-encrypt the file (sops updatekeys), and
+    deploy. A host whose key differs from the recorded one is refused unless --replace-key. Safe to
+    run again: nothing changes the second time.
+    """
+    if not hosts and not limits:
+        raise click.UsageError("name the hosts to bootstrap, or a group with --limit")
+    try:
+        chosen = _fleet(inventory_file, hosts, limits)
+        location = secrets_location(chosen, secrets_file=secrets_file, sops_config=sops_config)
+        update = record_recipients(inventory_file, chosen, location, replace_key=replace_key)
+    except FleetError as error:
+        raise click.ClickException(str(error)) from None
+    _print_recipients(update, location)
+    ready = [change.host for change in update.changes if change.ok]
+    deployed = DeployOutcome() if no_deploy else _deploy(inventory_file, ready)
+    if update.secrets_reencrypted:
+        click.echo(
+            "note: the secrets file was re-encrypted; `tailnix deploy` gives every other host the new copy"
+        )
+    if not all(change.ok for change in update.changes) or not deployed.ok:
+        sys.exit(1)
+
+
+@click.command("forget")
+@click.argument("host")
+@inventory_option
+@sops_options
+def forget_command(
+    host: str, inventory_file: Path, secrets_file: Path | None, sops_config: Path | None
+) -> None:
+    """Remove HOST's recipient from .sops.yaml and re-encrypt the secrets file with a new data key.
+
+    The retired machine can no longer read the file, nor any key written into it later. Deploy
+    afterwards (`tailnix deploy`) to give the other hosts the re-encrypted file.
+    """
+    try:
+        fleet = load_fleet(inventory_file) if inventory_file.is_file() else []
+        location = secrets_location(fleet, secrets_file=secrets_file, sops_config=sops_config)
+        update = forget_recipient(location, host)
+    except FleetError as error:
+        raise click.ClickException(str(error)) from None
+    _print_recipients(update, location)
+    if any(h.name == host for h in fleet):
+        click.echo(f"note: {host} is still in {inventory_file}; remove it there, or its next deploy fails")
+
+
+def _read_new_key() -> str:
+    if sys.stdin.isatty():
+        text = click.prompt("New auth key", hide_input=True, confirmation_prompt=True)
+    else:
+        text = sys.stdin.read()
+    return normalise_key(str(text))
+
+
+@click.command("rotate-key")
+@inventory_option
+@limit_option
+@click.option(
+    "--expires",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="The new key's expiry date (YYYY-MM-DD), as the admin console showed it.",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(1, 3650),
+    default=DEFAULT_KEY_DAYS,
+    show_default=True,
+    help="Days from today until the new key expires (when --expires is not given).",
+)
+@click.option("--no-deploy", is_flag=True, help="Write the new key only; do not deploy.")
+@sops_options
+def rotate_key_command(
+    inventory_file: Path,
+    limits: tuple[str, ...],
+    expires: Any,
+    days: int,
+    no_deploy: bool,
+    secrets_file: Path | None,
+    sops_config: Path | None,
+) -> None:
+    """Put a new Tailscale auth key in the secrets file, and deploy it.
+
+    The key is read from stdin, or asked for without echo; never give it as an argument. It is written
+    with sops set, with its set and expiry dates in clear fields beside it (for `tailnix check`). Hosts
+    that are already Running stay connected: only the secret changes, and they do not log in again.
+    """
+    try:
+        chosen = _fleet(inventory_file, (), limits)
+        location = secrets_location(chosen, secrets_file=secrets_file, sops_config=sops_config)
+        key = _read_new_key()
+        expiry = expires.date() if expires is not None else date.today() + timedelta(days=days)
+        dates = rotate_key(location, key, expires=expiry)
+    except (FleetError, AuthKeyError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{location.secrets_file}: new auth key set on {dates.set_on}, expires on {dates.expires}")
+    if not no_deploy and not _deploy(inventory_file, [h.name for h in chosen]).ok:
+        sys.exit(1)
+
+
+_LEVEL_WORDS = {OK: "ok", WARNING: "warning", BROKEN: "error"}
+
+
+@click.command("check")
+@inventory_option
+@limit_option
+@click.option(
+    "--warn-days",
+    type=click.IntRange(0, 365),
+    default=14,
+    show_default=True,
+    help="Warn this many days ahead.",
+)
+@sops_options
+def check_command(
+    inventory_file: Path,
+    limits: tuple[str, ...],
+    warn_days: int,
+    secrets_file: Path | None,
+    sops_config: Path | None,
+) -> None:
+    """Check the secrets file locally, for a cron job or CI: exit 0 fine, 1 warning, 2 expired or broken.
+
+    Checks that the auth key has not expired (warns --warn-days before), that every inventory host's
+    recorded recipient can open the file, and that git tracks no secret in clear. Needs no key and
+    no SSH.
+    """
+    try:
+        chosen = _fleet(inventory_file, (), limits)
+        location = secrets_location(chosen, secrets_file=secrets_file, sops_config=sops_config)
+    except FleetError as error:
+        raise CannotRun(str(error)) from None
+    findings: list[Finding] = check_expiry(location, warn_days=warn_days)
+    findings += check_recipients(location, chosen)
+    findings += check_git(location)
+    for finding in findings:
+        click.echo(f"{_LEVEL_WORDS[finding.level]}: {finding.message}", err=finding.level != OK)
+    sys.exit(max(finding.level for finding in findings))
+
+
+@click.command("deploy")
+@inventory_option
+@limit_option
+@click.option("--dry", is_flag=True, help="Show what would change on each host; change nothing.")
+@click.option("--batch", type=click.IntRange(1), help="Deploy N hosts at a time (rolling).")
+@click.option(
+    "--fail-percent",
+    type=click.IntRange(0, 100),
+    help="Stop before the next batch when more than P% of the hosts so far failed (default: any failure).",
+)
+def deploy_command(
+    inventory_file: Path, limits: tuple[str, ...], dry: bool, batch: int | None, fail_percent: int | None
+) -> None:
+    """Run the deploy (deploys/tailscale.py) on the fleet, with a line per host and a summary table."""
+    try:
+        chosen = [h.name for h in _fleet(inventory_file, (), limits)]
+        if dry:
+            for host, changes in dry_run(inventory_file, chosen).items():
+                click.echo(f"{host}: {'; '.join(changes) if changes else 'nothing to do'}")
+            return
+    except FleetError as error:
+        raise click.ClickException(str(error)) from None
+    if not chosen:
+        raise click.ClickException(f"no hosts in {inventory_file}")
+    if not _deploy(inventory_file, chosen, batch=batch, fail_percent=fail_percent).ok:
+        sys.exit(1)
+
+
+@click.command("status")
+@inventory_option
+@limit_option
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the documented JSON document instead of a table."
+)
+def status_command(inventory_file: Path, limits: tuple[str, ...], as_json: bool) -> None:
+    """Show each host's NixOS version, Tailscale state, IPs, node key expiry and last switch, and the mesh.
+
+    Exit 0 when every host is Running with the current module and sees every other joined fleet host as
+    an Online peer; 1 otherwise; 2 when the status cannot be read.
+    """
+    try:
+        chosen = _fleet(inventory_file, (), limits)
+    except FleetError as error:
+        raise CannotRun(str(error)) from None
+    document = fleet_status(inventory_file, chosen)
+    if as_json:
+        click.echo(json.dumps(document, indent=2))
+    else:
+        rows = [("HOST", "NIXOS", "STATE", "IPV4", "MODULE", "LAST SWITCH", "NODE KEY EXPIRY")]
+        for host in document["hosts"]:
+            module = {True: "current", False: "stale", None: "?"}[host["module_current"]]
+            rows.append(
+                (
+                    host["name"],
+                    host["nixos_version"] or "-",
+                    host["backend_state"] or "-",
+                    (host["tailscale_ips"] or ["-"])[0],
+                    module,
+                    host["last_switch"] or "-",
+                    host["node_key_expiry"] or "-",
+                )
+            )
+        widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            click.echo(
+                "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            )
+        for host in document["hosts"]:
+            for problem in host["problems"]:
+                click.echo(f"{host['name']}: {problem}", err=True)
+        healthy = sum(host["healthy"] for host in document["hosts"])
+        click.echo(
+            f"\n{healthy} of {len(document['hosts'])} hosts healthy; mesh {'complete' if document['mesh']['ok'] else 'incomplete'}"
+        )
+    sys.exit(0 if document["healthy"] else 1)

@@ -1,0 +1,379 @@
+"""Reading and editing `.sops.yaml` as text, so that its comments, order and anchors survive.
+
+PyYAML cannot write a document back with its comments, so this module reads the positions of the parts it
+needs from PyYAML's event stream (the `keys:` list of named recipients, and the age list of the single key
+group of the rule that covers the secrets file), edits the text at those positions, and checks the result
+with PyYAML before anyone writes it: it must parse, the rule must still have exactly one key group, and that
+group must hold exactly the recipients that were meant.
+
+A host's recipient is recorded as sops users write it, as a YAML anchor named after the host:
+
+    keys:
+      - &admin age1...
+      - &desk age1...          <- record_recipient("desk", ...)
+    creation_rules:
+      - path_regex: secrets/tailscale\\.yaml$
+        key_groups:
+          - age:
+              - *admin
+              - *desk          <- and its alias in the key group
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+_ANCHOR_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_AGE_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
+_BLOCK_ITEM_PREFIX = re.compile(r"^\s*-\s+$")
+
+
+class SopsConfigError(ValueError):
+    """A `.sops.yaml` tailnix cannot read or edit safely; the message says what to change."""
+
+
+@dataclass
+class _Node:
+    """A YAML node with where it starts and ends in the text (character offsets)."""
+
+    kind: str  # "map", "seq", "scalar" or "alias"
+    start: int
+    end: int
+    anchor: str | None = None
+    value: str = ""
+    """A scalar's text, or the name an alias refers to."""
+    flow: bool = False
+    items: list[_Node] = field(default_factory=list)
+    pairs: list[tuple[_Node, _Node]] = field(default_factory=list)
+
+    def get(self, key: str) -> _Node | None:
+        for name, value in self.pairs:
+            if name.kind == "scalar" and name.value == key:
+                return value
+        return None
+
+    def key_node(self, key: str) -> _Node | None:
+        for name, _value in self.pairs:
+            if name.kind == "scalar" and name.value == key:
+                return name
+        return None
+
+
+def _compose(text: str) -> _Node | None:
+    """Build a tree of positioned nodes from PyYAML's events (aliases stay aliases)."""
+    stack: list[_Node] = []
+    pending_keys: list[_Node | None] = []
+    root: _Node | None = None
+
+    def attach(node: _Node) -> None:
+        nonlocal root
+        if not stack:
+            root = node
+            return
+        parent = stack[-1]
+        if parent.kind == "seq":
+            parent.items.append(node)
+        elif pending_keys[-1] is None:
+            pending_keys[-1] = node
+        else:
+            key = pending_keys[-1]
+            pending_keys[-1] = None
+            parent.pairs.append((key, node))
+
+    try:
+        for event in yaml.parse(text):
+            # The pure-Python parser always sets marks; the C one is not used here.
+            assert event.start_mark is not None and event.end_mark is not None
+            start, end = event.start_mark.index, event.end_mark.index
+            if isinstance(event, yaml.ScalarEvent):
+                attach(_Node("scalar", start, end, anchor=event.anchor, value=event.value))
+            elif isinstance(event, yaml.AliasEvent):
+                attach(_Node("alias", start, end, value=str(event.anchor)))
+            elif isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+                kind = "seq" if isinstance(event, yaml.SequenceStartEvent) else "map"
+                node = _Node(kind, start, end, anchor=event.anchor, flow=bool(event.flow_style))
+                attach(node)
+                stack.append(node)
+                pending_keys.append(None)
+            elif isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
+                stack[-1].end = end
+                stack.pop()
+                pending_keys.pop()
+    except yaml.YAMLError as error:
+        raise SopsConfigError(f"it is not valid YAML: {error}") from None
+    return root
+
+
+def _anchors(node: _Node, found: dict[str, _Node]) -> dict[str, _Node]:
+    if node.anchor is not None:
+        found[node.anchor] = node
+    for item in node.items:
+        _anchors(item, found)
+    for key, value in node.pairs:
+        _anchors(key, found)
+        _anchors(value, found)
+    return found
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One age recipient of the key group: its `age1...` value and the anchor it is named by, if any."""
+
+    recipient: str
+    name: str | None
+
+
+class SopsConfig:
+    """The text of a `.sops.yaml`, and the rule that covers one secrets file.
+
+    + text: the file's content
+    + secrets_path: the secrets file's path relative to the directory holding `.sops.yaml`, as sops
+      matches `path_regex` against it
+    """
+
+    def __init__(self, text: str, secrets_path: str) -> None:
+        self.text = text
+        self.secrets_path = secrets_path
+        root = _compose(text)
+        if root is None or root.kind != "map":
+            raise SopsConfigError("it must be a mapping with creation_rules")
+        self._root = root
+        self._named = _anchors(root, {})
+        self._rule = self._covering_rule()
+        self._age = self._age_list()
+
+    @classmethod
+    def read(cls, config_file: Path, secrets_file: Path) -> SopsConfig:
+        """Read `config_file` and find the rule that covers `secrets_file`."""
+        try:
+            text = config_file.read_text()
+        except OSError as error:
+            raise SopsConfigError(f"cannot read {config_file}: {error.strerror}") from None
+        try:
+            relative = secrets_file.resolve().relative_to(config_file.resolve().parent)
+        except ValueError:
+            raise SopsConfigError(
+                f"{secrets_file} is not under {config_file.parent}, where sops matches path_regex"
+            ) from None
+        try:
+            return cls(text, relative.as_posix())
+        except SopsConfigError as error:
+            raise SopsConfigError(f"{config_file}: {error}") from None
+
+    def _covering_rule(self) -> _Node:
+        rules = self._root.get("creation_rules")
+        if rules is None or rules.kind != "seq" or not rules.items:
+            raise SopsConfigError("it has no creation_rules")
+        for rule in rules.items:
+            if rule.kind != "map":
+                continue
+            regex = rule.get("path_regex")
+            # sops uses the first rule that matches; a rule without path_regex matches every file.
+            if regex is None or re.search(regex.value, self.secrets_path):
+                return rule
+        raise SopsConfigError(f"no creation rule's path_regex matches {self.secrets_path}")
+
+    def _age_list(self) -> _Node:
+        groups = self._rule.get("key_groups")
+        if groups is None:
+            raise SopsConfigError(
+                f"the rule for {self.secrets_path} has no key_groups; write its recipients as "
+                "key_groups: [{age: [...]}] (one group), see the README"
+            )
+        if groups.kind != "seq" or len(groups.items) != 1:
+            count = len(groups.items) if groups.kind == "seq" else 0
+            raise SopsConfigError(
+                f"the rule for {self.secrets_path} has {count} key groups; it must have exactly one "
+                "(with several, a host needs a key from every group and cannot decrypt)"
+            )
+        group = groups.items[0]
+        age = group.get("age") if group.kind == "map" else None
+        if age is None or age.kind != "seq":
+            raise SopsConfigError(f"the key group for {self.secrets_path} has no list of age recipients")
+        return age
+
+    def _resolve(self, item: _Node) -> Recipient:
+        if item.kind == "alias":
+            target = self._named.get(item.value)
+            if target is None or target.kind != "scalar":
+                raise SopsConfigError(f"*{item.value} does not name an age recipient")
+            return Recipient(target.value, item.value)
+        if item.kind != "scalar":
+            raise SopsConfigError("an age recipient of the key group is not a plain value")
+        return Recipient(item.value, item.anchor)
+
+    def recipients(self) -> list[Recipient]:
+        """The age recipients of the key group, in order."""
+        return [self._resolve(item) for item in self._age.items]
+
+    def named(self, name: str) -> str | None:
+        """The recipient recorded under the anchor `name`, None when there is none."""
+        node = self._named.get(name)
+        return node.value if node is not None and node.kind == "scalar" else None
+
+    # --- edits: each returns the new text, checked with PyYAML ---------------------------------
+
+    def with_recipient(self, name: str, recipient: str) -> str:
+        """The text with `recipient` recorded as `&name` and its alias added to the key group.
+
+        An anchor `name` that already exists gets the new value (a replaced host key).
+        """
+        _check_name_and_recipient(name, recipient)
+        text = self.text
+        existing = self._named.get(name)
+        in_group = any(
+            (item.kind == "alias" and item.value == name) or item is existing for item in self._age.items
+        )
+        before = self.recipients()
+        if existing is not None and existing.kind != "scalar":
+            raise SopsConfigError(f"the anchor &{name} does not name an age recipient")
+        # Edits go from the end of the text backwards, so that the offsets of earlier parts stay valid.
+        if not in_group:
+            text = _insert(text, *_append_point(text, self._age, f"*{name}"))
+        if existing is not None:
+            text = text[: existing.start] + f"&{name} {recipient}" + text[existing.end :]
+            wanted = [recipient if r.name == name else r.recipient for r in before]
+        else:
+            text = _insert(text, *self._anchor_point(text, f"&{name} {recipient}"))
+            wanted = [r.recipient for r in before]
+        if not in_group:
+            wanted.append(recipient)
+        self._verify(text, wanted)
+        return text
+
+    def without_recipient(self, name: str) -> str:
+        """The text without the alias `*name` in the key group, and without the anchor `&name`."""
+        items = [item for item in self._age.items if item.kind == "alias" and item.value == name]
+        literal = [item for item in self._age.items if item.kind == "scalar" and item.anchor == name]
+        anchor = self._named.get(name)
+        if anchor is None:
+            raise SopsConfigError(f"no recipient is named {name} (no anchor &{name})")
+        if literal:
+            raise SopsConfigError(
+                f"&{name} is defined inside the key group; move it to keys: to remove it by name"
+            )
+        if len(items) == len(self._age.items):
+            raise SopsConfigError(f"{name} is the only recipient; removing it would leave nobody to decrypt")
+        other_uses = _count_aliases(self._root, name) - len(items)
+        if other_uses:
+            raise SopsConfigError(f"*{name} is also used by other rules; remove those uses first")
+        edits = [_removal(self.text, self._age, item) for item in items]
+        edits.append(_line_removal(self.text, anchor))
+        text = self.text
+        for start, end in sorted(edits, reverse=True):
+            text = text[:start] + text[end:]
+        self._verify(text, [r.recipient for r in self.recipients() if r.name != name])
+        return text
+
+    def _anchor_point(self, text: str, item: str) -> tuple[int, str]:
+        keys = self._root.get("keys")
+        rules_key = self._root.key_node("creation_rules")
+        assert rules_key is not None
+        if keys is None:
+            # Anchors must come before their aliases: a new keys: list goes before creation_rules.
+            line = text.rfind("\n", 0, rules_key.start) + 1
+            return line, f"keys:\n  - {item}\n"
+        if keys.kind != "seq":
+            raise SopsConfigError("keys: must be a list of recipients")
+        if keys.start > rules_key.start:
+            raise SopsConfigError(
+                "keys: comes after creation_rules; move it above so anchors precede aliases"
+            )
+        return _append_point(text, keys, item)
+
+    def _verify(self, text: str, wanted: list[str]) -> None:
+        try:
+            yaml.safe_load(text)
+            after = SopsConfig(text, self.secrets_path)
+            got = [r.recipient for r in after.recipients()]
+        except (yaml.YAMLError, SopsConfigError) as error:
+            raise SopsConfigError(f"the edit would break the file ({error}); it was not written") from None
+        if got != wanted:
+            raise SopsConfigError("the edit did not give the intended key group; the file was not written")
+
+
+def _check_name_and_recipient(name: str, recipient: str) -> None:
+    if not _ANCHOR_NAME.match(name):
+        raise SopsConfigError(f"{name!r} cannot be a YAML anchor name (letters, digits, _ . -)")
+    if not _AGE_RECIPIENT.match(recipient):
+        raise SopsConfigError(f"{recipient!r} is not an age recipient (age1...)")
+
+
+def _count_aliases(node: _Node, name: str) -> int:
+    count = 1 if node.kind == "alias" and node.value == name else 0
+    for item in node.items:
+        count += _count_aliases(item, name)
+    for key, value in node.pairs:
+        count += _count_aliases(key, name) + _count_aliases(value, name)
+    return count
+
+
+def _line_bounds(text: str, index: int) -> tuple[int, int]:
+    """Start of the line holding `index`, and the start of the next line."""
+    start = text.rfind("\n", 0, index) + 1
+    newline = text.find("\n", index)
+    return start, len(text) if newline < 0 else newline + 1
+
+
+def _append_point(text: str, sequence: _Node, item: str) -> tuple[int, str]:
+    """Where and what to insert to add `item` as the last element of `sequence`."""
+    if sequence.flow:
+        closing = text.rfind("]", sequence.start, sequence.end)
+        before = text[sequence.start + 1 : closing].strip()
+        return closing, (", " if before else "") + item
+    if not sequence.items:
+        raise SopsConfigError("a list to extend is empty")
+    first, last = sequence.items[0], sequence.items[-1]
+    line_start, _ = _line_bounds(text, first.start)
+    prefix = text[line_start : first.start]
+    if not _BLOCK_ITEM_PREFIX.match(prefix):
+        raise SopsConfigError(
+            "a list is laid out in a way tailnix does not edit; write one '- item' per line"
+        )
+    _, after_last = _line_bounds(text, max(last.end - 1, last.start))
+    separator = "" if text[:after_last].endswith("\n") else "\n"
+    return after_last, f"{separator}{prefix}{item}\n"
+
+
+def _insert(text: str, at: int, addition: str) -> str:
+    return text[:at] + addition + text[at:]
+
+
+def _removal(text: str, sequence: _Node, item: _Node) -> tuple[int, int]:
+    """The span to delete to remove `item` from `sequence`."""
+    if sequence.flow:
+        index = sequence.items.index(item)
+        if index + 1 < len(sequence.items):
+            return item.start, sequence.items[index + 1].start
+        previous_end = sequence.items[index - 1].end
+        return previous_end, item.end
+    return _line_removal(text, item)
+
+
+def _line_removal(text: str, item: _Node) -> tuple[int, int]:
+    start, end = _line_bounds(text, item.start)
+    before = text[start : item.start]
+    after = text[item.end : end].strip()
+    if not _BLOCK_ITEM_PREFIX.match(before) or (after and not after.startswith("#")):
+        raise SopsConfigError("an entry to remove shares its line with others; put one '- item' per line")
+    return start, end
+
+
+def write_config(config_file: Path, text: str) -> None:
+    """Replace `config_file` with `text` atomically, keeping its permissions."""
+    mode = config_file.stat().st_mode & 0o777 if config_file.exists() else 0o644
+    handle, temporary = tempfile.mkstemp(dir=config_file.parent, prefix=f".{config_file.name}.")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.chmod(temporary, mode)
+        os.replace(temporary, config_file)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
