@@ -13,6 +13,7 @@ from tailnix.plan import plan_host
 
 # Settings and the local secrets file are checked here, for every host, before any host is changed.
 plan = plan_host(host.name, host.data.dict())
+operations.report_unreachable_hosts()
 
 operations.preflight(name="Check the host is NixOS and can decrypt the secrets", plan=plan)
 operations.secrets_file(name="Place the encrypted secrets file", plan=plan)

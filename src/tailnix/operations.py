@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
+import socket
 from collections.abc import Generator
+from datetime import UTC, datetime
 from io import StringIO
 from typing import Any
 
@@ -21,6 +24,7 @@ from pyinfra.api.host import Host
 from pyinfra.api.operation import operation
 from pyinfra.api.state import State, StateStage
 from pyinfra.context import host
+from pyinfra.context import state as pyinfra_state
 
 from tailnix import paths
 from tailnix.agekey import KeyFormatError, ssh_public_key_to_age
@@ -45,6 +49,27 @@ BACKEND_STATE_MEANINGS = {
     "Starting": "the node is logged in and still connecting to the tailnet",
     "InUseOtherUser": "tailscaled is in use by another user",
 }
+
+
+_REPORTED_UNREACHABLE: set[tuple[int, str]] = set()
+
+
+def report_unreachable_hosts() -> None:
+    """Say once per run, for each host pyinfra could not connect to, that it was left alone.
+
+    pyinfra says nothing at all about a host whose SSH port never answers; this line makes every
+    host of the inventory appear in the output.
+    """
+    current = pyinfra_state
+    for failed in sorted(current.failed_hosts, key=lambda h: h.name):
+        key = (id(current), failed.name)
+        if key in _REPORTED_UNREACHABLE or failed.connected:
+            continue
+        _REPORTED_UNREACHABLE.add(key)
+        logger.error(
+            f"    [{failed.name}] not deployed: no SSH connection (refused, timed out after "
+            f"{current.config.CONNECT_TIMEOUT}s, or rejected: see above)"
+        )
 
 
 def _report(state: State, host: Host, message: str, ok: bool) -> bool:
@@ -132,11 +157,62 @@ def preflight(plan: HostPlan) -> Commands:
         yield _fail(f"{name} has no {paths.CONFIGURATION_FILE}; tailnix edits a channel-style configuration")
         return
     try:
-        _edited_configuration(state)
+        edited = _edited_configuration(state)
     except ImportEditError as error:
         yield _fail(_uneditable_message(error))
         return
-    host.noop(f"{name} is NixOS {state.os_version} and can decrypt the secrets file")
+    if not changes_needed(state, plan):
+        host.noop(f"{name} is NixOS {state.os_version}, can decrypt the secrets file, and needs no change")
+        return
+    yield StringCommand(_lock_script(plan.settings.lock_timeout))
+    if edited is not None:
+        yield StringCommand(_parses_as_it_is_script())
+
+
+def changes_needed(state: HostState, plan: HostPlan) -> bool:
+    """Whether this run will change anything on the host (and so must hold its lock)."""
+    return (
+        state.secret_sha256 != plan.secrets_sha256
+        or state.module_sha256 != plan.module_sha256
+        or needs_switch(state, plan)
+    )
+
+
+def lock_holder() -> str:
+    """Who holds a host's lock, as another deploy will read it."""
+    user = os.environ.get("USER") or str(os.getuid())
+    since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{user}@{socket.gethostname()} (pid {os.getpid()}) since {since}"
+
+
+def _lock_script(timeout: int) -> str:
+    # flock on a file: the lock dies with whoever holds it. A small process keeps it for as long as this
+    # deploy's SSH connection (the nearest sshd ancestor) lives, so a killed deployer never leaves it behind.
+    return f"""
+install -d -m 0700 {paths.STATE_DIR}
+exec 9>> {paths.LOCK_FILE}
+if ! flock -w {timeout} 9; then
+  echo "tailnix: another deploy holds the lock of this host after {timeout}s of waiting: $(cat {paths.LOCK_HOLDER_FILE} 2>/dev/null || echo unknown)" >&2
+  exit 75
+fi
+printf '%s\n' {shlex.quote(lock_holder())} > {paths.LOCK_HOLDER_FILE}
+connection=$$
+while [ "$connection" -gt 1 ]; do
+  case "$(cat /proc/$connection/comm 2>/dev/null)" in sshd|sshd-session) break ;; esac
+  connection=$(cut -d ' ' -f 4 /proc/$connection/stat 2>/dev/null || echo 1)
+done
+( while kill -0 "$connection" 2>/dev/null; do sleep 1; done ) < /dev/null > /dev/null 2>&1 &
+"""
+
+
+def _parses_as_it_is_script() -> str:
+    return f"""
+if ! error=$(nix-instantiate --parse {paths.CONFIGURATION_FILE} 2>&1 > /dev/null); then
+  echo "tailnix: {paths.CONFIGURATION_FILE} does not parse as it is, so it was not touched; fix it first:" >&2
+  echo "$error" >&2
+  exit 1
+fi
+"""
 
 
 @operation()

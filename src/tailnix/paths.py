@@ -19,6 +19,9 @@ STATE_DIR = "/var/lib/tailnix"
 APPLIED_FILE = f"{STATE_DIR}/applied"
 PENDING_DIR = f"{STATE_DIR}/pending"
 BACKUP_DIR = f"{STATE_DIR}/backup"
+# Held (flock) by the deploy that changes the host, for as long as its SSH connection lives.
+LOCK_FILE = f"{STATE_DIR}/lock"
+LOCK_HOLDER_FILE = f"{STATE_DIR}/lock.holder"
 
 AUTOCONNECT_UNIT = "tailscale-autoconnect"
 NATIVE_AUTOCONNECT_UNIT = "tailscaled-autoconnect"

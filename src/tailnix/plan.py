@@ -64,6 +64,12 @@ def plan_host(host: str, data: Mapping[str, Any], *, base_dir: Path | None = Non
         )
     if not metadata.recipients:
         raise SettingsError(f"host {host}: {secrets_path} is encrypted for no age recipient")
+    if metadata.key_groups > 1:
+        raise SettingsError(
+            f"host {host}: {secrets_path} is encrypted with {metadata.key_groups} key groups, so a host needs a "
+            "key from every group and sops-nix fails; put all recipients in ONE key group in .sops.yaml "
+            f"and run `sops updatekeys -y {secrets_path}`"
+        )
     module_text = render_module(settings)
     return HostPlan(
         settings=settings,

@@ -83,6 +83,7 @@ class TailscaleSettings:
     )
     up_timeout: int = 60
     verify_timeout: int = 60
+    lock_timeout: int = 120
 
     def up_flags(self) -> list[str]:
         """The `tailscale up` flags these settings mean, in a stable order (the key is never here)."""
@@ -122,6 +123,7 @@ _KNOWN_KEYS = (
     "tailnix_sops_nix_sha256",
     "tailnix_up_timeout",
     "tailnix_verify_timeout",
+    "tailnix_lock_timeout",
     "tailscale_accept_routes",
     "tailscale_advertise_routes",
     "tailscale_advertise_exit_node",
@@ -286,4 +288,5 @@ def parse_settings(host: str, data: Mapping[str, Any], *, base_dir: Path | None 
         sops_nix=SopsNixPin(pin_url, pin_hash),
         up_timeout=read.seconds("tailnix_up_timeout", 60),
         verify_timeout=read.seconds("tailnix_verify_timeout", 60),
+        lock_timeout=read.seconds("tailnix_lock_timeout", 120),
     )
