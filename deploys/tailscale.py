@@ -19,5 +19,6 @@ operations.preflight(name="Check the host is NixOS and can decrypt the secrets",
 operations.secrets_file(name="Place the encrypted secrets file", plan=plan)
 operations.module_file(name="Place the Tailscale module", plan=plan)
 operations.configuration_import(name="Import the module in configuration.nix")
+operations.flake_git_index(name="Let a git flake see the new files")
 operations.rebuild(name="nixos-rebuild switch", plan=plan)
 operations.verify(name="Verify Tailscale is Running", plan=plan)

@@ -42,6 +42,12 @@ class HostState:
     """Files changed by a deploy that did not switch successfully are waiting to be switched or restored."""
     flake: bool
     has_nix_instantiate: bool
+    flake_nix: str | None = None
+    """The text of /etc/nixos/flake.nix, None when the host is not configured by a flake."""
+    git_repository: bool = False
+    """/etc/nixos is a git repository (a flake there sees only the files git tracks)."""
+    git_tracked: tuple[str, ...] = ()
+    """Which of the files tailnix places git already tracks, relative to /etc/nixos."""
     tailscale_status: dict[str, Any] | None = None
     """`tailscale status --json --peers=false`, None when tailscaled does not answer."""
     tailscale_prefs: dict[str, Any] | None = None
@@ -76,6 +82,10 @@ def _state_command() -> str:
         f'echo "flake=$(test -e {paths.NIXOS_DIR}/flake.nix && echo yes)"',
         'echo "nix_instantiate=$(command -v nix-instantiate)"',
         f'echo "configuration_b64=$(base64 -w 0 {paths.CONFIGURATION_FILE} 2>/dev/null)"',
+        f'echo "flake_b64=$(base64 -w 0 {paths.NIXOS_DIR}/flake.nix 2>/dev/null)"',
+        f'echo "git=$(test -d {paths.NIXOS_DIR}/.git && echo yes)"',
+        f'echo "git_tracked=$(test -d {paths.NIXOS_DIR}/.git && git -C {paths.NIXOS_DIR} ls-files -- '
+        f'{paths.MODULE_NAME} {paths.SECRETS_IMPORT[2:]} 2>/dev/null | tr "\\n" " ")"',
         # The node's state rides along, so that verifying a fleet where nothing changed costs nothing more.
         'echo "tailscale_status_b64=$(tailscale status --json --peers=false 2>/dev/null | base64 -w 0)"',
         'echo "tailscale_prefs_b64=$(tailscale debug prefs 2>/dev/null | base64 -w 0)"',
@@ -86,6 +96,13 @@ def _state_command() -> str:
 
 def _optional(value: str) -> str | None:
     return value or None
+
+
+def _text(encoded: str) -> str | None:
+    try:
+        return base64.b64decode(encoded).decode() if encoded else None
+    except (binascii.Error, UnicodeDecodeError):
+        return None
 
 
 def _json_object(encoded: str) -> dict[str, Any] | None:
@@ -126,6 +143,9 @@ class TailnixHostState(FactBase[HostState]):
             pending=values.get("pending") == "yes",
             flake=values.get("flake") == "yes",
             has_nix_instantiate=bool(values.get("nix_instantiate")),
+            flake_nix=_text(values.get("flake_b64", "")),
+            git_repository=values.get("git") == "yes",
+            git_tracked=tuple(values.get("git_tracked", "").split()),
             tailscale_status=_json_object(values.get("tailscale_status_b64", "")),
             tailscale_prefs=_json_object(values.get("tailscale_prefs_b64", "")),
         )

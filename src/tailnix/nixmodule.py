@@ -83,30 +83,44 @@ _AUTOCONNECT_SCRIPT = """\
 """
 
 
-def render_module(settings: TailscaleSettings) -> str:
-    """The text of /etc/nixos/tailscale-autoconnect.nix for one host."""
+def render_module(settings: TailscaleSettings, *, sops_nix_from_flake: bool = False) -> str:
+    """The text of /etc/nixos/tailscale-autoconnect.nix for one host.
+
+    + sops_nix_from_flake: the host's flake already has a sops-nix input and imports its module, so
+      this module must not bring a second copy
+    """
     secret = settings.secret_name
     secret_path = f"/run/secrets/{secret}"
     restart_unit = paths.AUTOCONNECT_UNIT if settings.mode == "autoconnect" else paths.NATIVE_AUTOCONNECT_UNIT
     routing = settings.routing_features()
 
+    if sops_nix_from_flake:
+        sops_nix_lines = []
+        sops_nix_import = [
+            "  # sops-nix comes from this host's flake (its sops-nix input), not from here.",
+            "",
+        ]
+    else:
+        sops_nix_lines = [
+            "  # sops-nix, pinned by hash: change tailnix_sops_nix_url and tailnix_sops_nix_sha256 to move it.",
+            "  sops-nix = builtins.fetchTarball {",
+            f"    url = {nix_string(settings.sops_nix.url)};",
+            f"    sha256 = {nix_string(settings.sops_nix.sha256)};",
+            "  };",
+            "",
+        ]
+        sops_nix_import = ['  imports = [ "${sops-nix}/modules/sops" ];', ""]
     lines = [
         _HEADER,
         "{ config, lib, pkgs, ... }:",
         "",
         "let",
-        "  # sops-nix, pinned by hash: change tailnix_sops_nix_url and tailnix_sops_nix_sha256 to move it.",
-        "  sops-nix = builtins.fetchTarball {",
-        f"    url = {nix_string(settings.sops_nix.url)};",
-        f"    sha256 = {nix_string(settings.sops_nix.sha256)};",
-        "  };",
-        "",
+        *sops_nix_lines,
         "  # Flags for `tailscale up`. The auth key is never among them: it is read from a file.",
         f"  upFlags = {_nix_list(settings.up_flags(), '  ')};",
         "in",
         "{",
-        '  imports = [ "${sops-nix}/modules/sops" ];',
-        "",
+        *sops_nix_import,
         "  # The auth key stays encrypted in the Nix store; sops-nix decrypts it at activation into",
         f"  # {secret_path}, readable by root only, with the host's SSH key.",
         f"  sops.secrets.{secret} = {{",

@@ -29,8 +29,9 @@ from pyinfra.context import state as pyinfra_state
 from tailnix import paths
 from tailnix.agekey import KeyFormatError, ssh_public_key_to_age
 from tailnix.facts import HostState, TailnixHostState
+from tailnix.flake import FlakeShape, read_flake
 from tailnix.nix_imports import ImportEditError, add_import, has_import, manual_instruction
-from tailnix.plan import HostPlan
+from tailnix.plan import HostPlan, ModuleFile
 from tailnix.settings import TailscaleSettings
 
 Commands = Generator[Any, None, None]
@@ -92,6 +93,21 @@ def _host_state() -> HostState:
     if key not in _STATES:
         _STATES[key] = host.get_fact(TailnixHostState)
     return _STATES[key]
+
+
+def _flake(state: HostState) -> FlakeShape | None:
+    """The shape of the host's flake.nix, None for a host without one (or one that does not tokenize)."""
+    if state.flake_nix is None:
+        return None
+    try:
+        return read_flake(state.flake_nix)
+    except ImportEditError:
+        return None
+
+
+def _module(state: HostState, plan: HostPlan) -> ModuleFile:
+    flake = _flake(state)
+    return plan.module_for(sops_nix_from_flake=flake is not None and flake.uses_sops_nix_module)
 
 
 def _record_original(dest: str) -> StringCommand:
@@ -156,6 +172,26 @@ def preflight(plan: HostPlan) -> Commands:
     if state.configuration is None:
         yield _fail(f"{name} has no {paths.CONFIGURATION_FILE}; tailnix edits a channel-style configuration")
         return
+    flake = _flake(state)
+    if state.flake_nix is not None and flake is None:
+        yield _fail(f"{name}: {paths.NIXOS_DIR}/flake.nix cannot be read (unbalanced brackets or strings)")
+        return
+    attribute = plan.settings.flake_attr or "<its hostname>"
+    if flake is not None and not (flake.builds_configuration_nix or flake.imports_module):
+        yield _fail(
+            f"{name}: {paths.NIXOS_DIR}/flake.nix does not build from ./configuration.nix, so an import there "
+            f"would not reach the system. Add {paths.MODULE_IMPORT} to the modules of "
+            f"nixosConfigurations.{attribute} in flake.nix (modules = [ ... {paths.MODULE_IMPORT} ];) "
+            "and deploy again."
+        )
+        return
+    if flake is not None and flake.has_sops_nix_input and not flake.uses_sops_nix_module:
+        yield _fail(
+            f"{name}: {paths.NIXOS_DIR}/flake.nix has a sops-nix input but does not import its module; add "
+            f"sops-nix.nixosModules.sops to the modules of nixosConfigurations.{attribute} (tailnix uses "
+            "that sops-nix rather than fetching a second copy) and deploy again."
+        )
+        return
     try:
         edited = _edited_configuration(state)
     except ImportEditError as error:
@@ -173,7 +209,8 @@ def changes_needed(state: HostState, plan: HostPlan) -> bool:
     """Whether this run will change anything on the host (and so must hold its lock)."""
     return (
         state.secret_sha256 != plan.secrets_sha256
-        or state.module_sha256 != plan.module_sha256
+        or state.module_sha256 != _module(state, plan).sha256
+        or bool(_untracked_files(state))
         or needs_switch(state, plan)
     )
 
@@ -241,10 +278,12 @@ def module_file(plan: HostPlan) -> Commands:
 
     + plan: the host's plan, with the module text
     """
-    if _host_state().module_sha256 == plan.module_sha256:
+    state = _host_state()
+    module = _module(state, plan)
+    if state.module_sha256 == module.sha256:
         host.noop(f"{paths.MODULE_FILE} is up to date")
         return
-    yield from _replace_file(paths.MODULE_FILE, StringIO(plan.module_text), "0644")
+    yield from _replace_file(paths.MODULE_FILE, StringIO(module.text), "0644")
 
 
 def _uneditable_message(error: ImportEditError) -> str:
@@ -254,7 +293,10 @@ def _uneditable_message(error: ImportEditError) -> str:
 
 
 def _edited_configuration(state: HostState) -> str | None:
-    """The new configuration.nix text, or None when the import is already there."""
+    """The new configuration.nix text, or None when the import is already there (or not needed)."""
+    flake = _flake(state)
+    if flake is not None and flake.imports_module:
+        return None  # the flake imports the module itself
     source = state.configuration or ""
     if has_import(source, paths.MODULE_IMPORT):
         return None
@@ -287,10 +329,52 @@ def needs_switch(state: HostState, plan: HostPlan) -> bool:
         import_missing = _edited_configuration(state) is not None
     except ImportEditError:
         import_missing = True
-    return state.applied != plan.fingerprint or state.pending or import_missing
+    fingerprint = plan.fingerprint_for(_module(state, plan))
+    return state.applied != fingerprint or state.pending or import_missing
 
 
-def _switch_script(fingerprint: str) -> str:
+_FLAKE_FILES = (paths.MODULE_NAME, paths.SECRETS_IMPORT[2:])
+
+
+def _untracked_files(state: HostState) -> list[str]:
+    """Files tailnix places that a git flake cannot see yet (git does not track them)."""
+    if state.flake_nix is None or not state.git_repository:
+        return []
+    return [name for name in _FLAKE_FILES if name not in state.git_tracked]
+
+
+@operation()
+def flake_git_index() -> Commands:
+    """On a flake in a git repository, add the placed files to git's index (intent-to-add, no commit).
+
+    A flake sees only the files git tracks; nothing is ever committed on the user's behalf.
+    """
+    untracked = _untracked_files(_host_state())
+    if not untracked:
+        host.noop("no git flake, or git already tracks the placed files")
+        return
+    names = " ".join(shlex.quote(name) for name in untracked)
+    yield StringCommand(f"git -C {paths.NIXOS_DIR} add --intent-to-add -- {names}")
+    yield FunctionCommand(
+        _report,
+        (
+            f"added {', '.join(untracked)} to the git index of {paths.NIXOS_DIR} with --intent-to-add, so the "
+            "flake sees them; nothing was committed",
+            True,
+        ),
+        {},
+    )
+
+
+def _rebuild_command(state: HostState, settings: TailscaleSettings) -> str:
+    if state.flake_nix is None:
+        return "nixos-rebuild switch"
+    attribute = shlex.quote(settings.flake_attr) if settings.flake_attr else '"$(hostname)"'
+    # flake.lock is the user's: a deploy never updates it.
+    return f'nixos-rebuild switch --flake "{paths.NIXOS_DIR}#"{attribute} --no-update-lock-file'
+
+
+def _switch_script(fingerprint: str, rebuild_command: str) -> str:
     pending = paths.PENDING_DIR
     return f"""
 set -u
@@ -301,7 +385,13 @@ restore() {{
       target="/${{kept#./}}"
       case "$target" in
         *{ABSENT_DIRECTORY_SUFFIX}) ;;
-        *{ABSENT_SUFFIX}) rm -f "${{target%{ABSENT_SUFFIX}}}" ;;
+        *{ABSENT_SUFFIX})
+          rm -f "${{target%{ABSENT_SUFFIX}}}"
+          if [ -d {paths.NIXOS_DIR}/.git ]; then
+            relative="${{target%{ABSENT_SUFFIX}}}"
+            git -C {paths.NIXOS_DIR} rm -q --cached --ignore-unmatch -- "${{relative#{paths.NIXOS_DIR}/}}" 2>/dev/null
+          fi
+          ;;
         *) cp -a "{pending}/${{kept#./}}" "$target" ;;
       esac
     done
@@ -319,7 +409,7 @@ if ! nix-instantiate --parse {paths.CONFIGURATION_FILE} > /dev/null 2> "$log"; t
   exit 1
 fi
 before=$(readlink /run/current-system)
-nixos-rebuild switch > "$log" 2>&1
+{rebuild_command} > "$log" 2>&1
 status=$?
 if [ "$status" -eq 0 ]; then
   printf '%s\\n' {fingerprint} > {paths.APPLIED_FILE}.new && mv -f {paths.APPLIED_FILE}.new {paths.APPLIED_FILE}
@@ -360,7 +450,8 @@ def rebuild(plan: HostPlan) -> Commands:
         host.noop("the running system already has this configuration")
         return
     yield StringCommand(f"install -d -m 0700 {paths.STATE_DIR}")
-    yield StringCommand(_switch_script(plan.fingerprint))
+    fingerprint = plan.fingerprint_for(_module(state, plan))
+    yield StringCommand(_switch_script(fingerprint, _rebuild_command(state, plan.settings)))
 
 
 def _poll_script(settings: TailscaleSettings) -> str:

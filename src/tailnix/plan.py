@@ -16,20 +16,42 @@ from tailnix.sops import NotEncryptedError, SopsMetadata, read_metadata
 
 
 @dataclass(frozen=True)
+class ModuleFile:
+    """One rendering of the host's module."""
+
+    text: str
+    sha256: str
+
+    @classmethod
+    def of(cls, text: str) -> ModuleFile:
+        return cls(text, hashlib.sha256(text.encode()).hexdigest())
+
+
+@dataclass(frozen=True)
 class HostPlan:
     """A host's settings and the exact files it should end up with."""
 
     settings: TailscaleSettings
     secrets: SopsMetadata
     secrets_sha256: str
-    module_text: str
-    module_sha256: str
+    module: ModuleFile
+    """The module, fetching its own sops-nix."""
+    module_for_sops_nix_flake: ModuleFile
+    """The module for a flake host whose flake already brings sops-nix."""
+
+    def module_for(self, *, sops_nix_from_flake: bool) -> ModuleFile:
+        """The module this host gets, given where its sops-nix comes from."""
+        return self.module_for_sops_nix_flake if sops_nix_from_flake else self.module
+
+    def fingerprint_for(self, module: ModuleFile) -> str:
+        """What a successful switch with this plan has applied; kept on the host after the switch."""
+        applied = f"secret {self.secrets_sha256}\nmodule {module.sha256}\nimport {paths.MODULE_IMPORT}\n"
+        return hashlib.sha256(applied.encode()).hexdigest()
 
     @property
     def fingerprint(self) -> str:
-        """What a successful switch with this plan has applied; kept on the host after the switch."""
-        applied = f"secret {self.secrets_sha256}\nmodule {self.module_sha256}\nimport {paths.MODULE_IMPORT}\n"
-        return hashlib.sha256(applied.encode()).hexdigest()
+        """The fingerprint for a host that fetches its own sops-nix (every host but some flake hosts)."""
+        return self.fingerprint_for(self.module)
 
 
 @cache
@@ -70,11 +92,10 @@ def plan_host(host: str, data: Mapping[str, Any], *, base_dir: Path | None = Non
             "key from every group and sops-nix fails; put all recipients in ONE key group in .sops.yaml "
             f"and run `sops updatekeys -y {secrets_path}`"
         )
-    module_text = render_module(settings)
     return HostPlan(
         settings=settings,
         secrets=metadata,
         secrets_sha256=secrets_sha256,
-        module_text=module_text,
-        module_sha256=hashlib.sha256(module_text.encode()).hexdigest(),
+        module=ModuleFile.of(render_module(settings)),
+        module_for_sops_nix_flake=ModuleFile.of(render_module(settings, sops_nix_from_flake=True)),
     )

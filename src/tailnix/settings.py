@@ -29,6 +29,7 @@ DEFAULT_SECRETS_FILE = "secrets/tailscale.yaml"
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _TAG = re.compile(r"^tag:[A-Za-z][A-Za-z0-9-]*$")
+_NIX_ATTRIBUTE = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]*$")
 _SECRET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _NIX_BASE32_SHA256 = re.compile(r"^[0-9abcdfghijklmnpqrsvwxyz]{52}$")
 _SRI_SHA256 = re.compile(r"^sha256-[A-Za-z0-9+/]{43}=$")
@@ -84,6 +85,8 @@ class TailscaleSettings:
     up_timeout: int = 60
     verify_timeout: int = 60
     lock_timeout: int = 120
+    flake_attr: str | None = None
+    """For a host configured by a flake: its `nixosConfigurations` name (the host's hostname if None)."""
 
     def up_flags(self) -> list[str]:
         """The `tailscale up` flags these settings mean, in a stable order (the key is never here)."""
@@ -124,6 +127,7 @@ _KNOWN_KEYS = (
     "tailnix_up_timeout",
     "tailnix_verify_timeout",
     "tailnix_lock_timeout",
+    "tailnix_flake_attr",
     "tailscale_accept_routes",
     "tailscale_advertise_routes",
     "tailscale_advertise_exit_node",
@@ -272,8 +276,15 @@ def parse_settings(host: str, data: Mapping[str, Any], *, base_dir: Path | None 
             "must be a Nix sha256 (52 base32 characters, from nix-prefetch-url --unpack)",
         )
 
+    flake_attr = read.optional_text("tailnix_flake_attr")
+    if flake_attr is not None and not _NIX_ATTRIBUTE.match(flake_attr):
+        raise read.fail(
+            "tailnix_flake_attr", flake_attr, "must be a nixosConfigurations name (letters, digits, _ - ')"
+        )
+
     return TailscaleSettings(
         host=host,
+        flake_attr=flake_attr,
         mode=mode,
         accept_routes=read.boolean("tailscale_accept_routes", True),
         advertise_routes=routes,

@@ -10,7 +10,7 @@ import pytest
 from tailnix.facts import HostState, TailnixHostState
 from tailnix.nixmodule import render_module
 from tailnix.operations import needs_switch, prefs_mismatches
-from tailnix.plan import HostPlan
+from tailnix.plan import HostPlan, ModuleFile
 from tailnix.settings import parse_settings
 from tailnix.sops import SopsMetadata
 
@@ -27,8 +27,8 @@ def _plan() -> HostPlan:
             recipients=("age1x",), last_modified="", keys=("tailscale_auth_key",), unencrypted={}
         ),
         secrets_sha256="a" * 64,
-        module_text=text,
-        module_sha256="b" * 64,
+        module=ModuleFile(text, "b" * 64),
+        module_for_sops_nix_flake=ModuleFile(render_module(settings, sops_nix_from_flake=True), "d" * 64),
     )
 
 

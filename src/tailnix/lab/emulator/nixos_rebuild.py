@@ -248,7 +248,18 @@ def main(argv: list[str]) -> int:
         if arg == "--no-flake":
             no_flake = True
             continue
-        if arg in ("--show-trace", "--rollback", "--verbose", "-v", "--fast", "--no-build-nix", "--impure"):
+        if arg in (
+            "--show-trace",
+            "--rollback",
+            "--verbose",
+            "-v",
+            "--fast",
+            "--no-build-nix",
+            "--impure",
+            # Passed on to Nix; the lab never writes flake.lock anyway.
+            "--no-update-lock-file",
+            "--no-write-lock-file",
+        ):
             continue
         if arg.startswith("-"):
             print(f"error: unknown option `{arg}'", file=sys.stderr)
