@@ -33,7 +33,7 @@ from tailnix.settings import SettingsError, parse_settings
 from tailnix.sops import SopsError, read_metadata, rotate_data_key, update_keys
 from tailnix.sops_config import SopsConfig, SopsConfigError, write_config
 
-HOST_STATE_FACT = "tailnix.facts.TailnixHostState"
+HOST_KEY_FACT = "tailnix.fleet.HostKey"
 FLEET_STATUS_FACT = "tailnix.fleet.FleetHostStatus"
 SOPS_CONFIG_NAME = ".sops.yaml"
 # The deploy's last operation: a host that reports on it has finished.
@@ -210,6 +210,24 @@ def _last_words(stderr: str) -> str:
 # --- bootstrap and forget -------------------------------------------------------------------------
 
 
+class HostKey(FactBase[dict[str, str]]):
+    """The host's OS id and the `ssh-ed25519 AAAA...` line of its SSH host key (empty when missing)."""
+
+    def command(self) -> str:
+        return "; ".join(
+            [
+                "ID=",
+                ". /etc/os-release 2>/dev/null",
+                'echo "os_id=$ID"',
+                f'echo "host_key=$(head -n 1 {shlex.quote(paths.HOST_KEY_PUBLIC)} 2>/dev/null)"',
+                "true",
+            ]
+        )
+
+    def process(self, output: list[str]) -> dict[str, str]:
+        return {key.strip(): value.strip() for key, _, value in (line.partition("=") for line in output)}
+
+
 @dataclass(frozen=True)
 class RecipientChange:
     """What bootstrap did, or refused to do, with one host's recipient."""
@@ -261,7 +279,7 @@ def record_recipients(
     its recipients differ from the key group's, and `.sops.yaml` is put back if that fails.
     """
     config = _read_config(location)
-    reading = read_fact(inventory_file, HOST_STATE_FACT, [h.name for h in hosts])
+    reading = read_fact(inventory_file, HOST_KEY_FACT, [h.name for h in hosts])
     update = RecipientUpdate()
     text = config.text
     for host in hosts:

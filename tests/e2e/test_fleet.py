@@ -203,6 +203,19 @@ def test_an_unreachable_host_fails_clearly_and_changes_nothing(
     assert (fleet.sops_config.read_bytes(), fleet.secrets.read_bytes()) == before
 
 
+def test_a_host_that_is_not_nixos_is_not_recorded(
+    fleet: Fleet, lab: Lab, bootstrapped: subprocess.CompletedProcess[str]
+) -> None:
+    assert bootstrapped.returncode == 0, bootstrapped.stderr
+    inventory = fleet.directory / "with-debian.py"
+    lab.write_inventory(inventory, hosts=["debian-1"], secrets_file=fleet.secrets)
+    before = (fleet.sops_config.read_bytes(), fleet.secrets.read_bytes())
+    result = fleet.tailnix("bootstrap", "debian-1", "-i", inventory.name)
+    assert result.returncode == 1
+    assert "debian-1: error: debian-1 is not NixOS (os-release ID=debian)" in result.stderr
+    assert (fleet.sops_config.read_bytes(), fleet.secrets.read_bytes()) == before
+
+
 @pytest.fixture(scope="module")
 def rotated(fleet: Fleet, bootstrapped: subprocess.CompletedProcess[str]) -> tuple[str, str]:
     """Rotate to a new key of the lab's control plane; returns the new key and the command's output."""
