@@ -638,8 +638,10 @@ def fleet_status(inventory_file: Path, hosts: list[FleetHost]) -> dict[str, Any]
             entry["nixos_version"] = value["os_version"] or None
         entry["last_switch"] = _iso(value["applied_mtime"])
         try:
-            fingerprint = plan_host(host.name, host.data).fingerprint
-            entry["module_current"] = value["applied"] == fingerprint
+            plan = plan_host(host.name, host.data)
+            # A flake host that brings its own sops-nix gets the module without the fetched copy.
+            current = {plan.fingerprint, plan.fingerprint_for(plan.module_for_sops_nix_flake)}
+            entry["module_current"] = value["applied"] in current
             if not entry["module_current"]:
                 problems.append(
                     "never switched by tailnix"

@@ -33,11 +33,18 @@ from tailnix.flake import FlakeShape, read_flake
 from tailnix.nix_imports import ImportEditError, add_import, has_import, manual_instruction
 from tailnix.plan import HostPlan, ModuleFile
 from tailnix.settings import TailscaleSettings
+from tailnix.switch import (
+    ABSENT_DIRECTORY_SUFFIX,
+    ABSENT_SUFFIX,
+    JOB_UNIT,
+    await_switch,
+    job_script,
+    new_token,
+    start_command,
+)
 
 Commands = Generator[Any, None, None]
 
-ABSENT_SUFFIX = ".tailnix-absent"
-ABSENT_DIRECTORY_SUFFIX = ".tailnix-absent-dir"
 
 BACKEND_STATE_MEANINGS = {
     "NoState": "tailscaled is starting or not answering yet",
@@ -74,7 +81,9 @@ def report_unreachable_hosts() -> None:
 
 
 def _report(state: State, host: Host, message: str, ok: bool) -> bool:
-    host.log_styled(message, fg="green" if ok else "red", log_func=logger.info if ok else logger.error)
+    # Line by line, so that every line carries the host's name.
+    for line in message.splitlines():
+        host.log_styled(line, fg="green" if ok else "red", log_func=logger.info if ok else logger.error)
     return ok
 
 
@@ -238,7 +247,9 @@ while [ "$connection" -gt 1 ]; do
   case "$(cat /proc/$connection/comm 2>/dev/null)" in sshd|sshd-session) break ;; esac
   connection=$(cut -d ' ' -f 4 /proc/$connection/stat 2>/dev/null || echo 1)
 done
-( while kill -0 "$connection" 2>/dev/null; do sleep 1; done ) < /dev/null > /dev/null 2>&1 &
+# The detached switch job holds it too: a deploy reconnecting to confirm keeps others out meanwhile.
+( while kill -0 "$connection" 2>/dev/null || systemctl is-active --quiet {JOB_UNIT} 2>/dev/null; do sleep 1; done ) \\
+  < /dev/null > /dev/null 2>&1 &
 """
 
 
@@ -374,84 +385,29 @@ def _rebuild_command(state: HostState, settings: TailscaleSettings) -> str:
     return f'nixos-rebuild switch --flake "{paths.NIXOS_DIR}#"{attribute} --no-update-lock-file'
 
 
-def _switch_script(fingerprint: str, rebuild_command: str) -> str:
-    pending = paths.PENDING_DIR
-    return f"""
-set -u
-log=$(mktemp {paths.STATE_DIR}/switch.XXXXXX)
-restore() {{
-  if [ -d {pending} ]; then
-    (cd {pending} && find . -type f) | while read -r kept; do
-      target="/${{kept#./}}"
-      case "$target" in
-        *{ABSENT_DIRECTORY_SUFFIX}) ;;
-        *{ABSENT_SUFFIX})
-          rm -f "${{target%{ABSENT_SUFFIX}}}"
-          if [ -d {paths.NIXOS_DIR}/.git ]; then
-            relative="${{target%{ABSENT_SUFFIX}}}"
-            git -C {paths.NIXOS_DIR} rm -q --cached --ignore-unmatch -- "${{relative#{paths.NIXOS_DIR}/}}" 2>/dev/null
-          fi
-          ;;
-        *) cp -a "{pending}/${{kept#./}}" "$target" ;;
-      esac
-    done
-    (cd {pending} && find . -type f -name '*{ABSENT_DIRECTORY_SUFFIX}') | while read -r kept; do
-      target="/${{kept#./}}"
-      rmdir "${{target%{ABSENT_DIRECTORY_SUFFIX}}}" 2>/dev/null
-    done
-    rm -rf {pending}
-  fi
-}}
-if ! nix-instantiate --parse {paths.CONFIGURATION_FILE} > /dev/null 2> "$log"; then
-  cat "$log" >&2; rm -f "$log"
-  restore
-  echo "tailnix: the edited configuration.nix does not parse; /etc/nixos was restored" >&2
-  exit 1
-fi
-before=$(readlink /run/current-system)
-{rebuild_command} > "$log" 2>&1
-status=$?
-if [ "$status" -eq 0 ]; then
-  printf '%s\\n' {fingerprint} > {paths.APPLIED_FILE}.new && mv -f {paths.APPLIED_FILE}.new {paths.APPLIED_FILE}
-  rm -rf {pending}
-  tail -n 20 "$log"; rm -f "$log"
-  exit 0
-fi
-cat "$log" >&2
-restore
-case "$status" in
-  1) reason="the configuration did not evaluate or build" ;;
-  2) reason="activation failed" ;;
-  4) reason="a unit failed to start" ;;
-  *) reason="unexpected exit" ;;
-esac
-if [ -n "$before" ] && [ "$(readlink /run/current-system)" != "$before" ]; then
-  # The new generation became active before the failure: go back to the one that ran before.
-  nixos-rebuild switch --rollback > "$log" 2>&1 || cat "$log" >&2
-  echo "tailnix: nixos-rebuild switch failed (exit $status: $reason); /etc/nixos restored and the previous generation switched back" >&2
-else
-  echo "tailnix: nixos-rebuild switch failed (exit $status: $reason); /etc/nixos restored" >&2
-fi
-rm -f "$log"
-exit "$status"
-"""
-
-
 @operation()
 def rebuild(plan: HostPlan) -> Commands:
     """Run `nixos-rebuild switch` when the host's files differ from what its last switch applied.
 
-    + plan: the host's plan; its fingerprint is written on the host after a successful switch
+    + plan: the host's plan; its fingerprint is written on the host after a confirmed switch
 
-    On failure /etc/nixos is restored to what it was before this deploy, and the next run retries.
+    The switch runs detached on the host and must be confirmed over a new SSH connection within
+    `tailnix_confirm_timeout` seconds, or the host rolls itself back (see tailnix.switch). On failure
+    /etc/nixos is restored to what it was before this deploy, and the next run retries.
     """
     state = _host_state()
     if not needs_switch(state, plan):
         host.noop("the running system already has this configuration")
         return
-    yield StringCommand(f"install -d -m 0700 {paths.STATE_DIR}")
-    fingerprint = plan.fingerprint_for(_module(state, plan))
-    yield StringCommand(_switch_script(fingerprint, _rebuild_command(state, plan.settings)))
+    token = new_token()
+    script = job_script(
+        token=token,
+        fingerprint=plan.fingerprint_for(_module(state, plan)),
+        rebuild_command=_rebuild_command(state, plan.settings),
+        confirm_timeout=plan.settings.confirm_timeout,
+    )
+    yield StringCommand(start_command(script))
+    yield FunctionCommand(await_switch, (token, plan.settings.confirm_timeout), {})
 
 
 def _poll_script(settings: TailscaleSettings) -> str:

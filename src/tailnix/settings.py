@@ -85,6 +85,7 @@ class TailscaleSettings:
     up_timeout: int = 60
     verify_timeout: int = 60
     lock_timeout: int = 120
+    confirm_timeout: int = 60
     flake_attr: str | None = None
     """For a host configured by a flake: its `nixosConfigurations` name (the host's hostname if None)."""
 
@@ -127,6 +128,7 @@ _KNOWN_KEYS = (
     "tailnix_up_timeout",
     "tailnix_verify_timeout",
     "tailnix_lock_timeout",
+    "tailnix_confirm_timeout",
     "tailnix_flake_attr",
     "tailscale_accept_routes",
     "tailscale_advertise_routes",
@@ -300,4 +302,5 @@ def parse_settings(host: str, data: Mapping[str, Any], *, base_dir: Path | None 
         up_timeout=read.seconds("tailnix_up_timeout", 60),
         verify_timeout=read.seconds("tailnix_verify_timeout", 60),
         lock_timeout=read.seconds("tailnix_lock_timeout", 120),
+        confirm_timeout=read.seconds("tailnix_confirm_timeout", 60),
     )

@@ -1,0 +1,148 @@
+"""Never strand a host: magic rollback when a switch cuts SSH, and deploys killed halfway."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tailnix.lab.hosts import Lab, LabHost
+
+from .deploying import PYINFRA, REPOSITORY, SWITCH, deploy, etc_nixos, write_secrets
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def joined(lab: Lab, tmp_path: Path) -> Iterator[tuple[LabHost, Path]]:
+    """A fresh host, deployed once and Running, with the secrets file it was deployed with."""
+    host = lab.add_host(os="nixos")
+    secrets, _ = write_secrets(lab, tmp_path / "fleet", [host])
+    run = deploy(lab.write_inventory(tmp_path / "first.py", hosts=[host.name], secrets_file=secrets))
+    assert run.returncode == 0, run
+    yield host, secrets
+    lab.stop_host(host.name)
+
+
+def _prefs(lab: Lab, name: str) -> dict[str, object]:
+    return dict(json.loads(lab.ssh(name, "tailscale debug prefs").stdout))
+
+
+def _wait_for(predicate: object, what: str, limit: float = 90.0) -> None:
+    """Poll (bounded) until `predicate()` holds; the host's own timers decide, not the test."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"never happened: {what}")
+
+
+def test_a_switch_that_cuts_ssh_is_rolled_back_by_the_host_itself(
+    lab: Lab, joined: tuple[LabHost, Path], tmp_path: Path
+) -> None:
+    host, secrets = joined
+    before = etc_nixos(lab, host.name)
+    generation = lab.ssh(host.name, "readlink /run/current-system").stdout
+    # Routing everything through an exit node cuts the deployer's own path to the host.
+    exit_node = "100.64.0.254"
+    cutting = lab.write_inventory(
+        tmp_path / "cutting.py",
+        hosts=[host.name],
+        secrets_file=secrets,
+        host_data={
+            host.name: {
+                "tailscale_extra_up_flags": [f"--exit-node={exit_node}"],
+                "tailnix_confirm_timeout": 6,
+            }
+        },
+    )
+    run = deploy(cutting)
+    assert run.returncode != 0
+    assert run.said(host.name, "rolled back: no confirmation over a new SSH connection within 6s")
+    assert run.said(host.name, "/etc/nixos restored")
+    # The host came back by itself: reachable, the old generation, the old files, no exit node.
+    assert etc_nixos(lab, host.name) == before
+    assert lab.ssh(host.name, "readlink /run/current-system").stdout != ""
+    assert not _prefs(lab, host.name).get("ExitNodeIP")
+    assert (
+        json.loads(lab.ssh(host.name, "tailscale status --json --peers=false").stdout)["BackendState"]
+        == "Running"
+    )
+    del generation
+
+
+def _start_deploy(inventory: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(PYINFRA), "-y", str(inventory), "deploys/tailscale.py"],
+        cwd=REPOSITORY,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _kill_when(process: subprocess.Popen[str], marker: str) -> str:
+    """Kill the deployer (SIGKILL) as soon as its output shows `marker`; what it printed until then."""
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if marker in line:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=60)
+    return "".join(seen)
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        "Place the Tailscale module",
+        "Import the module in configuration.nix",
+        "--> Starting operation: nixos-rebuild switch",
+    ],
+)
+def test_a_killed_deploy_leaves_old_or_new_and_the_next_run_completes(
+    lab: Lab, marker: str, tmp_path: Path
+) -> None:
+    host = lab.add_host(os="nixos")
+    try:
+        secrets, _ = write_secrets(lab, tmp_path / "fleet", [host])
+        inventory = lab.write_inventory(
+            tmp_path / "inventory.py",
+            hosts=[host.name],
+            secrets_file=secrets,
+            host_data={host.name: {"tailnix_confirm_timeout": 3}},
+        )
+        old = etc_nixos(lab, host.name)
+        printed = _kill_when(_start_deploy(inventory), marker)
+        assert marker in printed
+        # A switch the deployer started goes on without it, and without a confirmation it rolls back.
+        _wait_for(
+            lambda: (
+                lab.ssh(host.name, "systemctl is-active tailnix-switch", check=False).stdout.strip()
+                != "active"
+            ),
+            "the detached switch ended",
+        )
+        configuration = lab.ssh(host.name, "cat /etc/nixos/configuration.nix").stdout
+        lab.ssh(host.name, "nix-instantiate --parse /etc/nixos/configuration.nix > /dev/null")
+        assert configuration.count("./tailscale-autoconnect.nix") <= 1
+        if etc_nixos(lab, host.name) != old:
+            # New files placed and not switched yet: kept aside for a restore, and the next run switches.
+            assert (
+                lab.ssh(host.name, "test -d /var/lib/tailnix/pending && echo kept").stdout.strip() == "kept"
+            )
+        run = deploy(inventory)
+        assert run.returncode == 0, run
+        assert run.changed(SWITCH) == {host.name}
+        status = json.loads(lab.ssh(host.name, "tailscale status --json --peers=false").stdout)
+        assert status["BackendState"] == "Running"
+    finally:
+        lab.stop_host(host.name)
