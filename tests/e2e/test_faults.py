@@ -276,3 +276,26 @@ def test_bad_input_corpus_is_refused_before_any_host_is_touched(
     assert not problems, "\n".join(problems)
     assert etc_nixos(lab, host.name) == before
     _still_reachable(lab, host.name)
+
+
+def test_an_evaluation_error_is_told_apart_and_restores_etc_nixos(
+    lab: Lab, host: LabHost, secrets: Path, tmp_path: Path
+) -> None:
+    # Parses, but NixOS has no such option: the switch stops at evaluation (exit 1), nothing activates.
+    lab.ssh(
+        host.name,
+        "sed -i 's/services.openssh.enable = true;/services.openssh.enable = true;\\n  services.tailscal.enable = true;/' "
+        "/etc/nixos/configuration.nix",
+    )
+    before = etc_nixos(lab, host.name)
+    generation = lab.ssh(host.name, "readlink /run/current-system").stdout
+    run = deploy(lab.write_inventory(tmp_path / "inventory.py", hosts=[host.name], secrets_file=secrets))
+    assert run.returncode != 0
+    assert run.said(host.name, "The option `services.tailscal' does not exist")
+    assert run.said(
+        host.name,
+        "nixos-rebuild switch failed (exit 1: the configuration did not evaluate or build; /etc/nixos restored)",
+    )
+    assert etc_nixos(lab, host.name) == before
+    assert lab.ssh(host.name, "readlink /run/current-system").stdout == generation
+    _still_reachable(lab, host.name)
