@@ -101,6 +101,7 @@ def test_nixos_hosts_carry_the_emulated_commands(lab: Lab) -> None:
         "nixos-rebuild",
         "nixos-version",
         "systemctl",
+        "systemd-run",
         "tailscale",
         "/usr/local/sbin/nixos-rebuild",
     ]

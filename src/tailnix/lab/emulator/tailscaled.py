@@ -4,7 +4,9 @@ The daemon "runs" while `/run/tailscale/tailscaled.sock` exists (a marker file h
 time). Node state persists in `/var/lib/tailscale/tailscaled.state` as JSON: the node key, the
 prefs (with the real `ipn.Prefs` field names), the control plane's id for this node, the pending
 login URL and the last login error. The emulated NixOS activation calls `start()` and `stop()`;
-the emulated `tailscale` CLI reads and edits the state through `locked_state()`.
+the emulated `tailscale` CLI reads and edits the state through `locked_state()`. Every change of
+the state also decides whether the host still answers SSH (`reachability`): an exit node in use
+black-holes new connections.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tailnix.lab.emulator import reachability
 from tailnix.lab.emulator.control import ControlPlane
 from tailnix.lab.emulator.hostroot import control_dir, host_path
 
@@ -170,8 +173,11 @@ def locked_state() -> Iterator[DaemonState]:
             state = DaemonState(node_key=new_node_key())
         yield state
         _write_state(path, state)
+        exit_node = exit_node_in_use(state)
     finally:
         os.close(dir_fd)
+    # Outside the lock: the black hole's guard process must not inherit it.
+    reachability.enforce(exit_node)
 
 
 def _write_state(path: Path, state: DaemonState) -> None:
@@ -181,6 +187,17 @@ def _write_state(path: Path, state: DaemonState) -> None:
         json.dump(state.to_json(), out, indent=2)
         out.write("\n")
     os.replace(tmp, path)
+
+
+def exit_node_in_use(state: DaemonState) -> str:
+    """The exit node all of this host's traffic goes through now, or "" when none.
+
+    Only a running daemon of a logged-in node that wants to run routes anything; `down`, `logout`
+    and stopping tailscaled all take the exit route away again.
+    """
+    if not (is_running() and state.logged_in and state.prefs["WantRunning"]):
+        return ""
+    return str(state.prefs["ExitNodeID"] or state.prefs["ExitNodeIP"] or "")
 
 
 def backend_state(state: DaemonState) -> str:

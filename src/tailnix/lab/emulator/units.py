@@ -35,6 +35,8 @@ from tailnix.lab.emulator import tailscaled
 from tailnix.lab.emulator.hostroot import host_path
 
 UNITS_DIR = "/run/systemd/emulated-units"
+TRANSIENT_DIR = "/run/systemd/transient"
+"""Transient units of `systemd-run` (see `systemd_run`); never part of a configuration."""
 JOURNAL_DIR = "/var/log/tailnix-lab/journal"
 SYSTEM_SW = "/run/current-system/sw"
 DEFAULT_TIMEOUT_START_SEC = 90.0
@@ -202,12 +204,14 @@ def remove_definition(unit: str) -> None:
 
 
 def load_definition(unit: str) -> ServiceUnit | None:
-    """The installed unit, or None when no such unit is loaded."""
-    try:
-        payload = json.loads((units_dir() / f"{unit}.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return ServiceUnit(name=payload["name"], definition=payload["definition"])
+    """The installed unit (or a transient one of `systemd-run`), or None when no such unit is loaded."""
+    for directory in (units_dir(), host_path(TRANSIENT_DIR)):
+        try:
+            payload = json.loads((directory / f"{unit}.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return ServiceUnit(name=payload["name"], definition=payload["definition"])
+    return None
 
 
 def installed_units() -> list[str]:
@@ -545,6 +549,8 @@ class _Supervisor:
         return "success"
 
     def log_exit(self, code: int) -> None:
+        # systemd's ExecMainCode (1 CLD_EXITED, 2 CLD_KILLED) and ExecMainStatus.
+        write_state(self.unit, ExecMainCode=1 if code > 0 else 2, ExecMainStatus=abs(code))
         if code > 0:
             systemd_log(self.unit, f"{self.unit}: Main process exited, code=exited, status={code}/FAILURE")
         else:
