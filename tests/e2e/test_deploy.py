@@ -296,7 +296,7 @@ def test_failed_switch_restores_etc_nixos_and_a_later_run_retries(
     )
     run = deploy(broken)
     assert run.returncode != 0
-    assert run.said(host.name, "nixos-rebuild switch failed (exit 4: a unit failed to start)")
+    assert run.said(host.name, "nixos-rebuild switch failed (exit 4: a unit failed to start;")
     assert run.said(host.name, "/etc/nixos restored and the previous generation switched back")
     assert lab.ssh(host.name, "readlink /run/current-system").stdout == generation
     assert lab.ssh(host.name, "systemctl is-active tailscaled", check=False).stdout.strip() == "inactive"

@@ -785,11 +785,11 @@ class Lab:
             self._signal_namespace(host, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
         killed = False
-        while any(processes_in_namespace(host.mount_namespace) for host in stopping):
+        while any(self._processes_of(host) for host in stopping):
             self._reap()
             if time.monotonic() > deadline:
                 if killed:
-                    names = [h.name for h in stopping if processes_in_namespace(h.mount_namespace)]
+                    names = [h.name for h in stopping if self._processes_of(h)]
                     raise LabError(f"hosts {', '.join(names)}: processes still running after SIGKILL")
                 for host in stopping:
                     self._signal_namespace(host, signal.SIGKILL)
@@ -798,9 +798,30 @@ class Lab:
             time.sleep(0.02)
         self._reap()
 
-    @staticmethod
-    def _signal_namespace(host: LabHost, signal_number: int) -> None:
+    def _processes_of(self, host: LabHost) -> list[int]:
+        """The processes of this host of this lab.
+
+        A namespace's number is reused once the namespace is gone, possibly by a host of another lab
+        running on the same machine: a process counts only if its view of /run/tailnix-lab is this lab's
+        state directory and its /etc/hostname is this host's.
+        """
+        try:
+            state = os.stat(self.layout.state)
+        except FileNotFoundError:
+            return []
+        mine = []
         for pid in processes_in_namespace(host.mount_namespace):
+            try:
+                seen = os.stat(f"/proc/{pid}/root{HOST_LAB_MOUNT}")
+                hostname = Path(f"/proc/{pid}/root/etc/hostname").read_text().strip()
+            except OSError:
+                continue
+            if (seen.st_dev, seen.st_ino) == (state.st_dev, state.st_ino) and hostname == host.name:
+                mine.append(pid)
+        return mine
+
+    def _signal_namespace(self, host: LabHost, signal_number: int) -> None:
+        for pid in self._processes_of(host):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal_number)
 
