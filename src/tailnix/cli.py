@@ -24,15 +24,7 @@ def main() -> None:
 
 @main.command("module")
 @click.argument("host")
-@click.option(
-    "-i",
-    "--inventory",
-    "inventory_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("inventory.py"),
-    show_default=True,
-    help="The pyinfra inventory that describes HOST.",
-)
+@commands.inventory_option
 def module_command(host: str, inventory_file: Path) -> None:
     """Print the NixOS module HOST would receive, without touching it."""
     try:
