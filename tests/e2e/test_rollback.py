@@ -87,29 +87,32 @@ def _start_deploy(inventory: Path) -> subprocess.Popen[str]:
     )
 
 
-def _kill_when(process: subprocess.Popen[str], marker: str) -> str:
-    """Kill the deployer (SIGKILL) as soon as its output shows `marker`; what it printed until then."""
+def _kill_when(process: subprocess.Popen[str], marker: str, signal_number: int) -> str:
+    """Signal the deployer as soon as its output shows `marker`; what it printed until then."""
     assert process.stderr is not None
     seen = []
     for line in process.stderr:
         seen.append(line)
         if marker in line:
-            process.send_signal(signal.SIGKILL)
+            process.send_signal(signal_number)
             break
     process.wait(timeout=60)
     return "".join(seen)
 
 
 @pytest.mark.parametrize(
-    "marker",
+    ("marker", "signal_number"),
     [
-        "Place the Tailscale module",
-        "Import the module in configuration.nix",
-        "--> Starting operation: nixos-rebuild switch",
+        ("Place the encrypted secrets file", signal.SIGINT),
+        ("Place the Tailscale module", signal.SIGKILL),
+        ("Import the module in configuration.nix", signal.SIGKILL),
+        ("--> Starting operation: nixos-rebuild switch", signal.SIGKILL),
+        ("--> Starting operation: nixos-rebuild switch", signal.SIGINT),
     ],
+    ids=["secret-SIGINT", "module-SIGKILL", "import-SIGKILL", "switch-SIGKILL", "switch-SIGINT"],
 )
 def test_a_killed_deploy_leaves_old_or_new_and_the_next_run_completes(
-    lab: Lab, marker: str, tmp_path: Path
+    lab: Lab, marker: str, signal_number: int, tmp_path: Path
 ) -> None:
     host = lab.add_host(os="nixos")
     try:
@@ -121,7 +124,7 @@ def test_a_killed_deploy_leaves_old_or_new_and_the_next_run_completes(
             host_data={host.name: {"tailnix_confirm_timeout": 3}},
         )
         old = etc_nixos(lab, host.name)
-        printed = _kill_when(_start_deploy(inventory), marker)
+        printed = _kill_when(_start_deploy(inventory), marker, signal_number)
         assert marker in printed
         # A switch the deployer started goes on without it, and without a confirmation it rolls back.
         _wait_for(
