@@ -262,7 +262,7 @@ def emulator_wrapper(module: str) -> str:
     """The `/usr/local/sbin` script that runs one emulator inside a host."""
     return (
         "#!/bin/sh\n"
-        f"PYTHONPATH={HOST_LAB_MOUNT}/pylib exec /usr/bin/python3 "
+        f"PYTHONPATH={HOST_LAB_MOUNT}/pylib exec /usr/bin/python3 -S "
         f'-m tailnix.lab.emulator.{module} "$@"\n'
     )
 

@@ -12,19 +12,18 @@ The errors a node sees are the real control server's: an unknown, expired or rev
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import hmac
 import json
 import os
-import secrets
-import string
 import time
-from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+
+# Every `tailscale` call of a lab host imports this module: what only minting keys, logging in
+# or writing times needs (hashlib, hmac, secrets, string, datetime) is imported where it is used.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 STATE_FILE = "control.json"
 LOCK_FILE = "control.lock"
@@ -35,8 +34,6 @@ TAILNET_NAME = "tailnix-lab.example"
 IPV4_PREFIX = "100.64.0."
 IPV6_PREFIX = "fd7a:115c:a1e0::"
 SECONDS_PER_DAY = 86400.0
-
-_ID_ALPHABET = string.ascii_letters + string.digits
 
 
 class KeyRejected(Exception):
@@ -49,12 +46,14 @@ class KeyRejected(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
 class ParsedKey:
     """An auth key split into its public id and the whole key (for hashing)."""
 
-    key_id: str
-    whole: str
+    __slots__ = ("key_id", "whole")
+
+    def __init__(self, key_id: str, whole: str) -> None:
+        self.key_id = key_id
+        self.whole = whole
 
 
 def parse_auth_key(key: str) -> ParsedKey | None:
@@ -70,16 +69,24 @@ def parse_auth_key(key: str) -> ParsedKey | None:
 
 def key_hash(key: str) -> str:
     """The only form of an auth key the control plane keeps."""
+    import hashlib
+
     return hashlib.sha256(key.encode()).hexdigest()
 
 
 def iso_time(epoch: float) -> str:
     """Format a time the way Go's encoding/json writes a UTC `time.Time`."""
+    from datetime import UTC, datetime
+
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _random_id(length: int) -> str:
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
+    import secrets
+    import string
+
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
 def _empty_state() -> dict[str, Any]:
@@ -148,6 +155,8 @@ class ControlPlane:
         parsed = parse_auth_key(key)
         if parsed is None:
             return None
+        import hmac
+
         record: dict[str, Any] | None = state["keys"].get(parsed.key_id)
         if record is None or not hmac.compare_digest(record["hash"], key_hash(parsed.whole)):
             return None

@@ -22,13 +22,17 @@ import contextlib
 import fcntl
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from tailnix.lab.emulator.hostroot import HOST_ROOT_ENV
+
+# Every `tailscale` call of a lab host imports this module, and most only check that no black hole
+# is due: `signal` is imported by the code that cuts or restores.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 LAB_HOSTS_PATH = "/run/tailnix-lab/hosts.json"
 """The lab's record of its hosts (`DIR/state/hosts.json`), with each host's mount namespace."""
@@ -150,6 +154,8 @@ def _cut(exit_node: str) -> None:
 
 
 def _restore(record: dict[str, Any]) -> None:
+    import signal
+
     guard, listener = int(record["guard"]), int(record["listener"])
     if _alive(guard):
         with contextlib.suppress(ProcessLookupError):
@@ -165,6 +171,8 @@ def _restore(record: dict[str, Any]) -> None:
 
 def _guard(listener: int, exit_node: str) -> None:
     """The guard, in a session of its own: hold the listener stopped until told to stop."""
+    import signal
+
     os.setsid()
     if os.fork() != 0:
         return

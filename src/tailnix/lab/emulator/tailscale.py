@@ -9,17 +9,11 @@ argv, so tests can prove that no auth key ever reached a command line.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
-import secrets
-import shlex
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from tailnix.lab.emulator import tailscaled
 from tailnix.lab.emulator.control import MAGIC_DNS_SUFFIX, TAILNET_NAME, KeyRejected
@@ -32,6 +26,13 @@ from tailnix.lab.emulator.tailscaled import (
     STOPPED,
     DaemonState,
 )
+
+# Every call starts a new interpreter, and the deploy's check of a converged host is two calls: what
+# only some commands need (ipaddress, secrets, shlex) is imported where it is used.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 VERSION = "1.90.6"
 LONG_VERSION = "1.90.6-t6f2a1c9e0-g4b7d8e2a1"
@@ -71,26 +72,37 @@ class CommandFailed(Exception):
 # --- Go `flag` package semantics ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Flag:
     """One flag of a command: its Go kind decides how a value is parsed."""
 
-    name: str
-    kind: str  # bool, string, duration, notfalse
-    default: Any
-    usage: str
-    hidden: bool = False
+    __slots__ = ("name", "kind", "default", "usage", "hidden")
+
+    def __init__(self, name: str, kind: str, default: Any, usage: str, hidden: bool = False) -> None:
+        self.name = name
+        self.kind = kind  # bool, string, duration, notfalse
+        self.default = default
+        self.usage = usage
+        self.hidden = hidden
 
 
-@dataclass
 class Command:
     """A subcommand: its usage text and its flag set."""
 
-    name: str
-    short_usage: str
-    short_help: str
-    flags: list[Flag] = field(default_factory=list)
-    show_defaults: bool = True
+    __slots__ = ("name", "short_usage", "short_help", "flags", "show_defaults")
+
+    def __init__(
+        self,
+        name: str,
+        short_usage: str,
+        short_help: str,
+        flags: list[Flag] | None = None,
+        show_defaults: bool = True,
+    ) -> None:
+        self.name = name
+        self.short_usage = short_usage
+        self.short_help = short_help
+        self.flags: list[Flag] = [] if flags is None else flags
+        self.show_defaults = show_defaults
 
     def usage(self) -> str:
         """The help text ffcli prints after a flag error or for --help."""
@@ -121,14 +133,18 @@ def format_default(f: Flag) -> str:
     return str(f.default)
 
 
-@dataclass
 class ParsedFlags:
     """The outcome of parsing: every flag's value, which flags were set, and the rest."""
 
-    values: dict[str, Any]
-    raw: dict[str, str]
-    visited: set[str]
-    args: list[str]
+    __slots__ = ("values", "raw", "visited", "args")
+
+    def __init__(
+        self, values: dict[str, Any], raw: dict[str, str], visited: set[str], args: list[str]
+    ) -> None:
+        self.values = values
+        self.raw = raw
+        self.visited = visited
+        self.args = args
 
     def visited_sorted(self) -> list[str]:
         """Set flags in the order Go's FlagSet.Visit gives them (lexicographical)."""
@@ -158,7 +174,8 @@ _BOOL_VALUES = {
     "False": False,
 }
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|ms|s|m|h)")
+# Patterns are compiled on first use (the `re` module caches them): most calls never need them.
+_DURATION_PART = r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|ms|s|m|h)"
 
 
 def parse_go_duration(text: str) -> float:
@@ -174,7 +191,7 @@ def parse_go_duration(text: str) -> float:
         raise ValueError(text)
     total, pos = 0.0, 0
     while pos < len(s):
-        match = _DURATION_PART.match(s, pos)
+        match = re.compile(_DURATION_PART).match(s, pos)
         if match is None or match.group(1) in ("", "."):
             raise ValueError(text)
         total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
@@ -261,12 +278,12 @@ def parse_flags(command: Command, args: list[str]) -> ParsedFlags:
     return ParsedFlags(values=values, raw=raw, visited=visited, args=rest)
 
 
-_KEY_IN_TEXT = re.compile(r"tskey-([A-Za-z0-9-]+)")
+_KEY_IN_TEXT = r"tskey-([A-Za-z0-9-]+)"
 
 
 def redact_keys(text: str) -> str:
     """Replace what follows `tskey-` with X's, as the real CLI does for flag error output."""
-    return _KEY_IN_TEXT.sub(lambda m: "tskey-" + "X" * len(m.group(1)), text)
+    return re.sub(_KEY_IN_TEXT, lambda m: "tskey-" + "X" * len(m.group(1)), text)
 
 
 def clean_up_args(args: list[str]) -> list[str]:
@@ -509,6 +526,8 @@ PREFLESS_FLAGS = {
 
 def calc_advertise_routes(routes: str, exit_node: bool) -> list[str] | None:
     """Parse `--advertise-routes` (CIDR prefixes only) and add the exit-node routes."""
+    import ipaddress
+
     found: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     if routes:
         default4 = default6 = False
@@ -672,6 +691,8 @@ def resolve_exit_node(value: str, state: DaemonState) -> tuple[str, str]:
     """Turn `--exit-node` into (ExitNodeIP, AutoExitNode)."""
     if value.startswith("auto:"):
         return "", value
+    import ipaddress
+
     try:
         ip = ipaddress.ip_address(value)
     except ValueError:
@@ -801,6 +822,8 @@ def fmt_flag_value_arg(name: str, value: Any) -> str:
         return f"--{name}"
     if value == "":
         return f"--{name}="
+    import shlex
+
     text = "false" if value is False else str(value)
     return f"--{name}={shlex.quote(text)}"
 
@@ -859,6 +882,8 @@ def login_url(control_url: str) -> str:
     base = control_url.rstrip("/")
     if base in LOGIN_SERVER_SYNONYMS:
         base = "https://login.tailscale.com"
+    import secrets
+
     return f"{base}/a/{secrets.token_hex(6)}"
 
 

@@ -14,18 +14,19 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
-import socket
 import time
-from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tailnix.lab.emulator import reachability
 from tailnix.lab.emulator.control import ControlPlane
 from tailnix.lab.emulator.hostroot import control_dir, host_path
+
+# Every `tailscale` call of a lab host imports this module: keep its imports to what every call needs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 SOCKET_PATH = "/run/tailscale/tailscaled.sock"
 STATE_DIR = "/var/lib/tailscale"
@@ -83,15 +84,22 @@ def default_prefs() -> dict[str, Any]:
     }
 
 
-@dataclass
 class DaemonState:
     """What tailscaled keeps about this node between restarts."""
 
-    node_key: str
-    prefs: dict[str, Any] = field(default_factory=default_prefs)
-    node_id: str | None = None
-    auth_url: str = ""
-    last_login_error: str = ""
+    def __init__(
+        self,
+        node_key: str,
+        prefs: dict[str, Any] | None = None,
+        node_id: str | None = None,
+        auth_url: str = "",
+        last_login_error: str = "",
+    ) -> None:
+        self.node_key = node_key
+        self.prefs: dict[str, Any] = default_prefs() if prefs is None else prefs
+        self.node_id = node_id
+        self.auth_url = auth_url
+        self.last_login_error = last_login_error
 
     def to_json(self) -> dict[str, Any]:
         """The on-disk form."""
@@ -124,6 +132,8 @@ class DaemonState:
 
 def new_node_key() -> str:
     """A node public key in the form `tailscale status` prints."""
+    import secrets
+
     return "nodekey:" + secrets.token_hex(32)
 
 
@@ -138,7 +148,11 @@ def os_hostname() -> str:
         name = host_path("/etc/hostname").read_text().strip()
     except OSError:
         name = ""
-    return name or socket.gethostname()
+    if name:
+        return name
+    import socket
+
+    return socket.gethostname()
 
 
 def is_running() -> bool:
