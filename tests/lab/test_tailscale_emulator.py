@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -14,7 +13,8 @@ import pytest
 
 from tailnix.lab.emulator.control import ControlPlane
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+from .tmphost import emulator_env
+
 STARTUP_SECONDS = 0.5
 
 
@@ -26,13 +26,7 @@ class Host:
     control: Path
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TAILNIX_LAB_")}
-        env.update(
-            PYTHONPATH=str(SRC),
-            TAILNIX_LAB_HOST_ROOT=str(self.root),
-            TAILNIX_LAB_CONTROL=str(self.control),
-        )
-        return env
+        return emulator_env(self.root, self.control)
 
     def tailscale(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
