@@ -211,17 +211,24 @@ def _require_tools() -> None:
         raise LabError(f"the lab needs these commands, which are missing: {', '.join(missing)}")
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ask the kernel for `count` distinct free loopback ports."""
-    sockets = []
+def _free_ports(count: int, avoid: set[int] | frozenset[int] = frozenset()) -> list[int]:
+    """Ask the kernel for `count` distinct free loopback ports, none of them in `avoid`.
+
+    A port a stopped host of this lab had is avoided: its key may still be in a known_hosts file
+    a test or a person keeps, and a new host there would look like a changed host key.
+    """
+    chosen: list[int] = []
+    held = []
     try:
-        for _ in range(count):
+        while len(chosen) < count:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
+            held.append(sock)  # kept open until the end, so the kernel offers a different one next
+            if sock.getsockname()[1] not in avoid:
+                chosen.append(sock.getsockname()[1])
+        return chosen
     finally:
-        for sock in sockets:
+        for sock in held:
             sock.close()
 
 
@@ -621,7 +628,10 @@ class Lab:
         temporary = self.layout.hosts_json.with_suffix(".tmp")
         temporary.write_text(json.dumps([asdict(host) for host in self.hosts], indent=2) + "\n")
         temporary.replace(self.layout.hosts_json)
-        known_hosts = "".join(f"[127.0.0.1]:{host.port} {host.host_key_public}\n" for host in self.hosts)
+        # Only hosts that run: a port is never listed twice with two keys.
+        known_hosts = "".join(
+            f"[127.0.0.1]:{host.port} {host.host_key_public}\n" for host in self.hosts if is_alive(host)
+        )
         _write(self.layout.known_hosts, known_hosts)
 
     def _start_hosts(
@@ -632,7 +642,7 @@ class Lab:
             if os_name not in HOST_OSES:
                 raise LabError(f"unknown host OS {os_name!r}; the lab has {', '.join(HOST_OSES)}")
         admin_key = " ".join(self.layout.ssh_key.with_suffix(".pub").read_text().split()[:2])
-        ports = _free_ports(len(wanted))
+        ports = _free_ports(len(wanted), avoid={host.port for host in self.hosts})
         keys = {
             name: _prepare_host_files(self.layout, name, os_name, port, admin_key, flakes.get(name))
             for (name, os_name), port in zip(wanted, ports, strict=True)
@@ -772,6 +782,7 @@ class Lab:
     def stop_host(self, name: str) -> None:
         """Stop one host (it stays listed, as stopped), e.g. a clean host after its test."""
         self._stop([self.host(name)])
+        self._save()
 
     def _stop(self, hosts: list[LabHost]) -> None:
         for process in self._processes.values():
