@@ -8,6 +8,7 @@ switch succeeds, and put back if it fails.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -109,9 +110,21 @@ def _flake(state: HostState) -> FlakeShape | None:
     if state.flake_nix is None:
         return None
     try:
-        return read_flake(state.flake_nix)
+        return _read_flake(state.flake_nix)
     except ImportEditError:
         return None
+
+
+# Every operation asks these questions of the same texts, and most hosts of a fleet share them: reading
+# each text once per run keeps the workstation's share of a no-op redeploy small.
+_read_flake = functools.lru_cache(maxsize=256)(read_flake)
+
+
+@functools.lru_cache(maxsize=256)
+def _configuration_edit(source: str) -> str | None:
+    if has_import(source, paths.MODULE_IMPORT):
+        return None
+    return add_import(source, paths.MODULE_IMPORT)
 
 
 def _module(state: HostState, plan: HostPlan) -> ModuleFile:
@@ -308,10 +321,7 @@ def _edited_configuration(state: HostState) -> str | None:
     flake = _flake(state)
     if flake is not None and flake.imports_module:
         return None  # the flake imports the module itself
-    source = state.configuration or ""
-    if has_import(source, paths.MODULE_IMPORT):
-        return None
-    return add_import(source, paths.MODULE_IMPORT)
+    return _configuration_edit(state.configuration or "")
 
 
 @operation()
