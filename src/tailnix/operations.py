@@ -98,7 +98,8 @@ def _fail(message: str) -> FunctionCommand:
 _STATES: dict[tuple[int, str], HostState] = {}
 
 
-def _host_state() -> HostState:
+def host_state() -> HostState:
+    """The current host's state as this run found it (read on first use, then kept for the run)."""
     key = (id(host.state), host.name)
     if key not in _STATES:
         _STATES[key] = host.get_fact(TailnixHostState)
@@ -164,7 +165,7 @@ def preflight(plan: HostPlan) -> Commands:
 
     + plan: the host's plan (settings, secrets file metadata)
     """
-    state = _host_state()
+    state = host_state()
     name = plan.settings.host
     if not state.is_nixos:
         found = state.os_id or "no /etc/os-release"
@@ -282,7 +283,7 @@ def secrets_file(plan: HostPlan) -> Commands:
 
     + plan: the host's plan; the local file is uploaded as it is (it is encrypted)
     """
-    if _host_state().secret_sha256 == plan.secrets_sha256:
+    if host_state().secret_sha256 == plan.secrets_sha256:
         host.noop(f"{paths.SECRETS_FILE} is up to date")
         return
     directory = shlex.quote(paths.SECRETS_DIR)
@@ -302,7 +303,7 @@ def module_file(plan: HostPlan) -> Commands:
 
     + plan: the host's plan, with the module text
     """
-    state = _host_state()
+    state = host_state()
     module = _module(state, plan)
     if state.module_sha256 == module.sha256:
         host.noop(f"{paths.MODULE_FILE} is up to date")
@@ -327,7 +328,7 @@ def _edited_configuration(state: HostState) -> str | None:
 @operation()
 def configuration_import() -> Commands:
     """Add `./tailscale-autoconnect.nix` to the imports of configuration.nix, touching nothing else."""
-    state = _host_state()
+    state = host_state()
     try:
         edited = _edited_configuration(state)
     except ImportEditError as error:
@@ -370,7 +371,7 @@ def flake_git_index() -> Commands:
 
     A flake sees only the files git tracks; nothing is ever committed on the user's behalf.
     """
-    untracked = _untracked_files(_host_state())
+    untracked = _untracked_files(host_state())
     if not untracked:
         host.noop("no git flake, or git already tracks the placed files")
         return
@@ -405,7 +406,7 @@ def rebuild(plan: HostPlan) -> Commands:
     `tailnix_confirm_timeout` seconds, or the host rolls itself back (see tailnix.switch). On failure
     /etc/nixos is restored to what it was before this deploy, and the next run retries.
     """
-    state = _host_state()
+    state = host_state()
     if not needs_switch(state, plan):
         host.noop("the running system already has this configuration")
         return
@@ -537,7 +538,7 @@ def verify(plan: HostPlan) -> Commands:
     When this run switched nothing and the node was Running with the right prefs as the run began, that
     state is reported as it is, without another round trip.
     """
-    state = _host_state()
+    state = host_state()
     status, prefs = state.tailscale_status, state.tailscale_prefs
     if (
         not needs_switch(state, plan)

@@ -21,6 +21,8 @@ from tailnix.sops import encrypt_values
 REPOSITORY = Path(__file__).resolve().parents[2]
 PYINFRA = Path(sys.executable).parent / "pyinfra"
 SWITCH = "nixos-rebuild switch"
+CHECK = "Check the host is NixOS and can decrypt the secrets"
+VERIFY = "Verify Tailscale is Running"
 PLACING = (
     "Place the encrypted secrets file",
     "Place the Tailscale module",
@@ -51,11 +53,13 @@ class DeployRun:
         return results if isinstance(results, dict) else None
 
     def operation(self, name: str) -> dict[str, Any]:
+        """pyinfra's results of one operation; empty when no host ran it (the deploy only adds the
+        operations a host needs)."""
         assert self.results is not None, f"no JSON results:\n{self.stderr}"
         for operation in self.results["operations"]:
             if operation["name"] == name or name in operation["names"]:
                 return dict(operation)
-        raise AssertionError(f"no operation {name!r} in the results")
+        return {"name": name, "success": [], "error": [], "no_change": []}
 
     def changed(self, name: str) -> set[str]:
         """Hosts on which the operation ran commands."""
@@ -63,6 +67,11 @@ class DeployRun:
 
     def unchanged(self, name: str) -> set[str]:
         return set(self.operation(name)["no_change"])
+
+    def ran(self, name: str) -> set[str]:
+        """Hosts for which the operation was part of the run, whatever it did."""
+        operation = self.operation(name)
+        return set(operation["success"]) | set(operation["error"]) | set(operation["no_change"])
 
     def failed_hosts(self) -> set[str]:
         if self.results is None:

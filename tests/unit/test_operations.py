@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -84,13 +86,45 @@ def test_prefs_mismatch_names_the_pref_and_both_values() -> None:
 
 
 def test_host_state_fact_parses_its_own_output() -> None:
+    status = {"BackendState": "Running", "Self": {"HostName": "x", "TailscaleIPs": ["100.64.0.9"]}}
     output = [
         "os_id=nixos", "os_version=25.11", 'os_name="NixOS 25.11 (Xantusia)"',
-        "host_key=ssh-ed25519 AAAA root@x", "secret_sha256=", "module_sha256=" + "b" * 64,
-        "configuration_sha256=" + "c" * 64, "applied=", "pending=yes", "flake=", "nix_instantiate=/bin/nix-instantiate",
-        "configuration_b64=e30K",
+        "host_key=ssh-ed25519 AAAA root@x", "applied=", "pending=yes", "nix_instantiate=yes",
+        "b" * 64 + "  /etc/nixos/tailscale-autoconnect.nix",
+        "c" * 64 + "  /etc/nixos/configuration.nix",
+        "configuration_b64=e30K", "flake_b64=",
+        "--- tailscale_status", *json.dumps(status, indent=2).splitlines(),
+        "--- tailscale_prefs", "{", '  "RunSSH": false', "}",
     ]  # fmt: skip
     state = TailnixHostState().process(output)
     assert state.is_nixos and state.os_name == "NixOS 25.11 (Xantusia)"
     assert state.secret_sha256 is None and state.module_sha256 == "b" * 64
     assert state.configuration == "{}\n" and state.pending and not state.flake and state.applied is None
+    assert state.has_nix_instantiate and state.flake_nix is None
+    assert state.tailscale_status == status and state.tailscale_prefs == {"RunSSH": False}
+
+
+def test_host_state_command_runs_in_a_posix_shell_on_a_host_that_is_not_nixos(tmp_path: Path) -> None:
+    # This machine is a Debian without /etc/nixos: the command must still succeed and say so. A stand-in
+    # `tailscale` prints its JSON without a final newline, as `tailscale status --json` does.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "tailscale"
+    fake.write_text(
+        '#!/bin/sh\ncase "$1" in status) printf \'{\\n  "BackendState": "Running"\\n}\' ;; '
+        "debug) printf '{\"RunSSH\": false}' ;; esac\n"
+    )
+    fake.chmod(0o755)
+    done = subprocess.run(
+        ["sh", "-c", TailnixHostState().command()],
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    state = TailnixHostState().process(done.stdout.splitlines())
+    assert state.os_id == "debian" and not state.is_nixos
+    assert state.configuration is None and state.configuration_sha256 is None and state.flake_nix is None
+    assert not state.pending and state.applied is None
+    assert state.tailscale_status == {"BackendState": "Running"}
+    assert state.tailscale_prefs == {"RunSSH": False}

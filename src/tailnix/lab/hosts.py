@@ -43,6 +43,10 @@ EMULATED_COMMANDS = {
 }
 """Command name in a NixOS host's `/usr/local/sbin` -> module under `tailnix.lab.emulator`."""
 
+EXEC_CLIENT_NAME = "tailnix-lab-exec"
+"""The program every emulated command of a host links to (see tailnix.lab.emulator.server)."""
+EMULATOR_SERVER_LOG = "/var/log/tailnix-lab/emulator-server.log"
+
 HOST_OSES = ("nixos", "debian")
 START_TIMEOUT_SECONDS = 180.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -130,6 +134,10 @@ class LabLayout:
         return self.state / "bin" / "sops"
 
     @property
+    def exec_client(self) -> Path:
+        return self.state / "bin" / EXEC_CLIENT_NAME
+
+    @property
     def control(self) -> Path:
         return self.state / "control"
 
@@ -202,7 +210,7 @@ def _require_tools() -> None:
         raise LabError("the lab needs root: it mounts overlays and tmpfs in namespaces of its own")
     missing = [
         tool
-        for tool in ("unshare", "mount", "hostname", "ssh", "ssh-keygen", "age-keygen", "nix-hash")
+        for tool in ("unshare", "mount", "hostname", "ssh", "ssh-keygen", "age-keygen", "nix-hash", "cc")
         if shutil.which(tool) is None
     ]
     if not Path("/usr/sbin/sshd").exists():
@@ -265,13 +273,22 @@ Subsystem sftp internal-sftp
 """
 
 
-def emulator_wrapper(module: str) -> str:
-    """The `/usr/local/sbin` script that runs one emulator inside a host."""
-    return (
-        "#!/bin/sh\n"
-        f"PYTHONPATH={HOST_LAB_MOUNT}/pylib exec /usr/bin/python3 -S "
-        f'-m tailnix.lab.emulator.{module} "$@"\n'
-    )
+def build_exec_client(output: Path, *, socket_path: str | None = None, pylib: str | None = None) -> None:
+    """Compile `tailnix-lab-exec` (emulator/exec_client.c) to `output`.
+
+    + socket_path: where it finds the host's emulator server (default: its place in a host's /run)
+    + pylib: where its fallback interpreter imports tailnix from (default: the lab's, in a host)
+    """
+    import tailnix
+
+    source = Path(tailnix.__file__).resolve().parent / "lab" / "emulator" / "exec_client.c"
+    defines = []
+    if socket_path is not None:
+        defines.append(f'-DSERVER_SOCKET="{socket_path}"')
+    if pylib is not None:
+        defines.append(f'-DPYLIB="{pylib}"')
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _run(["cc", "-O2", "-Wall", "-Wextra", "-Werror", *defines, "-o", str(output), str(source)])
 
 
 def write_flake_files(directory: Path, hostname: str, admin_key: str, style: str, git: bool) -> None:
@@ -338,8 +355,8 @@ def _prepare_host_files(
         _write(etc / "nixos" / "hardware-configuration.nix", stock.hardware_configuration_nix(name))
         if flake is not None:
             write_flake_files(etc / "nixos", name, admin_key, *flake)
-        for command, module in EMULATED_COMMANDS.items():
-            _write(host_dir / "sbin" / command, emulator_wrapper(module), 0o755)
+        for command in EMULATED_COMMANDS:
+            (host_dir / "sbin" / command).symlink_to(f"{HOST_LAB_MOUNT}/bin/{EXEC_CLIENT_NAME}")
     return f"{key_type} {key_data}"
 
 
@@ -370,6 +387,12 @@ def _namespace_script(layout: LabLayout, name: str) -> str:
             f"rmdir {stage}",
             "chmod 0755 /run/sshd",
             f"hostname {shlex.quote(name)}",
+            # A NixOS host's emulated commands are answered by its resident emulator server.
+            "if [ -x /usr/local/sbin/nixos-rebuild ]; then",
+            f"  mkdir -p {EMULATOR_SERVER_LOG.rsplit('/', 1)[0]}",
+            f"  PYTHONPATH={HOST_LAB_MOUNT}/pylib /usr/bin/python3 -S -m tailnix.lab.emulator.server"
+            f" < /dev/null > {EMULATOR_SERVER_LOG} 2>&1 &",
+            "fi",
             # A NixOS host always runs a system generation: install the stock configuration as the
             # first one, so that /run/current-system exists and a later switch can roll back to it.
             "if [ -x /usr/local/sbin/nixos-rebuild ]; then",
@@ -595,6 +618,7 @@ class Lab:
         layout.control.mkdir(parents=True)
         _copy_pylib(layout)
         _install_sops(layout)
+        build_exec_client(layout.exec_client)
         build_standin_tarball(layout)
         demo.write_admin_ssh_key(layout)
 
