@@ -15,13 +15,15 @@ from tailnix.plan import plan_host
 plan = plan_host(host.name, host.data.dict())
 operations.report_unreachable_hosts()
 
-operations.preflight(name="Check the host is NixOS and can decrypt the secrets", plan=plan)
-# The host's state is read once, in one round trip; a host that needs no change gets only the check
-# above and the verification below (each further operation costs the deployer time for every host).
+# The host's state is read once, in one round trip. A host that needs no change gets one operation: the
+# checks and the verification (each operation costs the deployer time for every host of the fleet).
 if operations.changes_needed(operations.host_state(), plan):
+    operations.preflight(name="Check the host is NixOS and can decrypt the secrets", plan=plan)
     operations.secrets_file(name="Place the encrypted secrets file", plan=plan)
     operations.module_file(name="Place the Tailscale module", plan=plan)
     operations.configuration_import(name="Import the module in configuration.nix")
     operations.flake_git_index(name="Let a git flake see the new files")
     operations.rebuild(name="nixos-rebuild switch", plan=plan)
-operations.verify(name="Verify Tailscale is Running", plan=plan)
+    operations.verify(name="Verify Tailscale is Running", plan=plan)
+else:
+    operations.check(name="Check the host and that Tailscale is Running", plan=plan)

@@ -37,7 +37,8 @@ HOST_KEY_FACT = "tailnix.fleet.HostKey"
 FLEET_STATUS_FACT = "tailnix.fleet.FleetHostStatus"
 SOPS_CONFIG_NAME = ".sops.yaml"
 # The deploy's last operation: a host that reports on it has finished.
-FINAL_OPERATION = "Verify Tailscale is Running"
+FINAL_OPERATIONS = ("Verify Tailscale is Running", "Check the host and that Tailscale is Running")
+"""A host's last operation: the verification after changes, or the one check of a host that needed none."""
 SWITCH_OPERATION = "nixos-rebuild switch"
 
 
@@ -435,7 +436,7 @@ def _read_progress(
         elif text in ("Success", "No changes"):
             if operation == SWITCH_OPERATION and text == "Success":
                 switched.add(host)
-            if operation == FINAL_OPERATION:
+            if operation in FINAL_OPERATIONS:
                 done[host] = HostDeployResult(host, True, host in switched, notes.get(host, ""))
             else:
                 continue

@@ -23,6 +23,8 @@ PYINFRA = Path(sys.executable).parent / "pyinfra"
 SWITCH = "nixos-rebuild switch"
 CHECK = "Check the host is NixOS and can decrypt the secrets"
 VERIFY = "Verify Tailscale is Running"
+CONVERGED = "Check the host and that Tailscale is Running"
+"""The one operation a host that needs no change gets."""
 PLACING = (
     "Place the encrypted secrets file",
     "Place the Tailscale module",

@@ -283,6 +283,9 @@ def test_deploy_in_batches_prints_a_line_per_host_and_a_summary(
     total = len(fleet.hosts)
     for number in range(1, total + 1):
         assert f"[{number}/{total}] " in result.stdout
+    # Nothing changed since the rotation: each host's line says so, with its node's state.
+    for host in fleet.hosts:
+        assert f"{host.name}: ok, -, Tailscale is Running as {host.name}" in result.stdout
     assert "HOST" in result.stdout and "SWITCHED" in result.stdout
     assert f"{total} hosts deployed: {total} ok, 0 failed" in result.stdout
     dry = fleet.tailnix("deploy", "-i", "inventory.py", "--dry")

@@ -7,6 +7,7 @@ how long it takes.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -209,6 +210,31 @@ def test_the_callers_stdin_umask_and_directory_are_the_emulators(host: ServedHos
     assert listing.stdout == fresh.stdout
     assert (tmp_path / "err").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "err").read_text() == (tmp_path / "err.fresh").read_text()
+
+
+def test_a_call_the_server_answers_itself_leaves_nothing_behind_for_the_next(host: ServedHost) -> None:
+    assert server.answers_inline("tailscale", ["status", "--json"])
+    assert not server.answers_inline("tailscale", ["up"]) and not server.answers_inline(
+        "systemctl", ["status"]
+    )
+    first = subprocess.run(
+        [str(host.bin_dir / "tailscale"), "version"],
+        env={**host.env(), "TAILNIX_TEST_ONLY_FIRST": "1"},
+        cwd="/tmp",
+        capture_output=True,
+        text=True,
+    )
+    assert first.returncode == 0, first.stderr
+    second = host.run("tailscale", "--bogus")
+    assert second.returncode == 2 and "flag provided but not defined: -bogus" in second.stderr
+    calls = [
+        json.loads(line)
+        for line in (host.root / "var/log/tailnix-lab/tailscale-argv.jsonl").read_text().splitlines()
+    ]
+    assert [call["argv"] for call in calls] == [["tailscale", "version"], ["tailscale", "--bogus"]]
+    assert "TAILNIX_TEST_ONLY_FIRST" in calls[0]["env_names"]
+    assert "TAILNIX_TEST_ONLY_FIRST" not in calls[1]["env_names"]
+    assert calls[0]["ppid"] == calls[1]["ppid"] == os.getpid()
 
 
 def test_without_a_server_the_command_runs_in_a_new_interpreter(host: ServedHost) -> None:
