@@ -283,9 +283,18 @@ def test_deploy_in_batches_prints_a_line_per_host_and_a_summary(
     total = len(fleet.hosts)
     for number in range(1, total + 1):
         assert f"[{number}/{total}] " in result.stdout
-    # Nothing changed since the rotation: each host's line says so, with its node's state.
+    # Whether a host switched or needed no change, its line ends with its node's state.
+    lines = result.stdout.splitlines()
     for host in fleet.hosts:
-        assert f"{host.name}: ok, -, Tailscale is Running as {host.name}" in result.stdout
+        assert any(
+            f"] {host.name}: ok, " in line and f"Tailscale is Running as {host.name} (" in line
+            for line in lines
+        ), host.name
+    # Deployed again, nothing changed: one check per host, reported as it finishes.
+    again = fleet.tailnix("deploy", "-i", "inventory.py")
+    assert again.returncode == 0, again.stderr
+    for host in fleet.hosts:
+        assert f"{host.name}: ok, -, Tailscale is Running as {host.name} (" in again.stdout, again.stdout
     assert "HOST" in result.stdout and "SWITCHED" in result.stdout
     assert f"{total} hosts deployed: {total} ok, 0 failed" in result.stdout
     dry = fleet.tailnix("deploy", "-i", "inventory.py", "--dry")
