@@ -17,7 +17,10 @@ operations.report_unreachable_hosts()
 
 # The host's state is read once, in one round trip. A host that needs no change gets one operation: the
 # checks and the verification (each operation costs the deployer time for every host of the fleet).
-if operations.changes_needed(operations.host_state(), plan):
+state = operations.host_state()
+if state is None:
+    pass  # pyinfra could not read it, has said why, and counts the host as failed
+elif operations.changes_needed(state, plan):
     operations.preflight(name="Check the host is NixOS and can decrypt the secrets", plan=plan)
     operations.secrets_file(name="Place the encrypted secrets file", plan=plan)
     operations.module_file(name="Place the Tailscale module", plan=plan)

@@ -95,15 +95,23 @@ def _fail(message: str) -> FunctionCommand:
 
 # pyinfra runs a fact's command again at every get_fact; the operations compare against the state the
 # host had when the run began, so it is read once per host and run: one round trip for all of them.
-_STATES: dict[tuple[int, str], HostState] = {}
+_STATES: dict[tuple[int, str], HostState | None] = {}
 
 
-def host_state() -> HostState:
-    """The current host's state as this run found it (read on first use, then kept for the run)."""
+def host_state() -> HostState | None:
+    """The current host's state as this run found it (read on first use, then kept for the run).
+
+    None when it could not be read (the connection dropped, say): pyinfra has then said why and
+    failed the host, and the deploy leaves it alone.
+    """
     key = (id(host.state), host.name)
     if key not in _STATES:
-        _STATES[key] = host.get_fact(TailnixHostState)
+        found = host.get_fact(TailnixHostState)
+        _STATES[key] = found if isinstance(found, HostState) else None
     return _STATES[key]
+
+
+UNREADABLE_STATE = "the host's state could not be read (see above), so nothing was changed on it"
 
 
 def _flake(state: HostState) -> FlakeShape | None:
@@ -213,6 +221,9 @@ def preflight(plan: HostPlan) -> Commands:
     + plan: the host's plan (settings, secrets file metadata)
     """
     state = host_state()
+    if state is None:
+        yield _fail(UNREADABLE_STATE)
+        return
     problem = preflight_problem(state, plan)
     if problem is not None:
         yield _fail(problem)
@@ -282,7 +293,11 @@ def secrets_file(plan: HostPlan) -> Commands:
 
     + plan: the host's plan; the local file is uploaded as it is (it is encrypted)
     """
-    if host_state().secret_sha256 == plan.secrets_sha256:
+    state = host_state()
+    if state is None:
+        yield _fail(UNREADABLE_STATE)
+        return
+    if state.secret_sha256 == plan.secrets_sha256:
         host.noop(f"{paths.SECRETS_FILE} is up to date")
         return
     directory = shlex.quote(paths.SECRETS_DIR)
@@ -303,6 +318,9 @@ def module_file(plan: HostPlan) -> Commands:
     + plan: the host's plan, with the module text
     """
     state = host_state()
+    if state is None:
+        yield _fail(UNREADABLE_STATE)
+        return
     module = _module(state, plan)
     if state.module_sha256 == module.sha256:
         host.noop(f"{paths.MODULE_FILE} is up to date")
@@ -328,6 +346,9 @@ def _edited_configuration(state: HostState) -> str | None:
 def configuration_import() -> Commands:
     """Add `./tailscale-autoconnect.nix` to the imports of configuration.nix, touching nothing else."""
     state = host_state()
+    if state is None:
+        yield _fail(UNREADABLE_STATE)
+        return
     try:
         edited = _edited_configuration(state)
     except ImportEditError as error:
@@ -370,7 +391,11 @@ def flake_git_index() -> Commands:
 
     A flake sees only the files git tracks; nothing is ever committed on the user's behalf.
     """
-    untracked = _untracked_files(host_state())
+    state = host_state()
+    if state is None:
+        yield _fail(UNREADABLE_STATE)
+        return
+    untracked = _untracked_files(state)
     if not untracked:
         host.noop("no git flake, or git already tracks the placed files")
         return
@@ -406,6 +431,9 @@ def rebuild(plan: HostPlan) -> Commands:
     /etc/nixos is restored to what it was before this deploy, and the next run retries.
     """
     state = host_state()
+    if state is None:
+        yield _fail(UNREADABLE_STATE)
+        return
     if not needs_switch(state, plan):
         host.noop("the running system already has this configuration")
         return
@@ -555,7 +583,11 @@ def verify(plan: HostPlan) -> Commands:
     When this run switched nothing and the node was Running with the right prefs as the run began, that
     state is reported as it is, without another round trip.
     """
-    yield from _verification(host_state(), plan)
+    state = host_state()
+    if state is None:
+        yield _fail(UNREADABLE_STATE)
+        return
+    yield from _verification(state, plan)
 
 
 @operation()
@@ -568,6 +600,9 @@ def check(plan: HostPlan) -> Commands:
     milliseconds per host, which is most of what a redeploy to a converged fleet costs it.
     """
     state = host_state()
+    if state is None:
+        yield _fail(UNREADABLE_STATE)
+        return
     problem = preflight_problem(state, plan)
     if problem is not None:
         yield _fail(problem)

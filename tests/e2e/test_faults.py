@@ -171,6 +171,35 @@ def test_unreachable_hosts_get_one_clear_line_each_and_the_rest_goes_on(
         lab.stop_host(wrong_user.name)
 
 
+def test_a_host_whose_state_cannot_be_read_fails_alone_and_is_not_touched(
+    lab: Lab, host: LabHost, secrets: Path, tmp_path: Path
+) -> None:
+    # A login that works but runs no command: pyinfra connects, then reading the host's state fails.
+    locked_out = lab.add_host(os="nixos")
+    try:
+        lab.ssh(
+            locked_out.name,
+            "useradd -M -s /usr/sbin/nologin -p '*' deployer && "
+            "cp /etc/ssh/authorized_keys/root /etc/ssh/authorized_keys/deployer",
+        )
+        before = etc_nixos(lab, locked_out.name)
+        inventory = lab.write_inventory(
+            tmp_path / "inventory.py",
+            hosts=[host.name, locked_out.name],
+            secrets_file=secrets,
+            host_data={locked_out.name: {"ssh_user": "deployer"}},
+        )
+        run = deploy(inventory)
+        assert run.returncode != 0
+        assert "Traceback" not in run.stderr, run.stderr
+        assert run.changed(SWITCH) == {host.name}
+        assert locked_out.name in run.failed_hosts()
+        assert run.said(locked_out.name, "could not load fact"), run.lines_of(locked_out.name)
+        assert etc_nixos(lab, locked_out.name) == before
+    finally:
+        lab.stop_host(locked_out.name)
+
+
 def _bad_inputs(
     lab: Lab, host: LabHost, secrets: Path, directory: Path
 ) -> dict[str, tuple[dict[str, Any], str]]:
