@@ -487,11 +487,7 @@ class _Supervisor:
                     self.log_exit(code)
                     return self.fail("exit-code" if code > 0 else "signal")
                 if deadline is not None and time.monotonic() > deadline:
-                    systemd_log(self.unit, f"{self.unit}: start operation timed out. Terminating.")
-                    self.terminate()
-                    self.stopping = False
-                    child.wait()
-                    pump.join()
+                    self.stop_timed_out_start(child, pump)
                     return self.fail("timeout")
                 time.sleep(POLL_SECONDS)
         result = self.post_start(env, umask, deadline)
@@ -535,11 +531,7 @@ class _Supervisor:
         write_state(self.unit, MainPID=child.pid)
         while child.poll() is None:
             if deadline is not None and time.monotonic() > deadline:
-                systemd_log(self.unit, f"{self.unit}: start operation timed out. Terminating.")
-                self.terminate()
-                self.stopping = False
-                child.wait()
-                pump.join()
+                self.stop_timed_out_start(child, pump)
                 return "timeout"
             time.sleep(POLL_SECONDS)
         pump.join()
@@ -547,6 +539,14 @@ class _Supervisor:
             self.log_exit(child.returncode)
             return "exit-code" if child.returncode > 0 else "signal"
         return "success"
+
+    def stop_timed_out_start(self, child: subprocess.Popen[bytes], pump: threading.Thread) -> None:
+        """What systemd does when a start runs past TimeoutStartSec: say so, and terminate the unit."""
+        systemd_log(self.unit, f"{self.unit}: start operation timed out. Terminating.")
+        self.terminate()
+        self.stopping = False
+        child.wait()
+        pump.join()
 
     def log_exit(self, code: int) -> None:
         # systemd's ExecMainCode (1 CLD_EXITED, 2 CLD_KILLED) and ExecMainStatus.
