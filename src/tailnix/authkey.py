@@ -186,6 +186,28 @@ def check_expiry(location: SecretsLocation, *, warn_days: int, today: date | Non
     return [Finding(OK, f"the auth key expires on {dates.expires}, in {left} days")]
 
 
+OAUTH_SECRET_NAMES = ("tailscale_oauth_client_secret",)
+
+
+def check_no_oauth_client(location: SecretsLocation) -> list[Finding]:
+    """The hosts' secrets file must not hold an OAuth client: every host can decrypt that file."""
+    try:
+        keys = read_metadata(location.secrets_file).keys
+    except (NotEncryptedError, OSError):
+        return []  # check_expiry says why
+    held = [name for name in keys if name in OAUTH_SECRET_NAMES]
+    if held:
+        return [
+            Finding(
+                WARNING,
+                f"{location.secrets_file} holds {', '.join(held)}: every host can decrypt that file and mint "
+                "keys with it; keep the OAuth client in a sops file for the admins only (`rotate-key "
+                "--oauth-file`) or in the environment",
+            )
+        ]
+    return []
+
+
 def check_recipients(location: SecretsLocation, hosts: list[FleetHost]) -> list[Finding]:
     """Is every host's recorded recipient one the file is encrypted for, and does the file match `.sops.yaml`."""
     try:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import click
 
+from tailnix import mint
 from tailnix.authkey import (
     BROKEN,
     OK,
@@ -29,6 +30,7 @@ from tailnix.authkey import (
     Finding,
     check_expiry,
     check_git,
+    check_no_oauth_client,
     check_recipients,
     normalise_key,
     rotate_key,
@@ -254,7 +256,45 @@ def _read_new_key() -> str:
     type=click.IntRange(1, 3650),
     default=DEFAULT_KEY_DAYS,
     show_default=True,
-    help="Days from today until the new key expires (when --expires is not given).",
+    help="Days from today until the new key expires (when --expires is not given); with --mint, at most 90.",
+)
+@click.option(
+    "--mint",
+    "mint_key",
+    is_flag=True,
+    help=(
+        "Mint the new key from the Tailscale API with an OAuth client ($TS_API_CLIENT_ID and "
+        "$TS_API_CLIENT_SECRET, or --oauth-file) instead of reading it from stdin."
+    ),
+)
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="tag:NAME",
+    help="With --mint: a tag of the new key (repeat for several); an OAuth client mints tagged keys only.",
+)
+@click.option(
+    "--reusable/--single-use",
+    default=True,
+    show_default=True,
+    help="With --mint: whether the key can join more than one host (a fleet needs a reusable one).",
+)
+@click.option("--ephemeral", is_flag=True, help="With --mint: hosts joined with the key are ephemeral.")
+@click.option(
+    "--oauth-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help=(
+        f"With --mint: a sops file, encrypted for the admins only, holding {mint.CLIENT_ID_SECRET} and "
+        f"{mint.CLIENT_SECRET_SECRET} (used when the environment has no client)."
+    ),
+)
+@click.option(
+    "--api-url",
+    envvar=mint.BASE_URL_ENV,
+    default=mint.DEFAULT_BASE_URL,
+    show_default=True,
+    help=f"With --mint: the Tailscale API (also ${mint.BASE_URL_ENV}).",
 )
 @click.option("--no-deploy", is_flag=True, help="Write the new key only; do not deploy.")
 @sops_options
@@ -263,27 +303,67 @@ def rotate_key_command(
     limits: tuple[str, ...],
     expires: Any,
     days: int,
+    mint_key: bool,
+    tags: tuple[str, ...],
+    reusable: bool,
+    ephemeral: bool,
+    oauth_file: Path | None,
+    api_url: str,
     no_deploy: bool,
     secrets_file: Path | None,
     sops_config: Path | None,
 ) -> None:
     """Put a new Tailscale auth key in the secrets file, and deploy it.
 
-    The key is read from stdin, or asked for without echo; never give it as an argument. It is written
-    with sops set, with its set and expiry dates in clear fields beside it (for `tailnix check`). Hosts
-    that are already Running stay connected: only the secret changes, and they do not log in again.
+    The key is read from stdin, or asked for without echo; never give it as an argument. With --mint it
+    is minted from the Tailscale API instead, with an OAuth client. It is written with sops set, with its
+    set and expiry dates in clear fields beside it (for `tailnix check`). Hosts that are already Running
+    stay connected: only the secret changes, and they do not log in again.
     """
     try:
         chosen = _fleet(inventory_file, (), limits)
         location = secrets_location(chosen, secrets_file=secrets_file, sops_config=sops_config)
-        key = _read_new_key()
-        expiry = expires.date() if expires is not None else date.today() + timedelta(days=days)
+        if mint_key:
+            if expires is not None:
+                raise AuthKeyError("--expires is for a key made elsewhere; a minted key expires after --days")
+            minted = _mint(tags, days, reusable, ephemeral, oauth_file, api_url)
+            key, expiry = minted.key, minted.expires
+        else:
+            if tags or oauth_file is not None or ephemeral or not reusable:
+                raise AuthKeyError("--tag, --single-use, --ephemeral and --oauth-file go with --mint")
+            key = _read_new_key()
+            expiry = expires.date() if expires is not None else date.today() + timedelta(days=days)
         dates = rotate_key(location, key, expires=expiry)
     except (FleetError, AuthKeyError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"{location.secrets_file}: new auth key set on {dates.set_on}, expires on {dates.expires}")
     if not no_deploy and not _deploy(inventory_file, [h.name for h in chosen]).ok:
         sys.exit(1)
+
+
+def _mint(
+    tags: tuple[str, ...], days: int, reusable: bool, ephemeral: bool, oauth_file: Path | None, api_url: str
+) -> mint.MintedKey:
+    # Everything that can be checked here is checked before the client is even looked for.
+    mint.check_request(tags, days)
+    base_url = mint.check_base_url(api_url)
+    client = mint.client_from_environment()
+    if client is None and oauth_file is not None:
+        client = mint.client_from_sops_file(oauth_file)
+    if client is None:
+        raise mint.MintError(
+            f"no OAuth client: set ${mint.CLIENT_ID_ENV} and ${mint.CLIENT_SECRET_ENV}, or give --oauth-file "
+            f"(a sops file with {mint.CLIENT_ID_SECRET} and {mint.CLIENT_SECRET_SECRET}, for the admins only)"
+        )
+    minted = mint.mint_auth_key(
+        base_url, client, tags=tags, expiry_days=days, reusable=reusable, ephemeral=ephemeral
+    )
+    kind = "reusable" if minted.reusable else "single-use"
+    click.echo(
+        f"minted auth key {minted.key_id} ({kind}, {', '.join(minted.tags)}) from {base_url} with the OAuth "
+        f"client {client.client_id} ({client.source}); it expires on {minted.expires}"
+    )
+    return minted
 
 
 _LEVEL_WORDS = {OK: "ok", WARNING: "warning", BROKEN: "error"}
@@ -319,6 +399,7 @@ def check_command(
     except FleetError as error:
         raise CannotRun(str(error)) from None
     findings: list[Finding] = check_expiry(location, warn_days=warn_days)
+    findings += check_no_oauth_client(location)
     findings += check_recipients(location, chosen)
     findings += check_git(location)
     for finding in findings:

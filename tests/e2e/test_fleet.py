@@ -20,6 +20,7 @@ import yaml
 
 from tailnix.agekey import ssh_private_key_to_age_identity, ssh_public_key_to_age
 from tailnix.lab.demo import render_sops_config
+from tailnix.lab.emulator.api import TailscaleApi
 from tailnix.lab.emulator.control import ControlPlane, parse_auth_key
 from tailnix.lab.hosts import Lab, LabHost
 from tailnix.sops import SopsError, decrypt_value, encrypt_values, read_metadata, sops_binary, update_keys
@@ -63,9 +64,12 @@ class Fleet:
             secrets_file=self.secrets,
         )
 
-    def tailnix(self, *arguments: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    def tailnix(
+        self, *arguments: str, stdin: str = "", env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         env = {
             **os.environ,
+            **(env or {}),
             "SOPS_AGE_KEY_FILE": str(self.lab.layout.admin_agekey),
             # Every sops call goes through a wrapper that logs its arguments: the tests read them.
             "TAILNIX_SOPS": str(self.directory / "sops"),
@@ -358,6 +362,37 @@ def test_check_exit_codes_fine_warning_and_expired(fleet: Fleet, rotated: tuple[
     expired = fleet.tailnix("check", "-i", "inventory.py")
     assert expired.returncode == 2
     assert "error: the auth key expired on 2020-01-01" in expired.stderr
+
+
+def test_rotate_key_mints_the_key_with_an_oauth_client(fleet: Fleet, rotated: tuple[str, str]) -> None:
+    before = fleet.secrets.read_bytes()
+    with TailscaleApi(fleet.lab.layout.control) as api:
+        client_id, secret = api.add_client(("tag:server",))
+        env = {"TS_API_CLIENT_ID": client_id, "TS_API_CLIENT_SECRET": secret, "TS_BASE_URL": api.url}
+        mint_args = ("rotate-key", "-i", "inventory.py", "--mint", "--tag", "tag:server", "--days", "30")
+        refused = fleet.tailnix(*mint_args, env={**env, "TS_API_CLIENT_SECRET": secret + "x"})
+        assert refused.returncode == 1
+        assert "/api/v2/oauth/token answered 401: invalid client id or secret" in refused.stderr
+        assert fleet.secrets.read_bytes() == before
+        result = fleet.tailnix(*mint_args, env=env)
+    assert result.returncode == 0, result.stderr
+    key = decrypt_value(fleet.secrets, "tailscale_auth_key", age_key_file=fleet.lab.layout.admin_agekey)
+    parsed = parse_auth_key(key)
+    assert parsed is not None
+    record = ControlPlane(fleet.lab.layout.control).key(parsed.key_id)
+    assert record is not None and record["tags"] == ["tag:server"] and record["reusable"]
+    assert f"minted auth key {parsed.key_id} (reusable, tag:server) from {api.url}" in result.stdout
+    expires = read_metadata(fleet.secrets).unencrypted["tailscale_auth_key_expires_unencrypted"]
+    assert f"it expires on {expires}" in result.stdout
+    for host in fleet.hosts:
+        assert backend_state(fleet.lab, host.name) == "Running"
+    # Neither the client secret nor the key shows in the output, a sops argument or a file.
+    for hidden in (secret, key.rsplit("-", 1)[1]):
+        assert hidden not in result.stdout + result.stderr
+        assert hidden not in fleet.sops_argv_log.read_text()
+        for path in fleet.directory.rglob("*"):
+            if path.is_file():
+                assert hidden not in path.read_text(errors="replace"), path
 
 
 def test_forget_removes_the_recipient_and_its_key_no_longer_opens_the_file(fleet: Fleet) -> None:

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tailnix.sops import NotEncryptedError, decrypt_value, encrypt_values, read_metadata
 
+from .agekeys import new_age_identity
+
 
 @pytest.fixture
 def sops_dir(tmp_path: Path) -> Path:
-    key = tmp_path / "admin.agekey"
-    subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
-    recipient = subprocess.run(
-        ["age-keygen", "-y", str(key)], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    _key, recipient = new_age_identity(tmp_path)
     (tmp_path / ".sops.yaml").write_text(
         "creation_rules:\n"
         "  - path_regex: secrets/tailscale\\.yaml$\n"

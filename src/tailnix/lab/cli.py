@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -83,6 +84,41 @@ def down(directory: Path) -> None:
     except LabError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"stopped {len(running.hosts)} hosts in {running.directory}")
+
+
+@lab.command()
+@DIR_OPTION
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    default=("tag:server",),
+    show_default=True,
+    help="A tag the OAuth client may put on the keys it mints (repeat for more).",
+)
+def api(directory: Path, tags: tuple[str, ...]) -> None:
+    """Serve the lab's stand-in Tailscale API on loopback, with one OAuth client, until Ctrl-C.
+
+    The keys it mints are keys of the lab's control plane: try `tailnix rotate-key --mint` with them.
+    """
+    from tailnix.lab.emulator.api import TailscaleApi
+
+    running = _open(directory)
+    with TailscaleApi(running.layout.control) as served:
+        client_id, secret = served.add_client(tags)
+        click.echo("The lab's Tailscale API is serving. In another shell (a lab secret, shown once):\n")
+        click.echo(f"export TS_BASE_URL={served.url}")
+        click.echo(f"export TS_API_CLIENT_ID={client_id}")
+        click.echo(f"export TS_API_CLIENT_SECRET={secret}")
+        click.echo(
+            f"tailnix rotate-key -i {running.layout.inventory} --mint --tag {tags[0] if tags else 'tag:server'}"
+        )
+        click.echo("\nCtrl-C stops it.")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            click.echo("stopped")
 
 
 @lab.command()

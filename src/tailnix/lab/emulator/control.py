@@ -151,6 +151,12 @@ class ControlPlane:
             }
         return key
 
+    def key(self, key_id: str) -> dict[str, Any] | None:
+        """The record of one auth key by its id (the key itself is never kept, only its hash)."""
+        with self._locked() as state:
+            record = state["keys"].get(key_id)
+        return dict(record) if isinstance(record, dict) else None
+
     def _key_record(self, state: dict[str, Any], key: str) -> dict[str, Any] | None:
         parsed = parse_auth_key(key)
         if parsed is None:

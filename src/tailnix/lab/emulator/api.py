@@ -1,0 +1,192 @@
+"""The lab's stand-in for the Tailscale API: OAuth clients that mint auth keys of the lab's control plane.
+
+It speaks the documented shapes of the two calls `tailnix rotate-key --mint` makes, on loopback only:
+
+- `POST /api/v2/oauth/token` (client credentials, in the form body or as HTTP Basic): 200
+  `{"access_token", "token_type": "Bearer", "expires_in": 3600, "scope"}`, or 401 `{"error":
+  "invalid_client", "error_description"}`;
+- `POST /api/v2/tailnet/-/keys` with `Authorization: Bearer TOKEN` and `{"capabilities": {"devices":
+  {"create": {"reusable", "ephemeral", "preauthorized", "tags"}}}, "expirySeconds", "description"}`: 200
+  `{"id", "key", "created", "expires", "capabilities", "description"}`, 401 for a bad token, 400
+  `{"message"}` for a key without tags (an OAuth client mints tagged keys only), a tag the client may
+  not apply, or an expiry over 90 days.
+
+Every request is kept (method, path, and the names of its headers and fields, never their values), so
+that tests can see what was asked.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from tailnix.lab.emulator.control import ControlPlane, parse_auth_key
+
+MAX_EXPIRY_SECONDS = 90 * 86400
+TOKEN_LIFETIME_SECONDS = 3600
+
+
+@dataclass
+class OAuthClientRecord:
+    client_id: str
+    secret: str = field(repr=False)
+    tags: tuple[str, ...]
+    """The tags this client may put on the keys it mints (its tagOwners)."""
+
+
+@dataclass
+class SeenRequest:
+    method: str
+    path: str
+    header_names: list[str]
+    field_names: list[str]
+
+
+def _timestamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class TailscaleApi:
+    """A running stand-in API on 127.0.0.1; use as a context manager."""
+
+    def __init__(self, control_dir: Path) -> None:
+        self.control = ControlPlane(control_dir)
+        self.clients: dict[str, OAuthClientRecord] = {}
+        self.tokens: dict[str, tuple[str, float]] = {}
+        self.requests: list[SeenRequest] = []
+        self._lock = threading.Lock()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                status, answer = api.answer(self.path, dict(self.headers.items()), body)
+                payload = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> TailscaleApi:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def add_client(self, tags: tuple[str, ...] = ("tag:server",)) -> tuple[str, str]:
+        """A new OAuth client allowed to apply `tags`; returns its id and secret (`tskey-client-...`)."""
+        client_id = f"k{secrets.token_hex(5)}CNTRL"
+        secret = f"tskey-client-{client_id}-{secrets.token_urlsafe(24)}"
+        self.clients[client_id] = OAuthClientRecord(client_id, secret, tags)
+        return client_id, secret
+
+    # -- the two calls -------------------------------------------------------------------------------
+
+    def answer(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        if path == "/api/v2/oauth/token":
+            fields = dict(urllib.parse.parse_qsl(body.decode(errors="replace")))
+            self._seen("POST", path, headers, list(fields))
+            return self._token(headers, fields)
+        if path.startswith("/api/v2/tailnet/") and path.endswith("/keys"):
+            try:
+                request = json.loads(body or b"{}")
+            except ValueError:
+                request = None
+            self._seen("POST", path, headers, list(request) if isinstance(request, dict) else [])
+            if not isinstance(request, dict):
+                return 400, {"message": "request body is not a JSON object"}
+            return self._create_key(headers, request)
+        self._seen("POST", path, headers, [])
+        return 404, {"message": "not found"}
+
+    def _seen(self, method: str, path: str, headers: dict[str, str], fields: list[str]) -> None:
+        with self._lock:
+            self.requests.append(SeenRequest(method, path, sorted(headers), sorted(fields)))
+
+    def _token(self, headers: dict[str, str], fields: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        client_id, secret = fields.get("client_id", ""), fields.get("client_secret", "")
+        basic = headers.get("Authorization", "")
+        if basic.startswith("Basic "):
+            decoded = base64.b64decode(basic[6:]).decode(errors="replace")
+            client_id, _, secret = decoded.partition(":")
+        if fields.get("grant_type") != "client_credentials":
+            return 400, {
+                "error": "unsupported_grant_type",
+                "error_description": "grant_type must be client_credentials",
+            }
+        client = self.clients.get(client_id)
+        if client is None or not secrets.compare_digest(client.secret, secret):
+            return 401, {"error": "invalid_client", "error_description": "invalid client id or secret"}
+        token = f"tskey-api-{secrets.token_urlsafe(24)}"
+        with self._lock:
+            self.tokens[token] = (client_id, time.time() + TOKEN_LIFETIME_SECONDS)
+        return 200, {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": TOKEN_LIFETIME_SECONDS,
+            "scope": "auth_keys",
+        }
+
+    def _create_key(self, headers: dict[str, str], request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        bearer = headers.get("Authorization", "")
+        entry = self.tokens.get(bearer[7:]) if bearer.startswith("Bearer ") else None
+        if entry is None or entry[1] < time.time():
+            return 401, {"message": "API token invalid"}
+        client = self.clients[entry[0]]
+        create = ((request.get("capabilities") or {}).get("devices") or {}).get("create") or {}
+        tags = tuple(create.get("tags") or ())
+        if not tags:
+            return 400, {"message": "tags are required for auth keys created by an OAuth client"}
+        refused = [tag for tag in tags if tag not in client.tags]
+        if refused:
+            return 400, {"message": f"requested tags {list(refused)} are invalid or not permitted"}
+        expiry = int(request.get("expirySeconds") or MAX_EXPIRY_SECONDS)
+        if not 0 < expiry <= MAX_EXPIRY_SECONDS:
+            return 400, {"message": f"expirySeconds must be between 1 and {MAX_EXPIRY_SECONDS}"}
+        key = self.control.mint_key(
+            reusable=bool(create.get("reusable")),
+            ephemeral=bool(create.get("ephemeral")),
+            preauthorized=bool(create.get("preauthorized")),
+            tags=tags,
+            expiry_days=expiry / 86400,
+        )
+        parsed = parse_auth_key(key)
+        key_id = parsed.key_id if parsed else ""
+        now = time.time()
+        return 200, {
+            "id": key_id,
+            "key": key,
+            "created": _timestamp(now),
+            "expires": _timestamp(now + expiry),
+            "capabilities": {"devices": {"create": create}},
+            "description": str(request.get("description") or ""),
+        }
