@@ -114,6 +114,14 @@ def host_state() -> HostState | None:
 UNREADABLE_STATE = "the host's state could not be read (see above), so nothing was changed on it"
 
 
+def _readable_state() -> Generator[Any, None, HostState | None]:
+    """In an operation: `state = yield from _readable_state()`; when None, the host has been failed."""
+    state = host_state()
+    if state is None:
+        yield _fail(UNREADABLE_STATE)
+    return state
+
+
 def _flake(state: HostState) -> FlakeShape | None:
     """The shape of the host's flake.nix, None for a host without one (or one that does not tokenize)."""
     if state.flake_nix is None:
@@ -220,9 +228,8 @@ def preflight(plan: HostPlan) -> Commands:
 
     + plan: the host's plan (settings, secrets file metadata)
     """
-    state = host_state()
+    state = yield from _readable_state()
     if state is None:
-        yield _fail(UNREADABLE_STATE)
         return
     problem = preflight_problem(state, plan)
     if problem is not None:
@@ -293,9 +300,8 @@ def secrets_file(plan: HostPlan) -> Commands:
 
     + plan: the host's plan; the local file is uploaded as it is (it is encrypted)
     """
-    state = host_state()
+    state = yield from _readable_state()
     if state is None:
-        yield _fail(UNREADABLE_STATE)
         return
     if state.secret_sha256 == plan.secrets_sha256:
         host.noop(f"{paths.SECRETS_FILE} is up to date")
@@ -317,9 +323,8 @@ def module_file(plan: HostPlan) -> Commands:
 
     + plan: the host's plan, with the module text
     """
-    state = host_state()
+    state = yield from _readable_state()
     if state is None:
-        yield _fail(UNREADABLE_STATE)
         return
     module = _module(state, plan)
     if state.module_sha256 == module.sha256:
@@ -345,9 +350,8 @@ def _edited_configuration(state: HostState) -> str | None:
 @operation()
 def configuration_import() -> Commands:
     """Add `./tailscale-autoconnect.nix` to the imports of configuration.nix, touching nothing else."""
-    state = host_state()
+    state = yield from _readable_state()
     if state is None:
-        yield _fail(UNREADABLE_STATE)
         return
     try:
         edited = _edited_configuration(state)
@@ -391,9 +395,8 @@ def flake_git_index() -> Commands:
 
     A flake sees only the files git tracks; nothing is ever committed on the user's behalf.
     """
-    state = host_state()
+    state = yield from _readable_state()
     if state is None:
-        yield _fail(UNREADABLE_STATE)
         return
     untracked = _untracked_files(state)
     if not untracked:
@@ -430,9 +433,8 @@ def rebuild(plan: HostPlan) -> Commands:
     `tailnix_confirm_timeout` seconds, or the host rolls itself back (see tailnix.switch). On failure
     /etc/nixos is restored to what it was before this deploy, and the next run retries.
     """
-    state = host_state()
+    state = yield from _readable_state()
     if state is None:
-        yield _fail(UNREADABLE_STATE)
         return
     if not needs_switch(state, plan):
         host.noop("the running system already has this configuration")
@@ -583,9 +585,8 @@ def verify(plan: HostPlan) -> Commands:
     When this run switched nothing and the node was Running with the right prefs as the run began, that
     state is reported as it is, without another round trip.
     """
-    state = host_state()
+    state = yield from _readable_state()
     if state is None:
-        yield _fail(UNREADABLE_STATE)
         return
     yield from _verification(state, plan)
 
@@ -599,9 +600,8 @@ def check(plan: HostPlan) -> Commands:
     One operation instead of two: pyinfra's bookkeeping of each operation costs the deployer a few
     milliseconds per host, which is most of what a redeploy to a converged fleet costs it.
     """
-    state = host_state()
+    state = yield from _readable_state()
     if state is None:
-        yield _fail(UNREADABLE_STATE)
         return
     problem = preflight_problem(state, plan)
     if problem is not None:
