@@ -366,6 +366,21 @@ def test_check_exit_codes_fine_warning_and_expired(fleet: Fleet, rotated: tuple[
 
 def test_rotate_key_mints_the_key_with_an_oauth_client(fleet: Fleet, rotated: tuple[str, str]) -> None:
     before = fleet.secrets.read_bytes()
+    no_client = {"TS_API_CLIENT_ID": "", "TS_API_CLIENT_SECRET": ""}
+    for arguments, words in (
+        (
+            ("--mint", "--tag", "tag:server"),
+            "no OAuth client: set $TS_API_CLIENT_ID and $TS_API_CLIENT_SECRET",
+        ),
+        (
+            ("--mint", "--tag", "tag:server", "--expires", "2027-01-01"),
+            "--expires is for a key made elsewhere",
+        ),
+        (("--tag", "tag:server"), "--tag, --single-use, --ephemeral and --oauth-file go with --mint"),
+    ):
+        misused = fleet.tailnix("rotate-key", "-i", "inventory.py", *arguments, env=no_client)
+        assert misused.returncode == 1 and words in misused.stderr, misused.stderr
+        assert fleet.secrets.read_bytes() == before
     with TailscaleApi(fleet.lab.layout.control) as api:
         client_id, secret = api.add_client(("tag:server",))
         env = {"TS_API_CLIENT_ID": client_id, "TS_API_CLIENT_SECRET": secret, "TS_BASE_URL": api.url}
