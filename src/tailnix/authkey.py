@@ -24,10 +24,10 @@ from typing import Any
 import yaml
 
 from tailnix.fleet import FleetHost, SecretsLocation
+from tailnix.secrets_file import date_fields, read_sealed
 from tailnix.sops import NotEncryptedError, SopsError, decrypt_value, read_metadata, set_value
 from tailnix.sops_config import SopsConfig, SopsConfigError
 
-DEFAULT_SUFFIX = "_unencrypted"
 ENV_PREFIX = "TAILSCALE_AUTH_KEY="
 OAUTH_CLIENT_PREFIX = "tskey-client-"
 # Tailscale's own auth keys: tskey-auth-<id>-<secret>. Used to find one committed in clear.
@@ -48,18 +48,6 @@ class KeyDates:
     expires: date | None
 
 
-def _suffix(path: Path) -> str:
-    document: Any = yaml.safe_load(path.read_text())
-    metadata = document.get("sops") if isinstance(document, dict) else None
-    suffix = metadata.get("unencrypted_suffix") if isinstance(metadata, dict) else None
-    return str(suffix or DEFAULT_SUFFIX)
-
-
-def date_fields(secret_name: str, suffix: str = DEFAULT_SUFFIX) -> tuple[str, str]:
-    """The names of the clear fields that record when the secret was set and when it expires."""
-    return f"{secret_name}_set{suffix}", f"{secret_name}_expires{suffix}"
-
-
 def _parse_date(value: object) -> date | None:
     if isinstance(value, datetime):
         return value.date()
@@ -75,8 +63,8 @@ def _parse_date(value: object) -> date | None:
 
 def read_dates(location: SecretsLocation) -> KeyDates:
     """The recorded dates of the key (None where nothing, or nothing readable, is recorded)."""
-    metadata = read_metadata(location.secrets_file)
-    set_field, expires_field = date_fields(location.secret_name, _suffix(location.secrets_file))
+    metadata = read_sealed(location.secrets_file, location.secret_name)
+    set_field, expires_field = date_fields(location.secret_name, metadata.unencrypted_suffix)
     return KeyDates(
         _parse_date(metadata.unencrypted.get(set_field)), _parse_date(metadata.unencrypted.get(expires_field))
     )
@@ -109,7 +97,7 @@ def rotate_key(location: SecretsLocation, key: str, *, expires: date, today: dat
         raise AuthKeyError(f"the expiry date {expires} is not in the future")
     path = location.secrets_file
     try:
-        read_metadata(path)
+        suffix = read_sealed(path, location.secret_name).unencrypted_suffix
     except (NotEncryptedError, OSError) as error:
         raise AuthKeyError(str(error)) from None
     try:
@@ -119,7 +107,7 @@ def rotate_key(location: SecretsLocation, key: str, *, expires: date, today: dat
             f"cannot decrypt {path} to keep its format ({error}); set SOPS_AGE_KEY_FILE to the admin age key"
         ) from None
     value = ENV_PREFIX + key if current.startswith(ENV_PREFIX) else key
-    set_field, expires_field = date_fields(location.secret_name, _suffix(path))
+    set_field, expires_field = date_fields(location.secret_name, suffix)
     handle, temporary_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(handle)
     temporary = Path(temporary_name)
@@ -129,7 +117,10 @@ def rotate_key(location: SecretsLocation, key: str, *, expires: date, today: dat
         set_value(temporary, location.secret_name, value, config=location.sops_config)
         set_value(temporary, set_field, today.isoformat(), config=location.sops_config)
         set_value(temporary, expires_field, expires.isoformat(), config=location.sops_config)
-        written = read_metadata(temporary)
+        try:
+            written = read_sealed(temporary, location.secret_name)
+        except NotEncryptedError as error:
+            raise AuthKeyError(f"{error}; {path} was left as it was") from None
         if set(written.unencrypted) < {set_field, expires_field}:
             raise AuthKeyError(
                 f"sops encrypted {expires_field}; the file's encrypted_regex or suffix settings keep it "
@@ -158,7 +149,7 @@ def check_expiry(location: SecretsLocation, *, warn_days: int, today: date | Non
     """Is the file encrypted, does it hold the key, and how long until the key expires."""
     today = today or date.today()
     try:
-        metadata = read_metadata(location.secrets_file)
+        metadata = read_sealed(location.secrets_file, location.secret_name)
     except (NotEncryptedError, OSError) as error:
         return [Finding(BROKEN, str(error))]
     if location.secret_name not in metadata.keys:

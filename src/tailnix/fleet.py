@@ -29,8 +29,9 @@ from pyinfra_cli.inventory import make_inventory
 from tailnix import paths
 from tailnix.agekey import KeyFormatError, ssh_public_key_to_age
 from tailnix.plan import plan_host
+from tailnix.secrets_file import read_sealed
 from tailnix.settings import SettingsError, parse_settings
-from tailnix.sops import SopsError, read_metadata, rotate_data_key, update_keys
+from tailnix.sops import NotEncryptedError, SopsError, read_metadata, rotate_data_key, update_keys
 from tailnix.sops_config import SopsConfig, SopsConfigError, write_config
 
 HOST_KEY_FACT = "tailnix.fleet.HostKey"
@@ -280,6 +281,11 @@ def record_recipients(
     its recipients differ from the key group's, and `.sops.yaml` is put back if that fails.
     """
     config = _read_config(location)
+    try:
+        # The hosts get this file after the bootstrap: refuse it before reading any of them.
+        read_sealed(location.secrets_file, location.secret_name)
+    except NotEncryptedError as error:
+        raise FleetError(f"refusing to give the hosts {location.secrets_file}: {error}") from None
     reading = read_fact(inventory_file, HOST_KEY_FACT, [h.name for h in hosts])
     update = RecipientUpdate()
     text = config.text

@@ -11,8 +11,9 @@ from typing import Any
 
 from tailnix import paths
 from tailnix.nixmodule import render_module
+from tailnix.secrets_file import read_sealed
 from tailnix.settings import SettingsError, TailscaleSettings, parse_settings
-from tailnix.sops import NotEncryptedError, SopsMetadata, read_metadata
+from tailnix.sops import NotEncryptedError, SopsMetadata
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,9 @@ class HostPlan:
 
 
 @cache
-def _secrets_file(path: Path) -> tuple[SopsMetadata, str]:
+def _secrets_file(path: Path, secret_name: str) -> tuple[SopsMetadata, str]:
     # Read once per run, whatever the number of hosts sharing the file.
-    metadata = read_metadata(path)
+    metadata = read_sealed(path, secret_name)
     return metadata, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -75,7 +76,7 @@ def plan_host(host: str, data: Mapping[str, Any], *, base_dir: Path | None = Non
             "(create it with `sops encrypt`, see the README)"
         )
     try:
-        metadata, secrets_sha256 = _secrets_file(secrets_path)
+        metadata, secrets_sha256 = _secrets_file(secrets_path, settings.secret_name)
     except NotEncryptedError as error:
         raise SettingsError(f"host {host}: refusing to upload {secrets_path}: {error}") from None
     if settings.secret_name not in metadata.keys:

@@ -7,12 +7,15 @@ Plaintext goes through pipes, never through a file or a command line.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,49 @@ import yaml
 
 class SopsError(RuntimeError):
     """sops failed; the message carries its own words."""
+
+
+# The sops block's settings that leave values or comments in clear (sops' `stores` and `cmd/sops` read them
+# from the creation rule in .sops.yaml and record them in the file).
+CLEAR_DECLARATIONS = (
+    "unencrypted_suffix",
+    "encrypted_suffix",
+    "unencrypted_regex",
+    "encrypted_regex",
+    "unencrypted_comment_regex",
+    "encrypted_comment_regex",
+    "mac_only_encrypted",
+)
+DEFAULT_UNENCRYPTED_SUFFIX = "_unencrypted"
+
+# What sops writes for an encrypted value or comment: AES256-GCM with a 32-byte IV and a 16-byte tag.
+_ENCRYPTED = re.compile(
+    r"^ENC\[AES256_GCM,data:(?P<data>[A-Za-z0-9+/]*={0,2}),iv:(?P<iv>[A-Za-z0-9+/]{43}=),"
+    r"tag:(?P<tag>[A-Za-z0-9+/]{22}==),type:(?P<type>str|int|float|bool|bytes|comment)\]$"
+)
+
+
+def encrypted_type(value: object) -> str | None:
+    """The sops type of an `ENC[AES256_GCM,...]` value (`str`, `int`, ...), or None if it is not one."""
+    if not isinstance(value, str):
+        return None
+    match = _ENCRYPTED.match(value)
+    if match is None:
+        return None
+    try:
+        iv, tag = base64.b64decode(match["iv"], validate=True), base64.b64decode(match["tag"], validate=True)
+        base64.b64decode(match["data"], validate=True)
+    except binascii.Error:
+        return None
+    return match["type"] if len(iv) == 32 and len(tag) == 16 else None
+
+
+@dataclass(frozen=True)
+class ClearComment:
+    """A comment sops left in clear (it encrypts comments too, unless told otherwise)."""
+
+    line: int
+    """1-based line number in the file; the comment's text is never kept, it may be a secret."""
 
 
 @dataclass(frozen=True)
@@ -32,9 +78,78 @@ class SopsMetadata:
     keys: tuple[str, ...]
     """Top-level keys of the document (sops encrypts values, not keys)."""
     unencrypted: Mapping[str, Any]
-    """Top-level values stored in clear (keys ending in the file's unencrypted suffix)."""
+    """Top-level values stored in clear, wholly or in part, because a declaration of the file says so."""
     key_groups: int = 1
     """How many key groups the data key is split across; a reader needs a key from each."""
+    declarations: Mapping[str, Any] = field(default_factory=dict)
+    """The file's settings among CLEAR_DECLARATIONS, as its sops block records them."""
+    values: Mapping[str, Any] = field(default_factory=dict)
+    """The top-level values as stored: `ENC[...]` strings, or what was left in clear."""
+    clear_comments: tuple[ClearComment, ...] = ()
+
+    @property
+    def unencrypted_suffix(self) -> str:
+        """The suffix that keeps a key in clear: the file's own, or sops' default."""
+        return str(self.declarations.get("unencrypted_suffix") or DEFAULT_UNENCRYPTED_SUFFIX)
+
+    def why_clear(self, key: str) -> str:
+        """Which of the file's declarations left the value of the top-level `key` in clear, in words."""
+        return _why_clear(self.declarations, key)
+
+
+def _declared(declarations: Mapping[str, Any], name: str) -> str:
+    return f"`{name}: {declarations[name]}`"
+
+
+def _search(pattern: str, text: str) -> bool:
+    try:
+        return re.search(pattern, text) is not None
+    except re.error:
+        return False
+
+
+def _clear_reasons(declarations: Mapping[str, Any], key: str) -> list[str]:
+    # sops decides per key, in this order (stores.go, Tree.Encrypt): a comment regex, the unencrypted
+    # suffix, the encrypted suffix, the unencrypted regex, the encrypted regex.
+    reasons = []
+    for name in ("unencrypted_comment_regex", "encrypted_comment_regex"):
+        if declarations.get(name):
+            reasons.append(f"{_declared(declarations, name)} (it decides by the comment above a value)")
+    suffix = str(declarations.get("unencrypted_suffix") or "")
+    if suffix and key.endswith(suffix):
+        reasons.append(_declared(declarations, "unencrypted_suffix"))
+    suffix = str(declarations.get("encrypted_suffix") or "")
+    if suffix and not key.endswith(suffix):
+        reasons.append(f"{_declared(declarations, 'encrypted_suffix')} (the key does not end in it)")
+    pattern = str(declarations.get("unencrypted_regex") or "")
+    if pattern and _search(pattern, key):
+        reasons.append(_declared(declarations, "unencrypted_regex"))
+    pattern = str(declarations.get("encrypted_regex") or "")
+    if pattern and not _search(pattern, key):
+        reasons.append(f"{_declared(declarations, 'encrypted_regex')} (the key does not match it)")
+    return reasons
+
+
+def _why_clear(declarations: Mapping[str, Any], key: str) -> str:
+    reasons = _clear_reasons(declarations, key) or [
+        "no declaration: the value was written in clear beside the sops block"
+    ]
+    if declarations.get("mac_only_encrypted"):
+        reasons.append("`mac_only_encrypted: true` (values in clear are not covered by the MAC)")
+    return "; ".join(reasons)
+
+
+def _clear_key_names(value: Any) -> set[str]:
+    """The names of the keys on the way to every value in clear under `value` (nested maps)."""
+    names: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if not _all_encrypted(inner):
+                names |= {str(key)} | _clear_key_names(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            names |= _clear_key_names(inner)
+    return names
 
 
 def sops_binary() -> str:
@@ -126,7 +241,8 @@ class NotEncryptedError(ValueError):
 def read_metadata(path: Path) -> SopsMetadata:
     """Read the recipients and keys of an encrypted sops YAML file, without any key."""
     try:
-        document = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        document = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise NotEncryptedError(f"{path} is not YAML: {error}") from None
     if not isinstance(document, dict) or not isinstance(document.get("sops"), dict):
@@ -135,9 +251,9 @@ def read_metadata(path: Path) -> SopsMetadata:
             f"encrypt it with `sops encrypt -i {path}` before deploying"
         )
     metadata = document["sops"]
-    for field in ("mac", "lastmodified", "version"):
-        if not metadata.get(field):
-            raise NotEncryptedError(f"{path} is not a complete sops file: its sops block has no {field}")
+    for required in ("mac", "lastmodified", "version"):
+        if not metadata.get(required):
+            raise NotEncryptedError(f"{path} is not a complete sops file: its sops block has no {required}")
     recipients: list[str] = []
     for entry in metadata.get("age") or []:
         if isinstance(entry, dict) and isinstance(entry.get("recipient"), str):
@@ -151,18 +267,26 @@ def read_metadata(path: Path) -> SopsMetadata:
             enc = str(entry.get("enc", "")) if isinstance(entry, dict) else ""
             if "BEGIN AGE ENCRYPTED FILE" not in enc or "END AGE ENCRYPTED FILE" not in enc:
                 raise NotEncryptedError(f"{path} is not a complete sops file: an age data key is cut short")
-    suffix = str(metadata.get("unencrypted_suffix") or "_unencrypted")
+    declarations = {name: metadata[name] for name in CLEAR_DECLARATIONS if metadata.get(name)}
     keys = tuple(str(k) for k in document if k != "sops")
-    for key in keys:
-        if not key.endswith(suffix) and not _all_encrypted(document[key]):
+    values = {str(k): v for k, v in document.items() if k != "sops"}
+    unencrypted = {}
+    for key, value in values.items():
+        if _all_encrypted(value):
+            continue
+        names = {key} | _clear_key_names(value)
+        if not any(_clear_reasons(declarations, name) for name in names):
             raise NotEncryptedError(f"{path} holds {key!r} in plaintext beside its sops block")
-    unencrypted = {str(k): v for k, v in document.items() if str(k).endswith(suffix)}
+        unencrypted[key] = value
     return SopsMetadata(
         recipients=tuple(recipients),
         last_modified=str(metadata.get("lastmodified", "")),
         keys=keys,
         unencrypted=unencrypted,
         key_groups=len(metadata.get("key_groups") or []) or 1,
+        declarations=declarations,
+        values=values,
+        clear_comments=_clear_comments(text),
     )
 
 
@@ -171,7 +295,29 @@ def _all_encrypted(value: Any) -> bool:
         return all(_all_encrypted(v) for v in value.values())
     if isinstance(value, list):
         return all(_all_encrypted(v) for v in value)
-    return isinstance(value, str) and value.startswith("ENC[")
+    return encrypted_type(value) is not None
+
+
+def _clear_comments(text: str) -> tuple[ClearComment, ...]:
+    """The comments of a YAML text that are not sops-encrypted (`#ENC[...,type:comment]`).
+
+    A `#` starts a comment where YAML says so: outside every scalar (quoted, plain or block), at the
+    start of a line or after white space. The scalars' spans come from PyYAML's own scanner.
+    """
+    covered = [
+        (token.start_mark.index, token.end_mark.index)
+        for token in yaml.scan(text)
+        if isinstance(token, yaml.ScalarToken)
+    ]
+    comments = []
+    for match in re.finditer(r"(?:^|(?<=[ \t]))#[^\n]*", text, flags=re.MULTILINE):
+        start = match.start()
+        if any(begin <= start < end for begin, end in covered):
+            continue
+        if encrypted_type(match.group()[1:].rstrip()) == "comment":
+            continue
+        comments.append(ClearComment(text.count("\n", 0, start) + 1))
+    return tuple(comments)
 
 
 def update_keys(path: Path, *, config: Path, age_key_file: Path | None = None) -> None:

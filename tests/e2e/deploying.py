@@ -16,7 +16,7 @@ import yaml
 from tailnix.agekey import ssh_public_key_to_age
 from tailnix.lab.emulator.control import ControlPlane
 from tailnix.lab.hosts import Lab, LabHost
-from tailnix.sops import encrypt_values
+from tailnix.sops import encrypt_values, run_sops, write_private_file
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 PYINFRA = Path(sys.executable).parent / "pyinfra"
@@ -122,8 +122,13 @@ def write_secrets(
     *,
     value: str | None = None,
     key_options: dict[str, Any] | None = None,
+    rule: dict[str, Any] | None = None,
+    header: str = "",
 ) -> tuple[Path, str]:
     """An encrypted secrets file (and its .sops.yaml) for the admin and `hosts`, with a fresh lab key.
+
+    + rule: more settings of the creation rule (`unencrypted_suffix`, ...)
+    + header: text (comments) above the key in the plaintext that sops encrypts
 
     Returns the file and the auth key inside it.
     """
@@ -138,16 +143,23 @@ def write_secrets(
         yaml.safe_dump(
             {
                 "creation_rules": [
-                    {"path_regex": r"secrets/tailscale\.yaml$", "key_groups": [{"age": recipients}]}
+                    {
+                        "path_regex": r"secrets/tailscale\.yaml$",
+                        "key_groups": [{"age": recipients}],
+                        **(rule or {}),
+                    }
                 ]
             }
         )
     )
     target = directory / "secrets" / "tailscale.yaml"
-    encrypt_values(
-        {"tailscale_auth_key": value if value is not None else f"TAILSCALE_AUTH_KEY={auth_key}"},
-        target=target,
-        config=config,
-        age_key_file=lab.layout.admin_agekey,
+    values = {"tailscale_auth_key": value if value is not None else f"TAILSCALE_AUTH_KEY={auth_key}"}
+    if not header:
+        encrypt_values(values, target=target, config=config, age_key_file=lab.layout.admin_agekey)
+        return target, auth_key
+    plaintext = header + yaml.safe_dump(values)
+    encrypted = run_sops(
+        ["encrypt", "--filename-override", str(target)], config=config, stdin=plaintext.encode()
     )
+    write_private_file(target, encrypted.stdout)
     return target, auth_key
