@@ -24,11 +24,11 @@ from typing import Any
 import yaml
 
 from tailnix.fleet import FleetHost, SecretsLocation
+from tailnix.keyform import ENV_PREFIX, bare_key, key_kind
 from tailnix.secrets_file import date_fields, read_sealed
 from tailnix.sops import NotEncryptedError, SopsError, decrypt_value, read_metadata, set_value
 from tailnix.sops_config import SopsConfig, SopsConfigError
 
-ENV_PREFIX = "TAILSCALE_AUTH_KEY="
 OAUTH_CLIENT_PREFIX = "tskey-client-"
 # Tailscale's own auth keys: tskey-auth-<id>-<secret>. Used to find one committed in clear.
 AUTH_KEY_PATTERN = r"tskey-(auth|client)-[A-Za-z0-9]{4,}-[A-Za-z0-9]{8,}"
@@ -72,9 +72,7 @@ def read_dates(location: SecretsLocation) -> KeyDates:
 
 def normalise_key(text: str) -> str:
     """The bare auth key from what the user typed or piped in (a trailing newline, `TAILSCALE_AUTH_KEY=`)."""
-    key = text.strip()
-    if key.startswith(ENV_PREFIX):
-        key = key[len(ENV_PREFIX) :]
+    key = bare_key(text)
     if not key:
         raise AuthKeyError("no auth key was given")
     if any(character.isspace() for character in key):
@@ -82,6 +80,11 @@ def normalise_key(text: str) -> str:
     if key.startswith(OAUTH_CLIENT_PREFIX):
         raise AuthKeyError(
             "that is an OAuth client secret, not an auth key; mint an auth key with it first (see the README)"
+        )
+    if key_kind(key) is None:
+        raise AuthKeyError(
+            "that is not an auth key: a Tailscale auth key is tskey-auth-<id>-<secret>, a headscale "
+            "pre-auth key hskey-auth-<prefix>-<secret> (or 48 hex digits in older releases)"
         )
     return key
 

@@ -51,6 +51,7 @@ from tailnix.fleet import (
     secrets_location,
     select_hosts,
 )
+from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS
 
 DEFAULT_KEY_DAYS = 90
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -375,7 +376,7 @@ _LEVEL_WORDS = {OK: "ok", WARNING: "warning", BROKEN: "error"}
 @click.option(
     "--warn-days",
     type=click.IntRange(0, 365),
-    default=14,
+    default=KEY_EXPIRY_WARNING_DAYS,
     show_default=True,
     help="Warn this many days ahead.",
 )

@@ -175,6 +175,21 @@ def _replace_file(dest: str, content: str | StringIO, mode: str) -> Commands:
     )
 
 
+def _backend_state(state: HostState) -> str:
+    status = state.tailscale_status
+    return str(status.get("BackendState", "NoState")) if status else "no tailscale status"
+
+
+def _warn_expired_key(plan: HostPlan) -> None:
+    """For a host that is Running with an expired key: it stays on the tailnet, but say what comes next."""
+    if plan.key_expired() and host.state.current_stage == StateStage.Execute:
+        host.log_styled(
+            f"its next login would fail: the auth key expired on {plan.key_expires}",
+            fg="yellow",
+            log_func=logger.warning,
+        )
+
+
 def preflight_problem(state: HostState, plan: HostPlan) -> str | None:
     """Why this host cannot be deployed to, in words for its user; None when it can."""
     name = plan.settings.host
@@ -193,6 +208,12 @@ def preflight_problem(state: HostState, plan: HostPlan) -> str | None:
             f"{name} cannot decrypt {secrets}: its host key's age recipient {recipient} is not among the "
             f"file's recipients. Add `- &{name} {recipient}` to the key group of the rule for this file "
             f"in .sops.yaml, then run `sops updatekeys -y {secrets}` and deploy again."
+        )
+    if plan.key_expired() and _backend_state(state) != "Running":
+        return (
+            f"{name} is not on the tailnet ({_backend_state(state)}) and would log in with the auth key in "
+            f"{plan.settings.secrets_file}, which expired on {plan.key_expires}: run `tailnix rotate-key`, "
+            "then deploy again"
         )
     if not state.has_nix_instantiate:
         return f"{name} has no nix-instantiate on its PATH; is this a complete NixOS system?"
@@ -235,6 +256,7 @@ def preflight(plan: HostPlan) -> Commands:
     if problem is not None:
         yield _fail(problem)
         return
+    _warn_expired_key(plan)
     if not changes_needed(state, plan):
         host.noop(
             f"{plan.settings.host} is NixOS {state.os_version}, can decrypt the secrets file, and needs no change"
@@ -571,6 +593,7 @@ def _verification(state: HostState, plan: HostPlan) -> Commands:
         if host.state.current_stage == StateStage.Execute:
             # Reported like a verification that ran: a person reads every host's state either way.
             host.log_styled(summary, fg="green")
+
         host.noop(summary)
         return
     yield FunctionCommand(_verify, (plan.settings,), {})
@@ -607,6 +630,7 @@ def check(plan: HostPlan) -> Commands:
     if problem is not None:
         yield _fail(problem)
         return
+    _warn_expired_key(plan)
     yield from _verification(state, plan)
 
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from pyinfra import logger
+
 from tailnix import paths
+from tailnix.keyform import key_problem
 from tailnix.nixmodule import render_module
-from tailnix.secrets_file import read_sealed
+from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS, read_sealed, recorded_expiry
 from tailnix.settings import SettingsError, TailscaleSettings, parse_settings
-from tailnix.sops import NotEncryptedError, SopsMetadata
+from tailnix.sops import NotEncryptedError, SopsError, SopsMetadata, decrypt_value
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,12 @@ class HostPlan:
     """The module, fetching its own sops-nix."""
     module_for_sops_nix_flake: ModuleFile
     """The module for a flake host whose flake already brings sops-nix."""
+    key_expires: date | None = None
+    """The auth key's expiry as recorded beside it in the secrets file."""
+
+    def key_expired(self, today: date | None = None) -> bool:
+        """Whether the recorded expiry of the key has passed: a host that must log in cannot."""
+        return self.key_expires is not None and self.key_expires < (today or date.today())
 
     def module_for(self, *, sops_nix_from_flake: bool) -> ModuleFile:
         """The module this host gets, given where its sops-nix comes from."""
@@ -53,6 +63,33 @@ class HostPlan:
     def fingerprint(self) -> str:
         """The fingerprint for a host that fetches its own sops-nix (every host but some flake hosts)."""
         return self.fingerprint_for(self.module)
+
+
+@cache
+def _decrypted_secret(path: Path, secret_name: str) -> str | None:
+    # Once per run and file. The plaintext stays in this process: it is only looked at, never sent.
+    try:
+        return decrypt_value(path, secret_name)
+    except SopsError:
+        logger.warning(
+            f"The form of the auth key in {path} was not checked: no age key here opens it (sops looks in "
+            "SOPS_AGE_KEY_FILE and ~/.config/sops/age/keys.txt)."
+        )
+        return None
+
+
+@cache
+def _warn_expiry(path: Path, expires: date, today: date) -> None:
+    left = (expires - today).days
+    if left < 0:
+        logger.warning(
+            f"The auth key in {path} expired on {expires}: hosts that are Running stay on the tailnet, but "
+            "no host can log in with it; run `tailnix rotate-key`."
+        )
+    elif left <= KEY_EXPIRY_WARNING_DAYS:
+        logger.warning(
+            f"The auth key in {path} expires on {expires}, in {left} days; run `tailnix rotate-key`."
+        )
 
 
 @cache
@@ -93,7 +130,15 @@ def plan_host(host: str, data: Mapping[str, Any], *, base_dir: Path | None = Non
             "key from every group and sops-nix fails; put all recipients in ONE key group in .sops.yaml "
             f"and run `sops updatekeys -y {secrets_path}`"
         )
+    secret = _decrypted_secret(secrets_path, settings.secret_name)
+    problem = key_problem(secret, settings) if secret is not None else None
+    if problem is not None:
+        raise SettingsError(f"host {host}: the secret {settings.secret_name!r} in {secrets_path} {problem}")
+    expires = recorded_expiry(metadata, settings.secret_name)
+    if expires is not None:
+        _warn_expiry(secrets_path, expires, date.today())
     return HostPlan(
+        key_expires=expires,
         settings=settings,
         secrets=metadata,
         secrets_sha256=secrets_sha256,

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from tailnix.sops import NotEncryptedError, SopsMetadata, encrypted_type, read_metadata
 
+KEY_EXPIRY_WARNING_DAYS = 14
+"""How many days before the key's recorded expiry the deploy and `tailnix check` start warning."""
+
 
 class ClearSecretError(NotEncryptedError):
     """The secrets file holds something in clear that must not leave the workstation that way."""
@@ -23,6 +26,15 @@ class ClearSecretError(NotEncryptedError):
 def date_fields(secret_name: str, suffix: str) -> tuple[str, str]:
     """The names of the clear fields that record when the secret was set and when it expires."""
     return f"{secret_name}_set{suffix}", f"{secret_name}_expires{suffix}"
+
+
+def recorded_expiry(metadata: SopsMetadata, secret_name: str) -> date | None:
+    """The key's expiry date as recorded in clear beside it; None when none is (or none readable)."""
+    _, expires_field = date_fields(secret_name, metadata.unencrypted_suffix)
+    value = metadata.unencrypted.get(expires_field)
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(value) if isinstance(value, str) and _is_date(value) else None
 
 
 def _is_date(value: object) -> bool:

@@ -1,8 +1,11 @@
-"""A secrets file that declares its key into clear never reaches a host, whatever it declares.
+"""The secrets file and the key in it are checked on the workstation, before any host.
+
+A file that declares its key into clear never reaches a host, whatever it declares.
 
 Each case is a file made by the real sops under a creation rule that leaves the key (or a comment) in
 clear. The deploy, `tailnix check`, `tailnix bootstrap` and `tailnix rotate-key` all refuse it before any
-host is touched, name the declaration, and never print the key.
+host is touched, name the declaration, and never print the key. A key of no usable form is refused
+before any host; an expired one fails only the hosts that would have to log in with it.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tailnix.lab.hosts import Lab, LabHost
+from tailnix.sops import set_value
 
 from .deploying import DeployRun, deploy, etc_nixos, write_secrets
 
@@ -132,3 +137,47 @@ def test_check_bootstrap_and_rotate_refuse_it_and_change_nothing(
     assert (directory / ".sops.yaml").read_bytes() == config_before
     assert secrets.read_bytes() == secrets_before
     assert lab.ssh(host.name, "test -e /etc/nixos/secrets", check=False).returncode != 0
+
+
+def test_a_key_of_no_usable_form_is_refused_before_any_host(lab: Lab, host: LabHost, tmp_path: Path) -> None:
+    before = etc_nixos(lab, host.name)
+    secrets, _ = write_secrets(lab, tmp_path, [host], value="tskey-garbage")
+    run = deploy(lab.write_inventory(tmp_path / "inventory.py", hosts=[host.name], secrets_file=secrets))
+    assert run.returncode != 0
+    assert (
+        f"host {host.name}: the secret 'tailscale_auth_key' in {secrets} starts with 'tskey-' but is neither"
+        in run.stderr
+    ), run
+    assert "Beginning operation run" not in run.stderr
+    assert "garbage" not in run.stderr + run.stdout
+    assert etc_nixos(lab, host.name) == before
+
+
+def test_an_expired_key_fails_only_the_hosts_that_must_log_in(lab: Lab, tmp_path: Path) -> None:
+    joined, fresh = lab.add_host(os="nixos"), lab.add_host(os="nixos")
+    try:
+        secrets, _ = write_secrets(lab, tmp_path, [joined, fresh])
+        first = deploy(lab.write_inventory(tmp_path / "one.py", hosts=[joined.name], secrets_file=secrets))
+        assert first.returncode == 0, first
+        expired = date.today() - timedelta(days=3)
+        set_value(
+            secrets,
+            "tailscale_auth_key_expires_unencrypted",
+            expired.isoformat(),
+            config=tmp_path / ".sops.yaml",
+            age_key_file=lab.layout.admin_agekey,
+        )
+        before = etc_nixos(lab, fresh.name)
+        both = lab.write_inventory(
+            tmp_path / "both.py", hosts=[joined.name, fresh.name], secrets_file=secrets
+        )
+        run = deploy(both)
+        assert run.returncode == 1, run
+        assert f"The auth key in {secrets} expired on {expired}" in run.stderr
+        assert run.failed_hosts() == {fresh.name}
+        assert run.said(fresh.name, f"which expired on {expired}: run `tailnix rotate-key`"), run
+        assert etc_nixos(lab, fresh.name) == before
+        assert run.said(joined.name, f"its next login would fail: the auth key expired on {expired}"), run
+    finally:
+        lab.stop_host(joined.name)
+        lab.stop_host(fresh.name)

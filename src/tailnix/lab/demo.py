@@ -123,11 +123,16 @@ def host_inventory_data(
     }
 
 
-def render_inventory(groups: Mapping[str, list[tuple[str, dict[str, object]]]], lab_directory: Path) -> str:
+def render_inventory(groups: Mapping[str, list[tuple[str, dict[str, object]]]], layout: LabLayout) -> str:
     """Render a pyinfra `inventory.py`: one module-level list of `(name, data)` per group."""
     lines = [
-        f"# pyinfra inventory of the tailnix lab in {lab_directory}, written by `tailnix lab`.",
+        f"# pyinfra inventory of the tailnix lab in {layout.root}, written by `tailnix lab`.",
         "# The lab rewrites it on `tailnix lab up`; edit a copy instead.",
+        "import os as _os",
+        "",
+        "# The lab's admin age key, where sops looks for one: the deploy decrypts the auth key on this",
+        "# machine to check its form (a fleet's admin keeps theirs in ~/.config/sops/age/keys.txt).",
+        f"_os.environ.setdefault('SOPS_AGE_KEY_FILE', {str(layout.admin_agekey)!r})",
     ]
     for group, members in groups.items():
         if not members:
@@ -159,4 +164,4 @@ def write_inventory_file(
         data = host_inventory_data(layout, host, secrets_file) | dict(extra.get(host.name, {}))
         groups["lab_nixos" if host.os == "nixos" else "lab_other"].append((host.name, data))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_inventory(groups, layout.root))
+    path.write_text(render_inventory(groups, layout))
