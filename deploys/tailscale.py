@@ -9,7 +9,10 @@ configuration.nix, switch only when something changed (or the last switch failed
 from pyinfra import host
 
 from tailnix import operations
+from tailnix.interrupt import exit_nonzero_on_interrupt
 from tailnix.plan import plan_host
+
+exit_nonzero_on_interrupt()  # pyinfra itself exits 0 on Ctrl-C
 
 # Settings and the local secrets file are checked here, for every host, before any host is changed.
 plan = plan_host(host.name, host.data.dict())

@@ -25,13 +25,19 @@ import yaml
 
 from tailnix.fleet import FleetHost, SecretsLocation
 from tailnix.keyform import ENV_PREFIX, bare_key, key_kind
-from tailnix.secrets_file import date_fields, read_sealed
+from tailnix.secrets_file import ClearSecretError, date_fields, read_sealed
 from tailnix.sops import NotEncryptedError, SopsError, decrypt_value, read_metadata, set_value
 from tailnix.sops_config import SopsConfig, SopsConfigError
 
 OAUTH_CLIENT_PREFIX = "tskey-client-"
 # Tailscale's own auth keys: tskey-auth-<id>-<secret>. Used to find one committed in clear.
 AUTH_KEY_PATTERN = r"tskey-(auth|client)-[A-Za-z0-9]{4,}-[A-Za-z0-9]{8,}"
+# What must never be committed in clear, as `git grep -E` finds it: what it is -> pattern.
+SECRETS_IN_CLEAR = {
+    "an auth key": AUTH_KEY_PATTERN,
+    "an age private key": r"AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}",
+    "an SSH private key": r"-----BEGIN (OPENSSH|RSA|EC|DSA) PRIVATE KEY-----",
+}
 
 OK, WARNING, BROKEN = 0, 1, 2
 
@@ -272,17 +278,25 @@ def check_git(location: SecretsLocation) -> list[Finding]:
         is_secrets = path == location.secrets_file.resolve()
         if (is_secrets or any(re.search(p, relative) for p in covered)) and path.is_file():
             try:
-                read_metadata(path)
+                if is_secrets:
+                    read_sealed(path, location.secret_name)
+                else:
+                    read_metadata(path)
+            except ClearSecretError:
+                findings.append(
+                    Finding(BROKEN, f"git tracks {name}, which holds values in clear (see above)")
+                )
             except NotEncryptedError:
                 findings.append(Finding(BROKEN, f"git tracks {name} in clear; encrypt it with sops"))
-    grep = subprocess.run(
-        ["git", "-C", str(root), "grep", "-I", "-l", "-E", AUTH_KEY_PATTERN],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    for name in grep.stdout.split():
-        findings.append(Finding(BROKEN, f"git tracks an auth key in clear in {name}"))
+    for what, pattern in SECRETS_IN_CLEAR.items():
+        grep = subprocess.run(
+            ["git", "-C", str(root), "grep", "-I", "-l", "-E", "-e", pattern],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        for name in grep.stdout.split():
+            findings.append(Finding(BROKEN, f"git tracks {what} in clear in {name}"))
     if not findings:
         findings.append(Finding(OK, "git tracks no secret in clear"))
     return findings

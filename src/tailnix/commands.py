@@ -479,7 +479,13 @@ def status_command(inventory_file: Path, limits: tuple[str, ...], as_json: bool)
             for problem in host["problems"]:
                 click.echo(f"{host['name']}: {problem}", err=True)
         healthy = sum(host["healthy"] for host in document["hosts"])
-        click.echo(
-            f"\n{healthy} of {len(document['hosts'])} hosts healthy; mesh {'complete' if document['mesh']['ok'] else 'incomplete'}"
-        )
+        total, members = len(document["hosts"]), len(document["mesh"]["members"])
+        # The mesh is complete only when every host is in it, not merely when the Running ones agree.
+        if members < total:
+            mesh = f"mesh incomplete: {members} of {total} hosts on the tailnet"
+        elif document["mesh"]["ok"]:
+            mesh = "mesh complete"
+        else:
+            mesh = "mesh incomplete: see above"
+        click.echo(f"\n{healthy} of {total} hosts healthy; {mesh}")
     sys.exit(0 if document["healthy"] else 1)

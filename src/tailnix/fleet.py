@@ -694,5 +694,10 @@ def fleet_status(inventory_file: Path, hosts: list[FleetHost]) -> dict[str, Any]
         "schema": STATUS_SCHEMA_VERSION,
         "healthy": all(entry["healthy"] for entry in entries),
         "hosts": entries,
-        "mesh": {"ok": not mesh, "problems": mesh},
+        # Complete only when every host is on the tailnet and sees every other one online.
+        "mesh": {
+            "ok": not mesh and len(node_ids) == len(entries),
+            "members": sorted(node_ids),
+            "problems": mesh,
+        },
     }

@@ -311,7 +311,7 @@ def test_status_json_follows_the_documented_schema(fleet: Fleet, rotated: tuple[
     assert result.returncode == 0, result.stdout + result.stderr
     document = json.loads(result.stdout)
     assert document["schema"] == 1 and document["healthy"] is True
-    assert document["mesh"] == {"ok": True, "problems": []}
+    assert document["mesh"] == {"ok": True, "members": sorted(h.name for h in fleet.hosts), "problems": []}
     assert [host["name"] for host in document["hosts"]] == [h.name for h in fleet.hosts]
     for host in document["hosts"]:
         assert set(host) == {
@@ -332,7 +332,10 @@ def test_status_names_a_host_that_is_not_running(fleet: Fleet, rotated: tuple[st
         result = fleet.tailnix("status", "-i", "inventory.py")
         assert result.returncode == 1
         assert f"{host}: BackendState is Stopped" in result.stderr
-        assert f"of {len(fleet.hosts)} hosts healthy" in result.stdout
+        total = len(fleet.hosts)
+        assert f"of {total} hosts healthy; mesh incomplete: {total - 1} of {total} hosts on the tailnet" in (
+            result.stdout
+        )
     finally:
         fleet.lab.ssh(host, "tailscale up")
 

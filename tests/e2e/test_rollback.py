@@ -87,8 +87,8 @@ def _start_deploy(inventory: Path) -> subprocess.Popen[str]:
     )
 
 
-def _kill_when(process: subprocess.Popen[str], marker: str, signal_number: int) -> str:
-    """Signal the deployer as soon as its output shows `marker`; what it printed until then."""
+def _kill_when(process: subprocess.Popen[str], marker: str, signal_number: int) -> tuple[str, int]:
+    """Signal the deployer as soon as its output shows `marker`; what it printed, and its exit status."""
     assert process.stderr is not None
     seen = []
     for line in process.stderr:
@@ -97,12 +97,12 @@ def _kill_when(process: subprocess.Popen[str], marker: str, signal_number: int) 
             process.send_signal(signal_number)
             break
     try:
-        process.wait(timeout=60)
+        seen.append(process.communicate(timeout=60)[1])
     except subprocess.TimeoutExpired:
         # As a person would after a Ctrl-C that did not stop it: kill it.
         process.kill()
-        process.wait(timeout=60)
-    return "".join(seen)
+        seen.append(process.communicate(timeout=60)[1])
+    return "".join(seen), process.returncode
 
 
 @pytest.mark.parametrize(
@@ -129,8 +129,14 @@ def test_a_killed_deploy_leaves_old_or_new_and_the_next_run_completes(
             host_data={host.name: {"tailnix_confirm_timeout": 3}},
         )
         old = etc_nixos(lab, host.name)
-        printed = _kill_when(_start_deploy(inventory), marker, signal_number)
+        printed, status = _kill_when(_start_deploy(inventory), marker, signal_number)
         assert marker in printed
+        if signal_number == signal.SIGINT:
+            # Ctrl-C is not success: pyinfra alone would have said "Exiting upon user request!" and exit 0.
+            assert status == 130, printed
+            assert "Interrupted: the deploy did not finish" in printed
+        else:
+            assert status == -signal_number
         # A switch the deployer started goes on without it, and without a confirmation it rolls back.
         _wait_for(
             lambda: (

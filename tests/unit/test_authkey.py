@@ -157,3 +157,20 @@ def test_check_warns_when_the_hosts_file_holds_an_oauth_client(location: Secrets
     findings = check_no_oauth_client(location)
     assert [f.level for f in findings] == [WARNING]
     assert "every host can decrypt that file and mint keys" in findings[0].message
+
+
+def test_check_finds_age_and_ssh_private_keys_tracked_by_git(
+    location: SecretsLocation, tmp_path: Path
+) -> None:
+    root = location.secrets_file.parent.parent
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "deploy_key")], check=True
+    )
+    # The admin age key the fixture made lies in the same directory.
+    subprocess.run(["git", "-C", str(root), "add", "admin.agekey", "deploy_key"], check=True)
+    messages = sorted(f.message for f in check_git(location) if f.level == BROKEN)
+    assert messages == [
+        "git tracks an SSH private key in clear in deploy_key",
+        "git tracks an age private key in clear in admin.agekey",
+    ]
