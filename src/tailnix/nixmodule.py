@@ -7,6 +7,8 @@ says what manages it. One template, two modes: `autoconnect` (tailnix's own unit
 
 from __future__ import annotations
 
+import re
+
 from tailnix import paths
 from tailnix.settings import TailscaleSettings
 
@@ -18,6 +20,20 @@ def nix_string(value: str) -> str:
     """`value` as a double-quoted Nix string literal."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${")
     return f'"{escaped}"'
+
+
+_NIX_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_'-]*")
+_NIX_KEYWORDS = frozenset({"assert", "else", "if", "in", "inherit", "let", "or", "rec", "then", "with"})
+
+
+def nix_attribute(name: str) -> str:
+    """`name` as one Nix attribute name: bare when it is an identifier, quoted otherwise.
+
+    A dot would otherwise make a nested attribute (`a.b`), and a leading digit or a keyword a parse error.
+    """
+    if _NIX_IDENTIFIER.fullmatch(name) and name not in _NIX_KEYWORDS:
+        return name
+    return nix_string(name)
 
 
 def _nix_list(values: list[str], indent: str) -> str:
@@ -55,12 +71,12 @@ _AUTOCONNECT_SCRIPT = """\
           trap 'rm -f "$keyfile"' EXIT
           # Read with the shell itself, so the key is never in a command line or the environment.
           # The secret may hold the key alone or as TAILSCALE_AUTH_KEY=tskey-...
-          key=$(< {secret_path})
+          key=$(< ${{{secret_path}}})
           key=''${{key#TAILSCALE_AUTH_KEY=}}
           key=''${{key#\\"}}
           key=''${{key%\\"}}
           if [ -z "$key" ]; then
-            echo "tailscale-autoconnect: the secret {secret_path} is empty" >&2
+            echo "tailscale-autoconnect: the secret ${{{secret_path}}} is empty" >&2
             exit 1
           fi
           printf '%s' "$key" > "$keyfile"
@@ -89,8 +105,9 @@ def render_module(settings: TailscaleSettings, *, sops_nix_from_flake: bool = Fa
     + sops_nix_from_flake: the host's flake already has a sops-nix input and imports its module, so
       this module must not bring a second copy
     """
-    secret = settings.secret_name
-    secret_path = f"/run/secrets/{secret}"
+    secret = nix_attribute(settings.secret_name)
+    # Where sops-nix puts the decrypted key, as the secret itself declares it.
+    secret_path = f"config.sops.secrets.{secret}.path"
     restart_unit = paths.AUTOCONNECT_UNIT if settings.mode == "autoconnect" else paths.NATIVE_AUTOCONNECT_UNIT
     routing = settings.routing_features()
 
@@ -122,7 +139,7 @@ def render_module(settings: TailscaleSettings, *, sops_nix_from_flake: bool = Fa
         "{",
         *sops_nix_import,
         "  # The auth key stays encrypted in the Nix store; sops-nix decrypts it at activation into",
-        f"  # {secret_path}, readable by root only, with the host's SSH key.",
+        f"  # /run/secrets/{settings.secret_name}, readable by root only, with the host's SSH key.",
         f"  sops.secrets.{secret} = {{",
         f"    sopsFile = {paths.SECRETS_IMPORT};",
         '    format = "yaml";',
@@ -144,7 +161,7 @@ def render_module(settings: TailscaleSettings, *, sops_nix_from_flake: bool = Fa
         lines += [
             "",
             "  # NixOS's own join unit (tailscaled-autoconnect). The secret must hold the bare key.",
-            f"  services.tailscale.authKeyFile = config.sops.secrets.{secret}.path;",
+            f"  services.tailscale.authKeyFile = {secret_path};",
             "  services.tailscale.extraUpFlags = upFlags;",
             "}",
             "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -60,3 +61,56 @@ def test_routing_features_only_for_routers() -> None:
 
 def test_nix_string_escapes_interpolation_and_quotes() -> None:
     assert nix_string('a"b${c}\\') == '"a\\"b\\${c}\\\\"'
+
+
+_EVALUATE = """
+let
+  name = builtins.getEnv "SECRET";
+  module = import {path} {{
+    config = {{
+      sops.secrets.${{name}}.path = "/run/secrets/${{name}}";
+      services.tailscale.package = "tailscale";
+    }};
+    lib = {{ mkDefault = x: x; escapeShellArgs = builtins.concatStringsSep " "; }};
+    pkgs = {{ jq = "jq"; }};
+  }};
+in {{
+  secrets = builtins.attrNames module.sops.secrets;
+  script = module.systemd.services.tailscale-autoconnect.script or "";
+  keyFile = module.services.tailscale.authKeyFile or "";
+}}
+"""
+
+
+@pytest.mark.parametrize("mode", ["autoconnect", "native"])
+@pytest.mark.parametrize(
+    "name", ["tailscale_auth_key", "tailscale.key", "1key", "key-2", "in", "or", "a.b.c"]
+)
+def test_every_accepted_secret_name_is_one_attribute_and_its_declared_path_is_used(
+    name: str, mode: str, tmp_path: Path
+) -> None:
+    text = render_module(parse_settings("desk", {"tailnix_secret_name": name, "tailnix_mode": mode}))
+    module = tmp_path / "tailscale-autoconnect.nix"
+    module.write_text(text)
+    result = subprocess.run(
+        [
+            "nix-instantiate",
+            "--store",
+            "dummy://",
+            "--eval",
+            "--strict",
+            "--json",
+            "-E",
+            _EVALUATE.format(path=module),
+        ],
+        capture_output=True,
+        text=True,
+        env={"SECRET": name, "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    evaluated = json.loads(result.stdout)
+    assert evaluated["secrets"] == [name]
+    if mode == "autoconnect":
+        assert f"key=$(< /run/secrets/{name})" in evaluated["script"]
+    else:
+        assert evaluated["keyFile"] == f"/run/secrets/{name}"
