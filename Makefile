@@ -45,10 +45,10 @@ system:  ## the Debian packages the lab and the tests use
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml lab/pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev]' -e ./lab
 	touch $@
 
 bench: system venv  ## time a no-op redeploy of a lab fleet against a bare SSH round trip (HOSTS=50 ROUNDS=5)

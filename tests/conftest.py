@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tailnix.lab.hosts import Lab, LabError, LabHost
+from tailnix_lab.hosts import Lab, LabError, LabHost
 
 SESSION_NIXOS_HOSTS = 3
 SESSION_OTHER_HOSTS = 1

@@ -14,9 +14,9 @@ from typing import Any
 import yaml
 
 from tailnix.agekey import ssh_public_key_to_age
-from tailnix.lab.emulator.control import ControlPlane
-from tailnix.lab.hosts import Lab, LabHost
 from tailnix.sops import encrypt_values, run_sops, write_private_file
+from tailnix_lab.emulator.control import ControlPlane
+from tailnix_lab.hosts import Lab, LabHost
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 PYINFRA = Path(sys.executable).parent / "pyinfra"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tailnix.lab.hosts import lab_mounts
+from tailnix_lab.hosts import lab_mounts
 
 from .deploying import REPOSITORY
 

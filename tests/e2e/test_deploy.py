@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tailnix.lab.emulator.control import ControlPlane
-from tailnix.lab.hosts import Lab, LabHost
 from tailnix.sops import decrypt_value
+from tailnix_lab.emulator.control import ControlPlane
+from tailnix_lab.hosts import Lab, LabHost
 
 from .deploying import (
     CHECK,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tailnix.lab.hosts import Lab, LabHost
+from tailnix_lab.hosts import Lab, LabHost
 
 from .deploying import SWITCH, DeployRun, deploy, etc_nixos, write_secrets
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tailnix.lab.hosts import Lab, LabHost
+from tailnix_lab.hosts import Lab, LabHost
 
 from .deploying import PLACING, SWITCH, deploy, etc_nixos, write_secrets
 

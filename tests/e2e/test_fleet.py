@@ -19,11 +19,11 @@ import pytest
 import yaml
 
 from tailnix.agekey import ssh_private_key_to_age_identity, ssh_public_key_to_age
-from tailnix.lab.demo import render_sops_config
-from tailnix.lab.emulator.api import TailscaleApi
-from tailnix.lab.emulator.control import ControlPlane, parse_auth_key
-from tailnix.lab.hosts import Lab, LabHost
 from tailnix.sops import SopsError, decrypt_value, encrypt_values, read_metadata, sops_binary, update_keys
+from tailnix_lab.demo import render_sops_config
+from tailnix_lab.emulator.api import TailscaleApi
+from tailnix_lab.emulator.control import ControlPlane, parse_auth_key
+from tailnix_lab.hosts import Lab, LabHost
 
 pytestmark = pytest.mark.lab
 

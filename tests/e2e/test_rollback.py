@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tailnix.lab.hosts import Lab, LabHost
+from tailnix_lab.hosts import Lab, LabHost
 
 from .deploying import PYINFRA, REPOSITORY, SWITCH, deploy, etc_nixos, write_secrets
 

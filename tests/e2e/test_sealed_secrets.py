@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from tailnix.lab.hosts import Lab, LabHost
 from tailnix.sops import set_value
+from tailnix_lab.hosts import Lab, LabHost
 
 from .deploying import DeployRun, deploy, etc_nixos, write_secrets
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tailnix.lab.emulator import server
-from tailnix.lab.emulator.control import ControlPlane
-from tailnix.lab.hosts import EMULATED_COMMANDS, build_exec_client
+from tailnix_lab.emulator import server
+from tailnix_lab.emulator.control import ControlPlane
+from tailnix_lab.hosts import EMULATED_COMMANDS, build_exec_client
 
 from .tmphost import SRC, emulator_env
 
@@ -51,7 +51,7 @@ class ServedHost:
     def in_new_interpreter(self, *args: str) -> subprocess.CompletedProcess[str]:
         module = EMULATED_COMMANDS[args[0]]
         return subprocess.run(
-            ["/usr/bin/python3", "-S", "-m", f"tailnix.lab.emulator.{module}", *args[1:]],
+            ["/usr/bin/python3", "-S", "-m", f"tailnix_lab.emulator.{module}", *args[1:]],
             env=self.env(),
             capture_output=True,
             text=True,
@@ -60,7 +60,7 @@ class ServedHost:
 
     def start_daemon(self) -> None:
         subprocess.run(
-            ["/usr/bin/python3", "-c", "from tailnix.lab.emulator import tailscaled; tailscaled.start()"],
+            ["/usr/bin/python3", "-c", "from tailnix_lab.emulator import tailscaled; tailscaled.start()"],
             env=self.env(),
             check=True,
         )
@@ -107,7 +107,7 @@ def host(tmp_path: Path, client: tuple[Path, Path]) -> Iterator[ServedHost]:
     root.mkdir()
     control.mkdir()
     process = subprocess.Popen(
-        ["/usr/bin/python3", "-S", "-m", "tailnix.lab.emulator.server", str(socket_path)],
+        ["/usr/bin/python3", "-S", "-m", "tailnix_lab.emulator.server", str(socket_path)],
         env=emulator_env(root, control),
         stdin=subprocess.DEVNULL,
         stderr=(tmp_path / "server.log").open("wb"),
@@ -200,7 +200,7 @@ def test_the_callers_stdin_umask_and_directory_are_the_emulators(host: ServedHos
         text=True,
     )
     fresh = subprocess.run(
-        f"cd {tmp_path} && umask 077 && /usr/bin/python3 -S -m tailnix.lab.emulator.nixos_version >&- "
+        f"cd {tmp_path} && umask 077 && /usr/bin/python3 -S -m tailnix_lab.emulator.nixos_version >&- "
         "2>err.fresh; echo $?",
         shell=True,
         env=host.env(),

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tailnix.agekey import ssh_public_key_to_age
-from tailnix.lab import stock
-from tailnix.lab.hosts import Lab, write_flake_files
+from tailnix_lab import stock
+from tailnix_lab.hosts import Lab, write_flake_files
 
 from .tmphost import SRC, emulator_env, encrypt_yaml
 
@@ -34,7 +34,7 @@ class FlakeHost:
     def rebuild(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = emulator_env(self.root, self.control, with_sops=True)
         return subprocess.run(
-            ["/usr/bin/python3", "-m", "tailnix.lab.emulator.nixos_rebuild", *args],
+            ["/usr/bin/python3", "-m", "tailnix_lab.emulator.nixos_rebuild", *args],
             env=env,
             capture_output=True,
             text=True,

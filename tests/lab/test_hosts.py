@@ -12,11 +12,12 @@ import yaml
 from click.testing import CliRunner
 
 from tailnix.agekey import ssh_private_key_to_age_identity
-from tailnix.lab import hosts as hosts_module
-from tailnix.lab import stock
-from tailnix.lab.cli import lab as lab_command
-from tailnix.lab.demo import render_sops_config
-from tailnix.lab.hosts import (
+from tailnix.sops import decrypt_value, read_metadata
+from tailnix_lab import hosts as hosts_module
+from tailnix_lab import stock
+from tailnix_lab.cli import lab as lab_command
+from tailnix_lab.demo import render_sops_config
+from tailnix_lab.hosts import (
     Lab,
     LabCommandError,
     LabError,
@@ -24,7 +25,6 @@ from tailnix.lab.hosts import (
     lab_mounts,
     processes_in_namespace,
 )
-from tailnix.sops import decrypt_value, read_metadata
 
 pytestmark = pytest.mark.lab
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tailnix.agekey import ssh_public_key_to_age
-from tailnix.lab.emulator.control import ControlPlane
+from tailnix_lab.emulator.control import ControlPlane
 
 from .tmphost import SRC, emulator_env, encrypt_yaml
 
@@ -103,7 +103,7 @@ class Host:
 
     def run(self, module: str, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["/usr/bin/python3", "-m", f"tailnix.lab.emulator.{module}", *args],
+            ["/usr/bin/python3", "-m", f"tailnix_lab.emulator.{module}", *args],
             env=self.env(),
             capture_output=True,
             text=True,
@@ -139,7 +139,7 @@ def host(tmp_path: Path) -> Host:
     lab.write("/etc/nixos/hardware-configuration.nix", HARDWARE_CONFIGURATION)
     wrapper = lab.write(
         "/usr/local/sbin/tailscale",
-        f'#!/bin/sh\nPYTHONPATH={SRC} exec /usr/bin/python3 -m tailnix.lab.emulator.tailscale "$@"\n',
+        f'#!/bin/sh\nPYTHONPATH={SRC} exec /usr/bin/python3 -m tailnix_lab.emulator.tailscale "$@"\n',
     )
     wrapper.chmod(0o755)
     return lab

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tailnix.lab.emulator.control import ControlPlane
-from tailnix.lab.hosts import Lab, LabHost, is_alive, processes_in_namespace
+from tailnix_lab.emulator.control import ControlPlane
+from tailnix_lab.hosts import Lab, LabHost, is_alive, processes_in_namespace
 
 pytestmark = pytest.mark.lab
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tailnix.lab.emulator.control import ControlPlane
+from tailnix_lab.emulator.control import ControlPlane
 
 from .tmphost import emulator_env
 
@@ -30,7 +30,7 @@ class Host:
 
     def tailscale(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["/usr/bin/python3", "-m", "tailnix.lab.emulator.tailscale", *args],
+            ["/usr/bin/python3", "-m", "tailnix_lab.emulator.tailscale", *args],
             env=self.env(),
             capture_output=True,
             text=True,
@@ -42,7 +42,7 @@ class Host:
             [
                 "/usr/bin/python3",
                 "-c",
-                f"from tailnix.lab.emulator import tailscaled; tailscaled.{action}()",
+                f"from tailnix_lab.emulator import tailscaled; tailscaled.{action}()",
             ],
             env=self.env(),
             check=True,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tailnix import mint
-from tailnix.lab.emulator.api import TailscaleApi
-from tailnix.lab.emulator.control import ControlPlane, parse_auth_key
 from tailnix.sops import encrypt_values
+from tailnix_lab.emulator.api import TailscaleApi
+from tailnix_lab.emulator.control import ControlPlane, parse_auth_key
 
 from .agekeys import new_age_identity
 

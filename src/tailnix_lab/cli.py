@@ -9,8 +9,9 @@ from pathlib import Path
 
 import click
 
-from tailnix.lab.hosts import Lab, LabError, is_alive
-from tailnix.lab.stock import FLAKE_STYLES
+from tailnix_lab.hosts import Lab, is_alive
+from tailnix_lab.layout import LabError
+from tailnix_lab.stock import FLAKE_STYLES
 
 DIR_OPTION = click.option(
     "--dir",
@@ -101,7 +102,7 @@ def api(directory: Path, tags: tuple[str, ...]) -> None:
 
     The keys it mints are keys of the lab's control plane: try `tailnix rotate-key --mint` with them.
     """
-    from tailnix.lab.emulator.api import TailscaleApi
+    from tailnix_lab.emulator.api import TailscaleApi
 
     running = _open(directory)
     with TailscaleApi(running.layout.control) as served:

@@ -1,4 +1,4 @@
-"""The emulated `tailscale` CLI of a lab host: `python3 -m tailnix.lab.emulator.tailscale ARGS`.
+"""The emulated `tailscale` CLI of a lab host: `python3 -m tailnix_lab.emulator.tailscale ARGS`.
 
 It parses its arguments the way the real CLI does (Go's `flag` package under ffcli: `-x` and
 `--x`, `--x=false` for booleans, exit code 2 and "flag provided but not defined" for an unknown
@@ -15,10 +15,10 @@ import re
 import sys
 import time
 
-from tailnix.lab.emulator import tailscaled
-from tailnix.lab.emulator.control import MAGIC_DNS_SUFFIX, TAILNET_NAME, KeyRejected
-from tailnix.lab.emulator.hostroot import host_path
-from tailnix.lab.emulator.tailscaled import (
+from tailnix_lab.emulator import tailscaled
+from tailnix_lab.emulator.control import MAGIC_DNS_SUFFIX, TAILNET_NAME, KeyRejected
+from tailnix_lab.emulator.hostroot import host_path
+from tailnix_lab.emulator.tailscaled import (
     DEFAULT_CONTROL_URL,
     NEEDS_LOGIN,
     NETFILTER_MODES,

@@ -3,8 +3,8 @@
 A host sees the machine's own files, except for an overlay on `/etc` and `/var` (its own host
 key, `/etc/nixos`, state), a private tmpfs `/run`, private `/root`, `/tmp` and `/usr/local/sbin`
 (the emulated `nixos-rebuild`, `tailscale`, ...), and the lab's shared runtime at
-`/run/tailnix-lab`. The layout of the lab directory is described in `docs/lab.md`; `LabLayout` is
-its single source of truth here.
+`/run/tailnix-lab`. The layout of the lab directory is described in `docs/lab.md` and kept in
+`tailnix_lab.layout`.
 
 The lab only ever signals processes it started, and the processes living in the namespaces it made.
 """
@@ -22,16 +22,20 @@ import stat
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from tailnix.lab import stock
+from tailnix_lab import demo, stock
+from tailnix_lab.layout import (
+    EXEC_CLIENT_NAME,
+    HOST_LAB_MOUNT,
+    LabError,
+    LabHost,
+    LabLayout,
+)
 
-HOST_LAB_MOUNT = "/run/tailnix-lab"
-"""Where `DIR/state` appears inside every host."""
-
-STANDIN_URL = f"file://{HOST_LAB_MOUNT}/sops-nix-standin.tar.gz"
-"""The sops-nix pin's URL as a host's Nix evaluator sees it."""
+EMULATOR_DIR = Path(__file__).resolve().parent / "emulator"
+"""The emulators, and the files they and the hosts are built from (the C client, the stand-ins)."""
 
 EMULATED_COMMANDS = {
     "tailscale": "tailscale",
@@ -41,20 +45,14 @@ EMULATED_COMMANDS = {
     "journalctl": "journalctl",
     "systemd-run": "systemd_run",
 }
-"""Command name in a NixOS host's `/usr/local/sbin` -> module under `tailnix.lab.emulator`."""
+"""Command name in a NixOS host's `/usr/local/sbin` -> module under `tailnix_lab.emulator`."""
 
-EXEC_CLIENT_NAME = "tailnix-lab-exec"
-"""The program every emulated command of a host links to (see tailnix.lab.emulator.server)."""
 EMULATOR_SERVER_LOG = "/var/log/tailnix-lab/emulator-server.log"
 
 HOST_OSES = ("nixos", "debian")
 START_TIMEOUT_SECONDS = 180.0
 STOP_TIMEOUT_SECONDS = 10.0
 SSH_BANNER_PREFIX = b"SSH-2.0-"
-
-
-class LabError(RuntimeError):
-    """The lab cannot do what was asked; the message says why and what to do."""
 
 
 class LabCommandError(subprocess.CalledProcessError):
@@ -70,104 +68,6 @@ class LabCommandError(subprocess.CalledProcessError):
             f"{self.host}: {command!r} exited {self.returncode}\n"
             f"stdout:\n{self.stdout}\nstderr:\n{self.stderr}"
         )
-
-
-@dataclass(frozen=True)
-class LabHost:
-    """One emulated host: its name, the loopback port of its sshd, its OS and SSH host key."""
-
-    name: str
-    port: int
-    os: str
-    host_key_public: str
-    """The host's `ssh-ed25519 AAAA...` public key line, without a comment."""
-    pid: int
-    """The pid of the host's sshd (which is also the namespace's first process)."""
-    mount_namespace: str
-    """`readlink /proc/PID/ns/mnt` of the host when it started, e.g. `mnt:[4026532300]`."""
-    flake: str | None = None
-    """The style of the host's `/etc/nixos/flake.nix` (`stock.FLAKE_STYLES`); None: no flake."""
-    git: bool = False
-    """Whether the host's `/etc/nixos` is a git repository (everything committed at start)."""
-
-
-@dataclass(frozen=True)
-class LabLayout:
-    """The paths of a lab directory (see docs/lab.md)."""
-
-    root: Path
-
-    @property
-    def inventory(self) -> Path:
-        return self.root / "inventory.py"
-
-    @property
-    def ssh_key(self) -> Path:
-        return self.root / "ssh" / "id_ed25519"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.root / "ssh" / "known_hosts"
-
-    @property
-    def admin_agekey(self) -> Path:
-        return self.root / "admin.agekey"
-
-    @property
-    def sops_config(self) -> Path:
-        return self.root / ".sops.yaml"
-
-    @property
-    def secrets_file(self) -> Path:
-        return self.root / "secrets" / "tailscale.yaml"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state"
-
-    @property
-    def pylib(self) -> Path:
-        return self.state / "pylib"
-
-    @property
-    def sops_binary(self) -> Path:
-        return self.state / "bin" / "sops"
-
-    @property
-    def exec_client(self) -> Path:
-        return self.state / "bin" / EXEC_CLIENT_NAME
-
-    @property
-    def control(self) -> Path:
-        return self.state / "control"
-
-    @property
-    def standin_tarball(self) -> Path:
-        return self.state / "sops-nix-standin.tar.gz"
-
-    @property
-    def standin_sha256(self) -> Path:
-        return self.state / "sops-nix-standin.sha256"
-
-    @property
-    def hosts_json(self) -> Path:
-        return self.state / "hosts.json"
-
-    def host_dir(self, name: str) -> Path:
-        """The directory of one host's private files (upper dirs, /root, /tmp, /usr/local/sbin)."""
-        return self.root / "hosts" / name
-
-    def lab_made_paths(self) -> list[Path]:
-        """Everything `lab up` writes, so that a new lab can start from nothing."""
-        return [
-            self.root / "hosts",
-            self.state,
-            self.root / "ssh",
-            self.root / "secrets",
-            self.inventory,
-            self.admin_agekey,
-            self.sops_config,
-        ]
 
 
 def mount_namespace_of(pid: int) -> str | None:
@@ -279,9 +179,7 @@ def build_exec_client(output: Path, *, socket_path: str | None = None, pylib: st
     + socket_path: where it finds the host's emulator server (default: its place in a host's /run)
     + pylib: where its fallback interpreter imports tailnix from (default: the lab's, in a host)
     """
-    import tailnix
-
-    source = Path(tailnix.__file__).resolve().parent / "lab" / "emulator" / "exec_client.c"
+    source = EMULATOR_DIR / "exec_client.c"
     defines = []
     if socket_path is not None:
         defines.append(f'-DSERVER_SOCKET="{socket_path}"')
@@ -298,7 +196,7 @@ def write_flake_files(directory: Path, hostname: str, admin_key: str, style: str
     the lab's stand-ins (which this adds to the Nix store); with `git`, makes the directory a git
     repository with everything committed.
     """
-    from tailnix.lab.emulator import flake_inputs
+    from tailnix_lab.emulator import flake_inputs
 
     pins = flake_inputs.add_all_to_store()
     _write(directory / "flake.nix", stock.flake_nix(hostname, style, admin_key))
@@ -390,7 +288,7 @@ def _namespace_script(layout: LabLayout, name: str) -> str:
             # A NixOS host's emulated commands are answered by its resident emulator server.
             "if [ -x /usr/local/sbin/nixos-rebuild ]; then",
             f"  mkdir -p {EMULATOR_SERVER_LOG.rsplit('/', 1)[0]}",
-            f"  PYTHONPATH={HOST_LAB_MOUNT}/pylib /usr/bin/python3 -S -m tailnix.lab.emulator.server"
+            f"  PYTHONPATH={HOST_LAB_MOUNT}/pylib /usr/bin/python3 -S -m tailnix_lab.emulator.server"
             f" < /dev/null > {EMULATOR_SERVER_LOG} 2>&1 &",
             "fi",
             # A NixOS host always runs a system generation: install the stock configuration as the
@@ -482,11 +380,9 @@ def _wait_for_namespace(
 
 
 def _copy_pylib(layout: LabLayout) -> None:
-    """Copy the pure-Python `tailnix` package to where the hosts' emulators import it from."""
+    """Copy the lab and the product it emulates for to where the hosts' emulators import them from."""
     import tailnix
-
-    source = Path(tailnix.__file__).resolve().parent
-    target = layout.pylib / "tailnix"
+    import tailnix_lab
 
     def ignored(directory: str, names: list[str]) -> set[str]:
         in_standin = "sops-nix-standin" in Path(directory).parts
@@ -501,7 +397,9 @@ def _copy_pylib(layout: LabLayout) -> None:
             )
         }
 
-    shutil.copytree(source, target, ignore=ignored)
+    for package in (tailnix, tailnix_lab):
+        source = Path(str(package.__file__)).resolve().parent
+        shutil.copytree(source, layout.pylib / source.name, ignore=ignored)
 
 
 def _install_sops(layout: LabLayout) -> None:
@@ -517,9 +415,7 @@ def _install_sops(layout: LabLayout) -> None:
 
 
 def _standin_source() -> Path:
-    import tailnix
-
-    return Path(tailnix.__file__).resolve().parent / "lab" / "emulator" / "sops-nix-standin"
+    return EMULATOR_DIR / "sops-nix-standin"
 
 
 def build_standin_tarball(layout: LabLayout) -> str:
@@ -585,8 +481,6 @@ class Lab:
         + flake_git: whether those flakes are git repositories, everything committed
         + flake_style: the flake they have (`stock.FLAKE_STYLES`)
         """
-        from tailnix.lab import demo
-
         _require_tools()
         if count < 0 or other_os < 0:
             raise LabError("host counts cannot be negative")
@@ -785,8 +679,6 @@ class Lab:
         + host_data: host name -> data added to (and overriding) the lab's own data for it
         + secrets_file: the `tailnix_secrets_file` to use instead of the lab's demo secrets
         """
-        from tailnix.lab import demo
-
         chosen = self.hosts if hosts is None else [self.host(name) for name in hosts]
         demo.write_inventory_file(
             self.layout, path, chosen, host_data=host_data or {}, secrets_file=secrets_file

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from tailnix.lab.hosts import STANDIN_URL, LabError, LabHost, LabLayout
+from tailnix_lab.layout import STANDIN_URL, LabError, LabHost, LabLayout
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -84,8 +84,8 @@ def render_sops_config(recipients: Mapping[str, str]) -> str:
 def write_demo_secrets(layout: LabLayout, hosts: list[LabHost]) -> None:
     """Write the admin age key, `.sops.yaml` and the encrypted demo auth key for NixOS `hosts`."""
     from tailnix.agekey import ssh_public_key_to_age
-    from tailnix.lab.emulator.control import ControlPlane
     from tailnix.sops import encrypt_values
+    from tailnix_lab.emulator.control import ControlPlane
 
     recipients = {ADMIN_ANCHOR: write_admin_age_key(layout)}
     for host in hosts:

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from tailnix.agekey import ssh_private_key_to_age_identity
-from tailnix.lab.emulator import systemctl, units
-from tailnix.lab.emulator.hostroot import host_path, host_root
+from tailnix_lab.emulator import systemctl, units
+from tailnix_lab.emulator.hostroot import host_path, host_root
 
 PROFILES_DIR = "/var/lib/tailnix-lab/profiles"
 CURRENT_SYSTEM = "/run/current-system"
@@ -222,7 +222,7 @@ def build_profile(generation: Generation) -> None:
     ):
         wrapper = bin_dir / command
         wrapper.write_text(
-            f'#!/bin/sh\nPYTHONPATH={pylib} exec /usr/bin/python3 -m tailnix.lab.emulator.{module} {args}"$@"\n'
+            f'#!/bin/sh\nPYTHONPATH={pylib} exec /usr/bin/python3 -m tailnix_lab.emulator.{module} {args}"$@"\n'
         )
         wrapper.chmod(0o755)
 

@@ -12,8 +12,8 @@ import json
 import re
 import sys
 
-from tailnix.lab.emulator.hostroot import host_path
-from tailnix.lab.stock import NIXPKGS_REVISION
+from tailnix_lab.emulator.hostroot import host_path
+from tailnix_lab.stock import NIXPKGS_REVISION
 
 PROGRAM = "/run/current-system/sw/bin/nixos-version"
 

@@ -18,9 +18,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from tailnix.lab.emulator import reachability
-from tailnix.lab.emulator.control import ControlPlane
-from tailnix.lab.emulator.hostroot import control_dir, host_path
+from tailnix_lab.emulator import reachability
+from tailnix_lab.emulator.control import ControlPlane
+from tailnix_lab.emulator.hostroot import control_dir, host_path
 
 # Every `tailscale` call of a lab host imports this module: keep its imports to what every call needs.
 TYPE_CHECKING = False

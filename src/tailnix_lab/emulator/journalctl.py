@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from tailnix.lab.emulator import units
+from tailnix_lab.emulator import units
 
 
 def main(argv: list[str]) -> int:

@@ -25,8 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tailnix.lab.emulator import activation, flake_inputs
-from tailnix.lab.emulator.hostroot import host_path
+from tailnix_lab.emulator import activation, flake_inputs
+from tailnix_lab.emulator.hostroot import host_path
 
 ACTIONS = ("switch", "boot", "test", "build", "dry-build", "dry-activate")
 DEFAULT_CONFIG = "/etc/nixos/configuration.nix"

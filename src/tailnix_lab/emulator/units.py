@@ -9,7 +9,7 @@ systemd's. Every unit is watched by a small supervisor process that writes the u
 (`/var/log/tailnix-lab/journal/UNIT.log`), so `systemctl` and `journalctl` can look at it later.
 
 `tailscaled.service` is the real daemon's unit, not a script: starting it starts the emulated
-daemon (`tailnix.lab.emulator.tailscaled`).
+daemon (`tailnix_lab.emulator.tailscaled`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tailnix.lab.emulator import tailscaled
-from tailnix.lab.emulator.hostroot import host_path
+from tailnix_lab.emulator import tailscaled
+from tailnix_lab.emulator.hostroot import host_path
 
 UNITS_DIR = "/run/systemd/emulated-units"
 TRANSIENT_DIR = "/run/systemd/transient"
@@ -635,7 +635,7 @@ def start(unit: str, wait: bool = True) -> str:
         unit, ActiveState=ACTIVATING, SubState="start-pre", Result="success", Hash=service.definition_hash
     )
     subprocess.Popen(
-        [sys.executable, "-m", "tailnix.lab.emulator.units", "supervise", unit],
+        [sys.executable, "-m", "tailnix_lab.emulator.units", "supervise", unit],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -718,7 +718,7 @@ class UnitNotFound(Exception):
 
 
 def main(argv: list[str]) -> int:
-    """`python3 -m tailnix.lab.emulator.units supervise UNIT` or `notify --ready`."""
+    """`python3 -m tailnix_lab.emulator.units supervise UNIT` or `notify --ready`."""
     if len(argv) == 2 and argv[0] == "supervise":
         return supervise(argv[1])
     if argv and argv[0] == "notify":

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from tailnix.lab.emulator.hostroot import HOST_ROOT_ENV
+from tailnix_lab.emulator.hostroot import HOST_ROOT_ENV
 
 # Every `tailscale` call of a lab host imports this module, and most only check that no black hole
 # is due: `signal` is imported by the code that cuts or restores.

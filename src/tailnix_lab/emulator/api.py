@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tailnix.lab.emulator.control import ControlPlane, parse_auth_key
+from tailnix_lab.emulator.control import ControlPlane, parse_auth_key
 
 MAX_EXPIRY_SECONDS = 90 * 86400
 TOKEN_LIFETIME_SECONDS = 3600

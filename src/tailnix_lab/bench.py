@@ -33,7 +33,8 @@ from types import FrameType
 
 import click
 
-from tailnix.lab.hosts import Lab, LabError
+from tailnix_lab.hosts import Lab
+from tailnix_lab.layout import LabError
 
 PYINFRA = Path(sys.executable).parent / "pyinfra"
 DEPLOY = Path("deploys") / "tailscale.py"

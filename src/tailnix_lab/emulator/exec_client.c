@@ -5,7 +5,7 @@
  * a fresh Python interpreter per call takes ten times that. Every emulated command in a host's
  * /usr/local/sbin is a link to this program, which hands its argv, environment, working directory,
  * umask and standard streams (the file descriptors themselves) to the host's resident emulator
- * server (tailnix.lab.emulator.server). The server forks a child that runs the command's emulator
+ * server (tailnix_lab.emulator.server). The server forks a child that runs the command's emulator
  * with everything already imported; this program forwards the signals it receives to that child and
  * ends the way the child ended: the same exit code, or killed by the same signal.
  *
@@ -55,7 +55,7 @@ static void module_name(const char *command, char *out, size_t size) {
 
 static void run_in_new_interpreter(const char *module, int argc, char **argv) {
     char qualified[256];
-    snprintf(qualified, sizeof qualified, "tailnix.lab.emulator.%s", module);
+    snprintf(qualified, sizeof qualified, "tailnix_lab.emulator.%s", module);
     char **args = calloc((size_t)argc + 5, sizeof *args);
     if (!args) _exit(70);
     args[0] = "python3";

@@ -1,4 +1,4 @@
-"""The resident emulator of a lab host: `python3 -m tailnix.lab.emulator.server`.
+"""The resident emulator of a lab host: `python3 -m tailnix_lab.emulator.server`.
 
 A real NixOS host answers `tailscale status` in a few milliseconds: the CLI is a small client of
 the resident tailscaled. A new Python interpreter per emulated call costs ten times that, and a
@@ -122,7 +122,7 @@ def _become_caller(request: Request) -> None:
 
 def _run_emulator(request: Request) -> int:
     """Run the emulator's main as `python3 -m` would; return the exit code."""
-    module = importlib.import_module(f"tailnix.lab.emulator.{request.module}")
+    module = importlib.import_module(f"tailnix_lab.emulator.{request.module}")
     sys.argv = [str(module.__file__), *request.args]
     try:
         code = _exit_code(module.main(request.args))
@@ -224,7 +224,7 @@ def _status_line(status: int) -> bytes:
 def serve(path: str = SOCKET_PATH) -> None:
     """Answer calls until killed."""
     for name in MODULES:
-        importlib.import_module(f"tailnix.lab.emulator.{name}")
+        importlib.import_module(f"tailnix_lab.emulator.{name}")
     # What is imported now is shared with every child: keep the collector off it, or each child
     # copies the pages it walks.
     gc.freeze()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
-from tailnix.lab.emulator import units
+from tailnix_lab.emulator import units
 
 USAGE = "usage: systemctl {is-active|is-failed|status|start|stop|restart} UNIT..."
 # systemctl's LSB exit codes: 3 for "not running", 4 for "no such unit", 1 for a failed job.

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tailnix.lab.emulator import units
-from tailnix.lab.emulator.hostroot import host_path
+from tailnix_lab.emulator import units
+from tailnix_lab.emulator.hostroot import host_path
 
 SYSTEMD_VERSION = "258"
 SEARCH_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin")
