@@ -35,7 +35,14 @@ from tailnix.flake import FlakeShape, read_flake
 from tailnix.nix_imports import ImportEditError, add_import, has_import, manual_instruction
 from tailnix.plan import HostPlan, ModuleFile
 from tailnix.settings import TailscaleSettings
-from tailnix.sudo import SudoAccess, operation_arguments, password_refusal, sudo_refusal, uses_sudo
+from tailnix.sudo import (
+    SudoAccess,
+    host_password_refusal,
+    login_user,
+    operation_arguments,
+    sudo_refusal,
+    uses_sudo,
+)
 from tailnix.switch import (
     ABSENT_DIRECTORY_SUFFIX,
     ABSENT_SUFFIX,
@@ -120,13 +127,13 @@ def sudo_problem() -> str | None:
     """
     if not uses_sudo(host):
         return None
-    refusal = password_refusal(host)
+    refusal = host_password_refusal(host)
     if refusal is not None:
         return refusal
     answer = host.get_fact(SudoAccess, _sudo=False)
     if not isinstance(answer, str):
         return None  # pyinfra could not read it, has said why, and counts the host as failed
-    return sudo_refusal(host, answer)
+    return sudo_refusal(host.name, login_user(host.data.get("ssh_user")), answer)
 
 
 @operation()

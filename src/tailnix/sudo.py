@@ -53,37 +53,42 @@ def uses_sudo(host: Host) -> bool:
     return bool(arguments.get("_sudo"))
 
 
-def _login(host: Host) -> str:
-    return str(host.data.get("ssh_user") or "the SSH user")
+def login_user(ssh_user: object) -> str:
+    """The user a host logs in as (its `ssh_user`), for messages."""
+    return str(ssh_user or "the SSH user")
 
 
-def password_refusal(host: Host) -> str | None:
-    """Why a sudo password given to pyinfra is refused for this host; None when none is given."""
-    arguments, _ = pop_global_arguments(host.state, host, {})
-    if not arguments.get("_sudo") or not (arguments.get("_sudo_password") or host.state.config.SUDO_PASSWORD):
-        return None
+def password_refusal(name: str, user: str) -> str:
+    """Why a sudo password given to pyinfra (`_sudo_password`) is refused for host `name`."""
     return (
-        f"{host.name}: tailnix does not deploy with a sudo password: pyinfra hands it to the host on a "
-        "command line, which every user of the host can read. Give "
-        f"{_login(host)} sudo without a password (on NixOS: security.sudo.wheelNeedsPassword = false, "
-        "or a NOPASSWD rule for that user) and remove _sudo_password."
+        f"{name}: tailnix does not deploy with a sudo password: pyinfra hands it to the host on a "
+        f"command line, which every user of the host can read. Give {user} sudo without a password "
+        "(on NixOS: security.sudo.wheelNeedsPassword = false, or a NOPASSWD rule for that user) and "
+        "remove _sudo_password."
     )
 
 
-def sudo_refusal(host: Host, answer: str) -> str | None:
-    """What to tell the user when `SudoAccess` did not answer `ok`; None when sudo works."""
+def host_password_refusal(host: Host) -> str | None:
+    """`password_refusal` when pyinfra would sudo on this host with a password; None otherwise."""
+    arguments, _ = pop_global_arguments(host.state, host, {})
+    if not arguments.get("_sudo") or not (arguments.get("_sudo_password") or host.state.config.SUDO_PASSWORD):
+        return None
+    return password_refusal(host.name, login_user(host.data.get("ssh_user")))
+
+
+def sudo_refusal(name: str, user: str, answer: str) -> str | None:
+    """What to tell the user when `SudoAccess` did not answer `ok` on host `name`; None when sudo works."""
     if answer == SUDO_WORKS:
         return None
     said = answer.removeprefix(REFUSED_PREFIX).strip() or "nothing"
-    user = _login(host)
     if "password" in said or "authentication" in said:
         return (
-            f"{host.name}: sudo asks {user} for a password (sudo said: {said!r}); tailnix runs sudo "
+            f"{name}: sudo asks {user} for a password (sudo said: {said!r}); tailnix runs sudo "
             f"without a terminal and never sends a password. Give {user} sudo without a password (on "
             "NixOS: security.sudo.wheelNeedsPassword = false, or a NOPASSWD rule for that user) and "
-            "deploy again. Nothing was changed on the host."
+            "try again. Nothing was changed on the host."
         )
     return (
-        f"{host.name}: {user} cannot run commands as root with sudo (sudo said: {said!r}); "
+        f"{name}: {user} cannot run commands as root with sudo (sudo said: {said!r}); "
         "nothing was changed on the host"
     )
