@@ -25,6 +25,8 @@ CHECK = "Check the host is NixOS and can decrypt the secrets"
 VERIFY = "Verify Tailscale is Running"
 CONVERGED = "Check the host and that Tailscale is Running"
 """The one operation a host that needs no change gets."""
+SUDO_USER = "deploy"
+"""The non-root admin of the lab's sudo hosts: in wheel, reached with the lab's key, deploys with `_sudo`."""
 PLACING = (
     "Place the encrypted secrets file",
     "Place the Tailscale module",

@@ -13,15 +13,18 @@ import pytest
 
 from tailnix.lab.hosts import Lab, LabHost
 
-from .deploying import PYINFRA, REPOSITORY, SWITCH, deploy, etc_nixos, write_secrets
+from .deploying import PYINFRA, REPOSITORY, SUDO_USER, SWITCH, deploy, etc_nixos, write_secrets
 
 pytestmark = pytest.mark.lab
 
 
-@pytest.fixture
-def joined(lab: Lab, tmp_path: Path) -> Iterator[tuple[LabHost, Path]]:
-    """A fresh host, deployed once and Running, with the secrets file it was deployed with."""
-    host = lab.add_host(os="nixos")
+@pytest.fixture(params=[None, SUDO_USER], ids=["root", "sudo"])
+def joined(lab: Lab, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[LabHost, Path]]:
+    """A fresh host, deployed once and Running, with the secrets file it was deployed with.
+
+    Reached as root, or as a non-root admin with sudo.
+    """
+    host = lab.add_host(os="nixos", sudo_user=request.param)
     secrets, _ = write_secrets(lab, tmp_path / "fleet", [host])
     run = deploy(lab.write_inventory(tmp_path / "first.py", hosts=[host.name], secrets_file=secrets))
     assert run.returncode == 0, run
@@ -106,20 +109,30 @@ def _kill_when(process: subprocess.Popen[str], marker: str, signal_number: int) 
 
 
 @pytest.mark.parametrize(
-    ("marker", "signal_number"),
+    ("marker", "signal_number", "sudo_user"),
     [
-        ("Place the encrypted secrets file", signal.SIGINT),
-        ("Place the Tailscale module", signal.SIGKILL),
-        ("Import the module in configuration.nix", signal.SIGKILL),
-        ("--> Starting operation: nixos-rebuild switch", signal.SIGKILL),
-        ("--> Starting operation: nixos-rebuild switch", signal.SIGINT),
+        ("Place the encrypted secrets file", signal.SIGINT, None),
+        ("Place the Tailscale module", signal.SIGKILL, None),
+        ("Import the module in configuration.nix", signal.SIGKILL, None),
+        ("--> Starting operation: nixos-rebuild switch", signal.SIGKILL, None),
+        ("--> Starting operation: nixos-rebuild switch", signal.SIGINT, None),
+        ("Place the encrypted secrets file", signal.SIGINT, SUDO_USER),
+        ("--> Starting operation: nixos-rebuild switch", signal.SIGKILL, SUDO_USER),
     ],
-    ids=["secret-SIGINT", "module-SIGKILL", "import-SIGKILL", "switch-SIGKILL", "switch-SIGINT"],
+    ids=[
+        "secret-SIGINT",
+        "module-SIGKILL",
+        "import-SIGKILL",
+        "switch-SIGKILL",
+        "switch-SIGINT",
+        "sudo-secret-SIGINT",
+        "sudo-switch-SIGKILL",
+    ],
 )
 def test_a_killed_deploy_leaves_old_or_new_and_the_next_run_completes(
-    lab: Lab, marker: str, signal_number: int, tmp_path: Path
+    lab: Lab, marker: str, signal_number: int, sudo_user: str | None, tmp_path: Path
 ) -> None:
-    host = lab.add_host(os="nixos")
+    host = lab.add_host(os="nixos", sudo_user=sudo_user)
     try:
         secrets, _ = write_secrets(lab, tmp_path / "fleet", [host])
         inventory = lab.write_inventory(
