@@ -108,6 +108,17 @@ def deploy(inventory: Path, *arguments: str, env: dict[str, str] | None = None) 
     return DeployRun(result.returncode, result.stdout, result.stderr)
 
 
+def start_deploy(inventory: Path) -> subprocess.Popen[str]:
+    """Start the deploy in the background; its output (stderr, without --json) can be followed line by line."""
+    return subprocess.Popen(
+        [str(PYINFRA), "-y", str(inventory), "deploys/tailscale.py"],
+        cwd=REPOSITORY,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def etc_nixos(lab: Lab, host: str) -> dict[str, str]:
     """Every file under the host's /etc/nixos with its sha256 and mode: to prove nothing changed."""
     listing = lab.ssh(

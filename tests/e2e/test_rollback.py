@@ -13,7 +13,7 @@ import pytest
 
 from tailnix.lab.hosts import Lab, LabHost
 
-from .deploying import PYINFRA, REPOSITORY, SUDO_USER, SWITCH, deploy, etc_nixos, write_secrets
+from .deploying import SUDO_USER, SWITCH, deploy, etc_nixos, start_deploy, write_secrets
 
 pytestmark = pytest.mark.lab
 
@@ -80,16 +80,6 @@ def test_a_switch_that_cuts_ssh_is_rolled_back_by_the_host_itself(
     del generation
 
 
-def _start_deploy(inventory: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(PYINFRA), "-y", str(inventory), "deploys/tailscale.py"],
-        cwd=REPOSITORY,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _kill_when(process: subprocess.Popen[str], marker: str, signal_number: int) -> str:
     """Signal the deployer as soon as its output shows `marker`; what it printed until then."""
     assert process.stderr is not None
@@ -142,7 +132,7 @@ def test_a_killed_deploy_leaves_old_or_new_and_the_next_run_completes(
             host_data={host.name: {"tailnix_confirm_timeout": 3}},
         )
         old = etc_nixos(lab, host.name)
-        printed = _kill_when(_start_deploy(inventory), marker, signal_number)
+        printed = _kill_when(start_deploy(inventory), marker, signal_number)
         assert marker in printed
         # A switch the deployer started goes on without it, and without a confirmation it rolls back.
         _wait_for(

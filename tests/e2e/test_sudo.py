@@ -1,8 +1,9 @@
 """Deploying as a non-root admin with sudo (`ssh_user: deploy`, `_sudo: True`), as fleets without root logins do.
 
-The killed deploy and the rollback for want of a confirmation run for sudo hosts in test_rollback.py,
-and the fleet commands (bootstrap, rotate-key, status, forget) in test_fleet.py, whose second host is
-one; here: the first deploy, the redeploy, a failed switch, the lock, and a sudo that asks for a password.
+The killed deploy and the rollback for want of a confirmation run for sudo hosts in test_rollback.py, a
+failed switch in test_faults.py, and the fleet commands (bootstrap, rotate-key, status, forget) in
+test_fleet.py, whose second host is one; here: the first deploy, the redeploy, the lock, and a sudo that
+asks for a password.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 from tailnix.lab.hosts import Lab, LabHost
 
-from .deploying import CONVERGED, PYINFRA, REPOSITORY, SUDO_USER, SWITCH, deploy, etc_nixos, write_secrets
+from .deploying import CONVERGED, SUDO_USER, SWITCH, deploy, etc_nixos, start_deploy, write_secrets
 
 pytestmark = pytest.mark.lab
 
@@ -53,6 +54,14 @@ def root_host(lab: Lab) -> Iterator[LabHost]:
     host = lab.add_host(os="nixos")
     yield host
     lab.stop_host(host.name)
+
+
+def _inventory(lab: Lab, host: LabHost, tmp_path: Path, **data: object) -> Path:
+    """An inventory of `host` alone, with secrets it can open and `data` added to its own."""
+    secrets, _ = write_secrets(lab, tmp_path / "fleet", [host])
+    return lab.write_inventory(
+        tmp_path / "inventory.py", hosts=[host.name], secrets_file=secrets, host_data={host.name: data}
+    )
 
 
 def _owners_and_modes(lab: Lab, name: str) -> list[str]:
@@ -98,45 +107,11 @@ def test_first_deploy_and_redeploy_as_a_sudo_user_match_a_root_deploy(
     assert again.said(sudo_host.name, "Tailscale is Running")
 
 
-def test_a_failed_switch_as_a_sudo_user_restores_etc_nixos(
-    lab: Lab, sudo_host: LabHost, tmp_path: Path
-) -> None:
-    lab.ssh(
-        sudo_host.name,
-        "sed -i 's/services.openssh.enable = true;/services.openssh.enable = true;\\n  services.tailscal.enable = true;/' "
-        "/etc/nixos/configuration.nix",
-    )
-    before = etc_nixos(lab, sudo_host.name)
-    generation = lab.ssh(sudo_host.name, "readlink /run/current-system").stdout
-    secrets, _ = write_secrets(lab, tmp_path / "fleet", [sudo_host])
-    run = deploy(lab.write_inventory(tmp_path / "inventory.py", hosts=[sudo_host.name], secrets_file=secrets))
-    assert run.returncode != 0
-    assert run.said(sudo_host.name, "The option `services.tailscal' does not exist")
-    assert run.said(
-        sudo_host.name,
-        "nixos-rebuild switch failed (exit 1: the configuration did not evaluate or build; /etc/nixos restored)",
-    )
-    assert etc_nixos(lab, sudo_host.name) == before
-    assert lab.ssh(sudo_host.name, "readlink /run/current-system").stdout == generation
-
-
 def test_a_sudo_deploy_holds_the_lock_for_as_long_as_it_runs(
     lab: Lab, sudo_host: LabHost, tmp_path: Path
 ) -> None:
-    secrets, _ = write_secrets(lab, tmp_path / "fleet", [sudo_host])
-    inventory = lab.write_inventory(
-        tmp_path / "inventory.py",
-        hosts=[sudo_host.name],
-        secrets_file=secrets,
-        host_data={sudo_host.name: {"tailnix_lock_timeout": 2}},
-    )
-    first = subprocess.Popen(
-        [str(PYINFRA), "-y", str(inventory), "deploys/tailscale.py"],
-        cwd=REPOSITORY,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    inventory = _inventory(lab, sudo_host, tmp_path, tailnix_lock_timeout=2)
+    first = start_deploy(inventory)
     assert first.stderr is not None
     try:
         # Frozen just after it took the lock (its connection stays open): the lock must still be held.
@@ -158,10 +133,7 @@ def test_a_sudo_that_asks_for_a_password_is_refused_at_once_and_nothing_changes(
     lab: Lab, password_host: LabHost, tmp_path: Path
 ) -> None:
     before = etc_nixos(lab, password_host.name)
-    secrets, _ = write_secrets(lab, tmp_path / "fleet", [password_host])
-    inventory = lab.write_inventory(
-        tmp_path / "inventory.py", hosts=[password_host.name], secrets_file=secrets
-    )
+    inventory = _inventory(lab, password_host, tmp_path)
     run = deploy(inventory)
     assert run.returncode != 0
     assert run.said(password_host.name, f"{password_host.name}: sudo asks {SUDO_USER} for a password")
@@ -182,14 +154,7 @@ def test_a_sudo_password_in_the_inventory_is_refused_and_never_sent(
     lab: Lab, password_host: LabHost, tmp_path: Path
 ) -> None:
     before = etc_nixos(lab, password_host.name)
-    secrets, _ = write_secrets(lab, tmp_path / "fleet", [password_host])
-    inventory = lab.write_inventory(
-        tmp_path / "inventory.py",
-        hosts=[password_host.name],
-        secrets_file=secrets,
-        host_data={password_host.name: {"_sudo_password": "lab"}},
-    )
-    run = deploy(inventory, "-vv")
+    run = deploy(_inventory(lab, password_host, tmp_path, _sudo_password="lab"), "-vv")
     assert run.returncode != 0
     assert run.said(password_host.name, "tailnix does not deploy with a sudo password")
     assert "PYINFRA_SUDO_PASSWORD" not in run.stderr
