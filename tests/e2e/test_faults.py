@@ -15,14 +15,15 @@ import yaml
 
 from tailnix.lab.hosts import Lab, LabHost
 
-from .deploying import SWITCH, DeployRun, deploy, etc_nixos, write_secrets
+from .deploying import SUDO_USER, SWITCH, DeployRun, deploy, etc_nixos, write_secrets
 
 pytestmark = pytest.mark.lab
 
 
 @pytest.fixture
-def host(lab: Lab) -> Iterator[LabHost]:
-    fresh = lab.add_host(os="nixos")
+def host(lab: Lab, request: pytest.FixtureRequest) -> Iterator[LabHost]:
+    """A fresh NixOS host, reached as root (or, parametrized with a user name, as that user with sudo)."""
+    fresh = lab.add_host(os="nixos", sudo_user=getattr(request, "param", None))
     yield fresh
     lab.stop_host(fresh.name)
 
@@ -307,6 +308,7 @@ def test_bad_input_corpus_is_refused_before_any_host_is_touched(
     _still_reachable(lab, host.name)
 
 
+@pytest.mark.parametrize("host", [None, SUDO_USER], ids=["root", "sudo"], indirect=True)
 def test_an_evaluation_error_is_told_apart_and_restores_etc_nixos(
     lab: Lab, host: LabHost, secrets: Path, tmp_path: Path
 ) -> None:
