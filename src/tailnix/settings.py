@@ -213,6 +213,11 @@ def _edit_distance(a: str, b: str) -> int:
     return previous[-1]
 
 
+def _normal_key(key: str) -> str:
+    """A host-data key in lower case with `_` for every run of separators."""
+    return re.sub(r"[-_.\s]+", "_", key.strip().lower())
+
+
 def _near_setting(key: str) -> str | None:
     """The setting a host-data key was likely meant to be, or None when it is close to none.
 
@@ -222,7 +227,7 @@ def _near_setting(key: str) -> str | None:
     """
     if key.startswith("_"):
         return None
-    normal = re.sub(r"[-_.\s]+", "_", key.strip().lower())
+    normal = _normal_key(key)
     if normal in _KNOWN_KEYS:
         return normal
     head, _, core = normal.partition("_")
@@ -331,6 +336,12 @@ def parse_settings(host: str, data: Mapping[str, Any], *, base_dir: Path | None 
     for key in data:
         if key in _KNOWN_KEYS or not isinstance(key, str):
             continue
+        if _normal_key(key) == DEFAULT_SECRET_NAME:
+            raise read.fail(
+                key,
+                data[key],
+                "the auth key goes in the sops secrets file (tailnix_secrets_file), never in host data",
+            )
         meant = _near_setting(key)
         if meant is not None:
             raise read.fail(key, data[key], f"unknown setting (did you mean {meant}?)")
