@@ -551,7 +551,7 @@ def prefs_mismatches(settings: TailscaleSettings, prefs: dict[str, Any]) -> list
         routes += ["0.0.0.0/0", "::/0"]
     wanted: dict[str, Any] = {
         "RouteAll": settings.accept_routes,
-        "AdvertiseRoutes": sorted(routes),
+        "AdvertiseRoutes": sorted(set(routes)),
         "AdvertiseTags": sorted(settings.advertise_tags),
         "RunSSH": settings.ssh,
     }
