@@ -6,8 +6,9 @@
 #   pyinfra inventory.py deploys/tailscale.py --limit routers
 #   tailnix module desk -i inventory.py                read the module a host would receive
 #
-# Every host needs SSH access as root (or a user with sudo: add "_sudo": True) and an ed25519 host key,
-# and its age recipient in .sops.yaml (see the README). The names below are examples: replace them.
+# Every host needs SSH access as root, or as a user with passwordless sudo ("ssh_user": "admin",
+# "_sudo": True; a sudo that asks for a password is refused), an ed25519 host key, and its age
+# recipient in .sops.yaml (see the README). The names below are examples: replace them.
 
 workstations = [
     # The inventory name is also how the node is named in the tailnet unless tailscale_hostname says otherwise.

@@ -18,10 +18,15 @@ exit_nonzero_on_interrupt()  # pyinfra itself exits 0 on Ctrl-C
 plan = plan_host(host.name, host.data.dict())
 operations.report_unreachable_hosts()
 
+# A host reached as a user with sudo: sudo must work without a password before anything runs through it.
+sudo_problem = operations.sudo_problem()
+
 # The host's state is read once, in one round trip. A host that needs no change gets one operation: the
 # checks and the verification (each operation costs the deployer time for every host of the fleet).
-state = operations.host_state()
-if state is None:
+state = operations.host_state() if sudo_problem is None else None
+if sudo_problem is not None:
+    operations.refuse(name="Check sudo runs without a password", problem=sudo_problem)
+elif state is None:
     pass  # pyinfra could not read it, has said why, and counts the host as failed
 elif operations.changes_needed(state, plan):
     operations.preflight(name="Check the host is NixOS and can decrypt the secrets", plan=plan)

@@ -33,9 +33,11 @@ from tailnix.secrets_file import read_sealed
 from tailnix.settings import SettingsError, parse_settings
 from tailnix.sops import NotEncryptedError, SopsError, read_metadata, rotate_data_key, update_keys
 from tailnix.sops_config import SopsConfig, SopsConfigError, write_config
+from tailnix.sudo import login_user, password_refusal, sudo_refusal
 
 HOST_KEY_FACT = "tailnix.fleet.HostKey"
 FLEET_STATUS_FACT = "tailnix.fleet.FleetHostStatus"
+SUDO_FACT = "tailnix.sudo.SudoAccess"
 SOPS_CONFIG_NAME = ".sops.yaml"
 # The deploy's last operation: a host that reports on it has finished.
 FINAL_OPERATIONS = ("Verify Tailscale is Running", "Check the host and that Tailscale is Running")
@@ -184,24 +186,65 @@ class FactReading:
 
     values: dict[str, Any]
     errors: dict[str, str]
+    """Hosts that could not be reached, and pyinfra's reason."""
+    refused: dict[str, str] = field(default_factory=dict)
+    """Hosts reached whose sudo cannot run the fact without a password, and what to do about it."""
 
 
-def read_fact(inventory_file: Path, fact: str, hosts: list[str]) -> FactReading:
-    """Run `pyinfra INVENTORY fact FACT --json` on `hosts`; unreachable hosts come back in `errors`."""
+def _run_fact(inventory_file: Path, fact: str, hosts: list[str], *options: str) -> tuple[dict[str, Any], str]:
+    """`pyinfra -y --json INVENTORY fact FACT` on `hosts`: the values it printed, and its stderr."""
     result = subprocess.run(
-        [pyinfra_command(), "-y", "--json", str(inventory_file), "fact", fact, *_limits(hosts)],
+        [pyinfra_command(), "-y", "--json", *options, str(inventory_file), "fact", fact, *_limits(hosts)],
         capture_output=True,
         text=True,
         check=False,
+        stdin=subprocess.DEVNULL,
     )
     payload = _json_payload(result.stdout) or {}
-    values = payload.get(fact) or {}
-    failures = _connect_failures(result.stderr)
+    return payload.get(fact) or {}, result.stderr
+
+
+def _sudo_refusals(inventory_file: Path, hosts: list[FleetHost]) -> dict[str, str]:
+    """Hosts reached with `_sudo` whose sudo cannot run a command without a password, and why.
+
+    Asked before any fact runs through sudo: pyinfra would otherwise prompt for the password.
+    """
+    refused = {
+        host.name: password_refusal(host.name, login_user(host.data.get("ssh_user")))
+        for host in hosts
+        if host.data.get("_sudo") and host.data.get("_sudo_password")
+    }
+    asked = [host for host in hosts if host.data.get("_sudo") and host.name not in refused]
+    if not asked:
+        return refused
+    answers, _ = _run_fact(inventory_file, SUDO_FACT, [host.name for host in asked], "--data", "_sudo=False")
+    for host in asked:
+        answer = answers.get(host.name)
+        problem = (
+            sudo_refusal(host.name, login_user(host.data.get("ssh_user")), answer)
+            if isinstance(answer, str)
+            else None
+        )
+        if problem is not None:
+            refused[host.name] = problem
+    return refused
+
+
+def read_fact(inventory_file: Path, fact: str, hosts: list[FleetHost]) -> FactReading:
+    """Run `pyinfra INVENTORY fact FACT --json` on `hosts`; unreachable hosts come back in `errors`.
+
+    A host whose sudo asks for a password is not asked for the fact: it comes back in `refused`.
+    """
+    refused = _sudo_refusals(inventory_file, hosts)
+    asked = [host.name for host in hosts if host.name not in refused]
+    values, stderr = _run_fact(inventory_file, fact, asked) if asked else ({}, "")
+    failures = _connect_failures(stderr)
     errors = {}
-    for name in hosts:
+    for name in asked:
         if values.get(name) is None:
-            errors[name] = failures.get(name) or _last_words(result.stderr) or "no answer"
-    return FactReading({k: v for k, v in values.items() if v is not None}, errors)
+            errors[name] = failures.get(name) or _last_words(stderr) or "no answer"
+    found = {k: v for k, v in values.items() if v is not None and k in asked}
+    return FactReading(found, errors, refused)
 
 
 def _last_words(stderr: str) -> str:
@@ -286,10 +329,13 @@ def record_recipients(
         read_sealed(location.secrets_file, location.secret_name)
     except NotEncryptedError as error:
         raise FleetError(f"refusing to give the hosts {location.secrets_file}: {error}") from None
-    reading = read_fact(inventory_file, HOST_KEY_FACT, [h.name for h in hosts])
+    reading = read_fact(inventory_file, HOST_KEY_FACT, hosts)
     update = RecipientUpdate()
     text = config.text
     for host in hosts:
+        if host.name in reading.refused:
+            update.changes.append(RecipientChange(host.name, "failed", reading.refused[host.name]))
+            continue
         if host.name in reading.errors:
             update.changes.append(
                 RecipientChange(host.name, "failed", f"cannot read its host key: {reading.errors[host.name]}")
@@ -615,7 +661,7 @@ def _iso(epoch: int | None) -> str | None:
 
 def fleet_status(inventory_file: Path, hosts: list[FleetHost]) -> dict[str, Any]:
     """The health of every host and of the mesh, as the documented `tailnix status --json` document."""
-    reading = read_fact(inventory_file, FLEET_STATUS_FACT, [h.name for h in hosts])
+    reading = read_fact(inventory_file, FLEET_STATUS_FACT, hosts)
     entries: list[dict[str, Any]] = []
     node_ids: dict[str, str] = {}
     peers_of: dict[str, dict[str, bool]] = {}
@@ -635,6 +681,9 @@ def fleet_status(inventory_file: Path, hosts: list[FleetHost]) -> dict[str, Any]
         }
         entries.append(entry)
         problems: list[str] = entry["problems"]
+        if host.name in reading.refused:
+            problems.append(reading.refused[host.name])
+            continue
         if host.name in reading.errors:
             problems.append(f"unreachable: {reading.errors[host.name]}")
             continue

@@ -20,6 +20,7 @@ from io import StringIO
 from typing import Any
 
 from pyinfra import logger
+from pyinfra.api.arguments import ConnectorArguments
 from pyinfra.api.command import FileUploadCommand, FunctionCommand, StringCommand
 from pyinfra.api.host import Host
 from pyinfra.api.operation import operation
@@ -34,6 +35,14 @@ from tailnix.flake import FlakeShape, read_flake
 from tailnix.nix_imports import ImportEditError, add_import, has_import, manual_instruction
 from tailnix.plan import HostPlan, ModuleFile
 from tailnix.settings import TailscaleSettings
+from tailnix.sudo import (
+    SudoAccess,
+    host_password_refusal,
+    login_user,
+    operation_arguments,
+    sudo_refusal,
+    uses_sudo,
+)
 from tailnix.switch import (
     ABSENT_DIRECTORY_SUFFIX,
     ABSENT_SUFFIX,
@@ -109,6 +118,31 @@ def host_state() -> HostState | None:
         found = host.get_fact(TailnixHostState)
         _STATES[key] = found if isinstance(found, HostState) else None
     return _STATES[key]
+
+
+def sudo_problem() -> str | None:
+    """Why the current host cannot be deployed through sudo; None when it logs in as root, or sudo works.
+
+    Asked before any command runs through sudo: a sudo that wants a password is refused at once.
+    """
+    if not uses_sudo(host):
+        return None
+    refusal = host_password_refusal(host)
+    if refusal is not None:
+        return refusal
+    answer = host.get_fact(SudoAccess, _sudo=False)
+    if not isinstance(answer, str):
+        return None  # pyinfra could not read it, has said why, and counts the host as failed
+    return sudo_refusal(host.name, login_user(host.data.get("ssh_user")), answer)
+
+
+@operation()
+def refuse(problem: str) -> Commands:
+    """Fail the host with a sentence saying why, before anything is read or changed on it.
+
+    + problem: what the user reads, naming the host
+    """
+    yield _fail(problem)
 
 
 UNREADABLE_STATE = "the host's state could not be read (see above), so nothing was changed on it"
@@ -469,7 +503,7 @@ def rebuild(plan: HostPlan) -> Commands:
         confirm_timeout=plan.settings.confirm_timeout,
     )
     yield StringCommand(start_command(script))
-    yield FunctionCommand(await_switch, (token, plan.settings.confirm_timeout), {})
+    yield FunctionCommand(await_switch, (token, plan.settings.confirm_timeout, operation_arguments(host)), {})
 
 
 def _poll_script(settings: TailscaleSettings) -> str:
@@ -517,7 +551,7 @@ def prefs_mismatches(settings: TailscaleSettings, prefs: dict[str, Any]) -> list
         routes += ["0.0.0.0/0", "::/0"]
     wanted: dict[str, Any] = {
         "RouteAll": settings.accept_routes,
-        "AdvertiseRoutes": sorted(routes),
+        "AdvertiseRoutes": sorted(set(routes)),
         "AdvertiseTags": sorted(settings.advertise_tags),
         "RunSSH": settings.ssh,
     }
@@ -545,8 +579,8 @@ def _running_summary(status: dict[str, Any]) -> str:
     return summary
 
 
-def _verify(state: State, host: Host, settings: TailscaleSettings) -> bool:
-    ok, output = host.run_shell_command(StringCommand(_poll_script(settings)))
+def _verify(state: State, host: Host, settings: TailscaleSettings, arguments: ConnectorArguments) -> bool:
+    ok, output = host.run_shell_command(StringCommand(_poll_script(settings)), **arguments)
     sections = _sections(list(output.stdout_lines) if ok else [])
     status = _load_json(sections.get("status", ""))
     if status is None:
@@ -596,7 +630,7 @@ def _verification(state: HostState, plan: HostPlan) -> Commands:
 
         host.noop(summary)
         return
-    yield FunctionCommand(_verify, (plan.settings,), {})
+    yield FunctionCommand(_verify, (plan.settings, operation_arguments(host)), {})
 
 
 @operation()

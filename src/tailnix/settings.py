@@ -6,7 +6,6 @@ setting and the bad value.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +14,9 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pyinfra.api.exceptions import DeployError
+
+from tailnix.prefix import PrefixError, calc_advertise_routes, parse_route
+from tailnix.tailscale_flags import ALIASES, BOOL_VALUES, BY_NAME, TAILSCALE_RELEASE
 
 Mode = Literal["autoconnect", "native"]
 MODES: tuple[Mode, ...] = ("autoconnect", "native")
@@ -49,10 +51,28 @@ _MANAGED_FLAGS = {
     "--reset": "tailnix (it always passes the full flag set)",
     "--timeout": "tailnix_up_timeout",
 }
+# What looks like a key in a message: Tailscale keys, age identities, and runs of 24 or more base64
+# characters with upper and lower case letters (two of each) and digits, as random secrets have. Hashes
+# (sha256-..., Nix base32, hex commits) and URL paths are not secret and stay.
+_SECRET_LOOKING = re.compile(
+    r"(tskey-[A-Za-z]+-)[A-Za-z0-9_-]+"
+    r"|(AGE-SECRET-KEY-)[0-9A-Za-z]+"
+    r"|(?<![A-Za-z0-9+/_-])(?!sha256-|sha512-)"
+    r"(?=(?:[A-Z0-9+/_-]*[a-z]){2})(?=(?:[a-z0-9+/_-]*[A-Z]){2})(?=[A-Za-z+/_-]*[0-9])"
+    r"[A-Za-z0-9+/_-]{24,}={0,2}"
+)
+
+
+def redact_secrets(text: str) -> str:
+    """`text` with every key-looking value replaced by `[redacted]` (its tskey-/AGE- prefix kept)."""
+    return _SECRET_LOOKING.sub(lambda m: (m.group(1) or m.group(2) or "") + "[redacted]", text)
 
 
 class SettingsError(DeployError):
-    """A setting with a bad value; the message names the host, the setting and the value."""
+    """A setting with a bad value; the message names the host, the setting and the value (keys redacted)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact_secrets(message))
 
 
 @dataclass(frozen=True)
@@ -178,6 +198,133 @@ class _Reader:
         return value
 
 
+def _edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance, with a swap of two neighbours counting as one edit."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            cost = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, previous2[j - 2] + 1)
+            current.append(cost)
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+def _normal_key(key: str) -> str:
+    """A host-data key in lower case with `_` for every run of separators."""
+    return re.sub(r"[-_.\s]+", "_", key.strip().lower())
+
+
+def _near_setting(key: str) -> str | None:
+    """The setting a host-data key was likely meant to be, or None when it is close to none.
+
+    Close means: the same name in another case or with other separators (`Tailscale-SSH`), the other
+    prefix or a misspelt one (`tailnix_ssh`, `tailscal_ssh`), or at most two typos (one in a short
+    name). Keys of pyinfra itself (`_sudo`, `ssh_user`...) and of other deploys are far from all of them.
+    """
+    if key.startswith("_"):
+        return None
+    normal = _normal_key(key)
+    if normal in _KNOWN_KEYS:
+        return normal
+    head, _, core = normal.partition("_")
+    prefixed = bool(core) and min(_edit_distance(head, p) for p in ("tailscale", "tailnix")) <= 2
+    best: tuple[int, str] | None = None
+    for known in _KNOWN_KEYS:
+        known_core = known.partition("_")[2]
+        distances = [_edit_distance(normal, known)]
+        if prefixed:
+            distances.append(_edit_distance(core, known_core))
+        distance = min(distances)
+        if distance <= (1 if len(known_core) <= 5 else 2) and (best is None or distance < best[0]):
+            best = (distance, known)
+    return best[1] if best else None
+
+
+def _routes(read: _Reader) -> tuple[str, ...]:
+    """`tailscale_advertise_routes`, checked as `tailscale up` checks them, in the CLI's own spelling."""
+    key = "tailscale_advertise_routes"
+    routes = read.text_list(key)
+    canonical: dict[str, None] = {}
+    for route in routes:
+        try:
+            canonical[str(parse_route(route))] = None
+        except PrefixError as error:
+            reason = f" ({error.reason})" if error.reason else ""
+            raise read.fail(key, route, f"tailscale up refuses it: {error.message}{reason}") from None
+    try:
+        calc_advertise_routes(routes, exit_node=False)
+    except PrefixError as error:
+        raise read.fail(
+            key,
+            list(routes),
+            f"tailscale up refuses it: {error.message}; or, for an exit node, set tailscale_advertise_exit_node",
+        ) from None
+    return tuple(canonical)
+
+
+def _extra_flag_name(read: _Reader, flag: str) -> str:
+    """Check one of `tailscale_extra_up_flags` against `tailscale up` of the pinned release; its name."""
+    key = "tailscale_extra_up_flags"
+    written = flag.split("=", 1)[0]
+    name = ALIASES.get(written[2:], written[2:])
+    for spelling in (written, f"--{name}"):
+        if spelling in _MANAGED_FLAGS:
+            raise read.fail(key, flag, f"{written} is set by tailnix; use {_MANAGED_FLAGS[spelling]}")
+    if not _EXTRA_FLAG.match(flag):
+        raise read.fail(
+            key, flag, "must be --flag or --flag=value, with no spaces, quotes or shell characters"
+        )
+    if name == "force-reauth":
+        raise read.fail(
+            key,
+            flag,
+            "tailnix never passes --force-reauth: it would log the node in again at every start of the "
+            "join unit and drop its connections, SSH over Tailscale too; to join hosts with a new key, "
+            "use tailnix rotate-key",
+        )
+    spec = BY_NAME.get(name)
+    release = f"tailscale {TAILSCALE_RELEASE}"
+    if spec is None:
+        near = sorted((_edit_distance(name, f), f) for f in BY_NAME if BY_NAME[f].up)
+        hint = f" (did you mean --{near[0][1]}?)" if near and near[0][0] <= 2 else ""
+        raise read.fail(
+            key,
+            flag,
+            f"{release} has no such flag: tailscale up would fail with "
+            f'"flag provided but not defined: -{name}"{hint}',
+        )
+    if not spec.up:
+        raise read.fail(
+            key,
+            flag,
+            f"--{name} is a flag of tailscale set, not of tailscale up ({release}); tailnix runs "
+            "tailscale up only and has no setting for it",
+        )
+    _, has_value, value = flag.partition("=")
+    if spec.takes_value and not has_value:
+        raise read.fail(
+            key,
+            flag,
+            f"--{name} takes a value: write --{name}=VALUE (alone, it would take the next flag as its value)",
+        )
+    if spec.kind == "bool" and has_value and value not in BOOL_VALUES:
+        raise read.fail(
+            key, flag, f'tailscale up refuses it: invalid boolean value "{value}" for -{name}: parse error'
+        )
+    if spec.kind == "notfalse" and has_value and value != "true":
+        raise read.fail(
+            key,
+            flag,
+            f'tailscale up refuses it: invalid boolean value "{value}" for -{name}: '
+            "unsupported value; only 'true' is allowed",
+        )
+    return name
+
+
 def parse_settings(host: str, data: Mapping[str, Any], *, base_dir: Path | None = None) -> TailscaleSettings:
     """Read and validate one host's settings from its pyinfra data.
 
@@ -187,21 +334,25 @@ def parse_settings(host: str, data: Mapping[str, Any], *, base_dir: Path | None 
     """
     read = _Reader(host, data)
     for key in data:
-        if key.startswith(("tailscale_", "tailnix_")) and key not in _KNOWN_KEYS:
-            close = [k for k in _KNOWN_KEYS if k.split("_", 1)[1][:5] == key.split("_", 1)[1][:5]]
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise read.fail(key, data[key], f"unknown setting{hint}")
+        if key in _KNOWN_KEYS or not isinstance(key, str):
+            continue
+        if _normal_key(key) == DEFAULT_SECRET_NAME:
+            raise read.fail(
+                key,
+                data[key],
+                "the auth key goes in the sops secrets file (tailnix_secrets_file), never in host data",
+            )
+        meant = _near_setting(key)
+        if meant is not None:
+            raise read.fail(key, data[key], f"unknown setting (did you mean {meant}?)")
+        if key.startswith("tailnix_"):
+            raise read.fail(key, data[key], "unknown setting (tailnix_ names are tailnix's own)")
 
     mode = data.get("tailnix_mode", "autoconnect")
     if mode not in MODES:
         raise read.fail("tailnix_mode", mode, f"must be one of {', '.join(MODES)}")
 
-    routes = read.text_list("tailscale_advertise_routes")
-    for route in routes:
-        try:
-            ipaddress.ip_network(route, strict=True)
-        except ValueError as error:
-            raise read.fail("tailscale_advertise_routes", route, f"not a CIDR route ({error})") from None
+    routes = _routes(read)
 
     tags = read.text_list("tailscale_advertise_tags")
     for tag in tags:
@@ -235,20 +386,16 @@ def parse_settings(host: str, data: Mapping[str, Any], *, base_dir: Path | None 
             )
 
     extra = read.text_list("tailscale_extra_up_flags")
+    given: set[str] = set()
     for flag in extra:
-        name = flag.split("=", 1)[0]
-        if name in _MANAGED_FLAGS:
+        name = _extra_flag_name(read, flag)
+        if name in given:
             raise read.fail(
                 "tailscale_extra_up_flags",
                 flag,
-                f"{name} is set by tailnix; use {_MANAGED_FLAGS[name]}",
+                f"--{name} is given twice; tailscale up refuses a flag provided multiple times",
             )
-        if not _EXTRA_FLAG.match(flag):
-            raise read.fail(
-                "tailscale_extra_up_flags",
-                flag,
-                "must be --flag or --flag=value, with no spaces, quotes or shell characters",
-            )
+        given.add(name)
 
     secret_name = data.get("tailnix_secret_name", DEFAULT_SECRET_NAME)
     if not isinstance(secret_name, str) or not _SECRET_NAME.match(secret_name):

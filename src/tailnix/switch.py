@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import gevent
 from pyinfra import logger
+from pyinfra.api.arguments import ConnectorArguments
 from pyinfra.api.command import StringCommand
 from pyinfra.api.host import Host
 from pyinfra.api.state import State
@@ -147,13 +148,29 @@ class SwitchOutcome:
     message: str
 
 
-def _read(host: Host, path: str) -> str | None:
-    """A file's text over the current connection; None when the host cannot be reached."""
+class HostUnreadable(Exception):
+    """A command that reads the job's files ran, and failed (as opposed to a connection that broke)."""
+
+
+def _run(host: Host, arguments: ConnectorArguments, command: str) -> tuple[bool, list[str], list[str]]:
+    """Run `command` as the operation runs its own (with its sudo); raise ConnectionError when it cannot."""
     try:
-        ok, output = host.run_shell_command(StringCommand(f"cat {path} 2>/dev/null; true"))
-    except Exception:  # a dead connection raises whatever paramiko meets
+        ok, output = host.run_shell_command(StringCommand(command), **arguments)
+    except Exception as error:  # a dead connection raises whatever paramiko meets
+        raise ConnectionError(str(error)) from error
+    return ok, list(output.stdout_lines), list(output.stderr_lines)
+
+
+def _read(host: Host, arguments: ConnectorArguments, path: str) -> str | None:
+    """A file's text ("" when absent); None when the host cannot be reached. Raises HostUnreadable."""
+    quoted = shlex.quote(path)
+    try:
+        ok, stdout, stderr = _run(host, arguments, f"if [ -e {quoted} ]; then cat {quoted}; fi")
+    except ConnectionError:
         return None
-    return "\n".join(output.stdout_lines) if ok else None
+    if not ok:
+        raise HostUnreadable(" ".join(stderr).strip() or f"reading {path} failed")
+    return "\n".join(stdout)
 
 
 def _reconnect(host: Host) -> bool:
@@ -172,9 +189,9 @@ def _reconnect(host: Host) -> bool:
     return bool(host.connected)
 
 
-def _result_for(host: Host, token: str) -> tuple[str, str] | None:
+def _result_for(host: Host, arguments: ConnectorArguments, token: str) -> tuple[str, str] | None:
     """The job's (state, rest of the line) for this token, or None if unknown or unreachable."""
-    text = _read(host, RESULT_FILE)
+    text = _read(host, arguments, RESULT_FILE)
     if not text:
         return None
     fields = text.strip().split(" ", 2)
@@ -183,9 +200,21 @@ def _result_for(host: Host, token: str) -> tuple[str, str] | None:
     return fields[0], fields[2] if len(fields) > 2 else ""
 
 
-def await_switch(state: State, host: Host, token: str, confirm_timeout: int) -> bool:
-    """Follow the detached switch to its end; confirm it over a new SSH connection."""
-    outcome = _follow(host, token, confirm_timeout)
+def await_switch(
+    state: State, host: Host, token: str, confirm_timeout: int, arguments: ConnectorArguments
+) -> bool:
+    """Follow the detached switch to its end; confirm it over a new SSH connection.
+
+    + arguments: the operation's connector arguments, so that these commands run as its own do (sudo)
+    """
+    try:
+        outcome = _follow(host, arguments, token, confirm_timeout)
+    except HostUnreadable as error:
+        outcome = SwitchOutcome(
+            False,
+            f"cannot read the switch's result on the host ({error}), so it was not confirmed; the host "
+            f"rolls itself back to its previous configuration {confirm_timeout}s after the switch ends",
+        )
     for line in outcome.message.splitlines():
         host.log_styled(
             line, fg="green" if outcome.ok else "red", log_func=logger.info if outcome.ok else logger.error
@@ -193,15 +222,18 @@ def await_switch(state: State, host: Host, token: str, confirm_timeout: int) -> 
     return outcome.ok
 
 
-def _failure_log(host: Host) -> str:
-    return (_read(host, LOG_FILE) or "").rstrip()
+def _failure_log(host: Host, arguments: ConnectorArguments) -> str:
+    try:
+        return (_read(host, arguments, LOG_FILE) or "").rstrip()
+    except HostUnreadable:
+        return ""
 
 
-def _follow(host: Host, token: str, confirm_timeout: int) -> SwitchOutcome:
+def _follow(host: Host, arguments: ConnectorArguments, token: str, confirm_timeout: int) -> SwitchOutcome:
     deadline = time.monotonic() + SWITCH_WAIT_SECONDS
     result = None
     while time.monotonic() < deadline:
-        result = _result_for(host, token)
+        result = _result_for(host, arguments, token)
         if result is None and not host.connected:
             _reconnect(host)
         elif result is not None and result[0] != "running":
@@ -209,11 +241,14 @@ def _follow(host: Host, token: str, confirm_timeout: int) -> SwitchOutcome:
         gevent.sleep(POLL_SECONDS)
     if result is None or result[0] == "running":
         return SwitchOutcome(
-            False, f"the switch did not finish within {SWITCH_WAIT_SECONDS}s; see {LOG_FILE}"
+            False,
+            f"the switch did not finish within {SWITCH_WAIT_SECONDS}s, so this deploy stopped waiting and "
+            f"will not confirm it; it goes on on the host ({LOG_FILE}), which rolls itself back to its "
+            f"previous configuration {confirm_timeout}s after the switch ends",
         )
     if result[0] == "failed":
         status, _, reason = result[1].partition(" ")
-        log = _failure_log(host)
+        log = _failure_log(host, arguments)
         return SwitchOutcome(
             False, f"{log}\ntailnix: nixos-rebuild switch failed (exit {status}: {reason})".lstrip("\n")
         )
@@ -223,10 +258,8 @@ def _follow(host: Host, token: str, confirm_timeout: int) -> SwitchOutcome:
     while time.monotonic() < confirm_deadline:
         if _reconnect(host):
             try:
-                ok, _ = host.run_shell_command(
-                    StringCommand(f"printf '%s\\n' {shlex.quote(token)} > {CONFIRM_FILE}")
-                )
-            except Exception:
+                ok, _, _ = _run(host, arguments, f"printf '%s\\n' {shlex.quote(token)} > {CONFIRM_FILE}")
+            except ConnectionError:
                 ok = False
             if ok:
                 confirmed = True
@@ -235,7 +268,7 @@ def _follow(host: Host, token: str, confirm_timeout: int) -> SwitchOutcome:
     # Either way, the job has the last word: wait for it (it rolls back by itself without confirmation).
     final_deadline = time.monotonic() + confirm_timeout + 60
     while time.monotonic() < final_deadline:
-        final = _result_for(host, token)
+        final = _result_for(host, arguments, token)
         if final is None:
             if not _reconnect(host):
                 gevent.sleep(POLL_SECONDS)
@@ -243,10 +276,17 @@ def _follow(host: Host, token: str, confirm_timeout: int) -> SwitchOutcome:
         if final[0] == "confirmed":
             return SwitchOutcome(True, "switched, and confirmed over a new SSH connection")
         if final[0] == "rolled-back":
-            return SwitchOutcome(False, f"rolled back: {final[1]}; /etc/nixos restored")
+            return SwitchOutcome(
+                False,
+                f"rolled back: {final[1]}; the host is back on its previous configuration, /etc/nixos restored",
+            )
         gevent.sleep(POLL_SECONDS)
     if confirmed:
-        return SwitchOutcome(False, "confirmed, but the host did not report the end of the switch")
+        return SwitchOutcome(
+            False,
+            f"confirmed, but the host did not report the end of the switch within {confirm_timeout + 60}s; "
+            f"see {RESULT_FILE} there",
+        )
     return SwitchOutcome(
         False,
         f"the host could not be reached over a new SSH connection after the switch; it rolls itself back "

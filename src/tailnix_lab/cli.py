@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from tailnix_lab.hosts import Lab, is_alive
+from tailnix_lab.hosts import SUDO_PASSWORD, Lab, is_alive
 from tailnix_lab.layout import LabError
 from tailnix_lab.stock import FLAKE_STYLES
 
@@ -52,9 +52,26 @@ def lab() -> None:
     show_default=True,
     help="The flake.nix the flake hosts have.",
 )
+@click.option(
+    "--sudo-user",
+    metavar="NAME",
+    help="Give every host a non-root admin NAME in wheel with sudo; the inventory deploys as NAME with _sudo.",
+)
+@click.option(
+    "--sudo-password",
+    is_flag=True,
+    help=f"Make that user's sudo ask for a password ({SUDO_PASSWORD!r}) instead of NOPASSWD.",
+)
 @DIR_OPTION
 def up(
-    count: int, other_os: int, flake_hosts: int, flake_git: bool, flake_style: str, directory: Path
+    count: int,
+    other_os: int,
+    flake_hosts: int,
+    flake_git: bool,
+    flake_style: str,
+    sudo_user: str | None,
+    sudo_password: bool,
+    directory: Path,
 ) -> None:
     """Start COUNT NixOS hosts, and write the inventory and demo secrets into the lab directory."""
     try:
@@ -65,11 +82,16 @@ def up(
             flake_hosts=flake_hosts,
             flake_git=flake_git,
             flake_style=flake_style,
+            sudo_user=sudo_user,
+            sudo_password=sudo_password,
         )
     except LabError as error:
         raise click.ClickException(str(error)) from error
     for host in started.hosts:
         kind = f"\tflake ({host.flake}{', git' if host.git else ''})" if host.flake else ""
+        if host.sudo_user:
+            asks = "asks for a password" if host.sudo_password else "NOPASSWD"
+            kind += f"\tdeploys as {host.sudo_user} with sudo ({asks})"
         click.echo(f"{host.name}\t127.0.0.1:{host.port}\t{host.os}{kind}")
     click.echo(f"inventory: {started.layout.inventory}")
     click.echo(f"secrets:   {started.layout.secrets_file} (sops config {started.layout.sops_config})")

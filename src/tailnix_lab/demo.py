@@ -109,11 +109,18 @@ def write_demo_secrets(layout: LabLayout, hosts: list[LabHost]) -> None:
 def host_inventory_data(
     layout: LabLayout, host: LabHost, secrets_file: Path | None = None
 ) -> dict[str, object]:
-    """The pyinfra data of one lab host: how to reach it, and the tailnix settings for the lab."""
+    """The pyinfra data of one lab host: how to reach it, and the tailnix settings for the lab.
+
+    A host with a sudo user is reached as that user, with `_sudo: True`, as a fleet that refuses
+    root logins is.
+    """
+    login: dict[str, object] = {"ssh_user": "root"}
+    if host.sudo_user is not None:
+        login = {"ssh_user": host.sudo_user, "_sudo": True}
     return {
         "ssh_hostname": "127.0.0.1",
         "ssh_port": host.port,
-        "ssh_user": "root",
+        **login,
         "ssh_key": str(layout.ssh_key),
         "ssh_known_hosts_file": str(layout.known_hosts),
         "ssh_strict_host_key_checking": "yes",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -22,7 +23,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tailnix_lab import demo, stock
@@ -209,6 +210,104 @@ def write_flake_files(directory: Path, hostname: str, admin_key: str, style: str
         _run(["git", "-C", str(directory), *identity, "commit", "--quiet", "-m", "Initial configuration"])
 
 
+SUDO_USER_PATTERN = re.compile(r"^[a-z_][a-z0-9_-]{0,30}$")
+SUDO_PASSWORD = "lab"
+"""The password of the admin user of a host whose sudo asks for one (a lab secret)."""
+
+
+@dataclass(frozen=True)
+class SudoAccount:
+    """A host's non-root admin: in `wheel`, with sudo that asks for a password or not."""
+
+    user: str
+    password: bool = False
+
+    def __post_init__(self) -> None:
+        if not SUDO_USER_PATTERN.match(self.user) or self.user == "root":
+            raise LabError(
+                f"{self.user!r} cannot be the lab's sudo user: give a lower-case name other than root"
+            )
+
+
+def _sudoers(account: SudoAccount) -> str:
+    # Debian's defaults (the lab's sudo is Debian's): a reset environment with a PATH that reaches the
+    # host's own commands in /usr/local/sbin, and a pty per command (the default of sudo 1.9.14 and later).
+    rule = "ALL" if account.password else "NOPASSWD: ALL"
+    return f"""\
+# sudoers of a tailnix lab host: as NixOS writes it for security.sudo with wheelNeedsPassword = {str(account.password).lower()}.
+Defaults env_reset
+Defaults secure_path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+Defaults use_pty
+root ALL=(ALL:ALL) SETENV: ALL
+%wheel ALL=(ALL:ALL) {rule}
+"""
+
+
+def _free_id(entries: list[str], start: int = 1000) -> int:
+    taken = {
+        int(fields[2])
+        for fields in (line.split(":") for line in entries)
+        if len(fields) > 2 and fields[2].isdigit()
+    }
+    number = start
+    while number in taken:
+        number += 1
+    return number
+
+
+def _add_sudo_account(host_dir: Path, name: str, account: SudoAccount, admin_key: str) -> None:
+    """Give a host an admin user in `wheel` in its own /etc/passwd, group, shadow and sudoers."""
+    etc = host_dir / "etc"
+    passwd = Path("/etc/passwd").read_text().splitlines()
+    group = Path("/etc/group").read_text().splitlines()
+    if any(line.split(":")[0] == account.user for line in passwd):
+        raise LabError(f"{account.user!r} is already a user of this machine; choose another sudo user name")
+    wheel = next((line for line in group if line.split(":")[0] == "wheel"), None)
+    if wheel is None:
+        group.append(f"wheel:x:{_free_id(group)}:{account.user}")
+    else:
+        members = wheel.split(":")[3]
+        group[group.index(wheel)] = wheel + ("," if members else "") + account.user
+    # The user and its own group share a number free in both files.
+    uid = _free_id(passwd + group)
+    home = f"/var/home/{account.user}"
+    passwd.append(f"{account.user}:x:{uid}:{uid}:tailnix lab admin:{home}:/bin/sh")
+    group.append(f"{account.user}:x:{uid}:")
+    if account.password:
+        hashed = subprocess.run(
+            ["openssl", "passwd", "-6", "-stdin"],
+            input=SUDO_PASSWORD,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    else:
+        hashed = "*"  # no password at all; "!" would lock the account, and sshd would refuse its key
+    shadow = Path("/etc/shadow").read_text().splitlines() + [f"{account.user}:{hashed}:20000:0:99999:7:::"]
+    _write(etc / "passwd", "\n".join(passwd) + "\n")
+    _write(etc / "group", "\n".join(group) + "\n")
+    _write(etc / "shadow", "\n".join(shadow) + "\n", 0o640)
+    os.chown(etc / "shadow", 0, _group_id("shadow"))
+    # The whole policy, without the machine's @includedir: nothing of the machine's sudoers.d applies.
+    _write(etc / "sudoers", _sudoers(account), 0o440)
+    _write(etc / "ssh" / "authorized_keys" / account.user, admin_key + "\n")
+    home_dir = host_dir / "var" / "home" / account.user
+    home_dir.mkdir(parents=True)
+    home_dir.chmod(0o700)
+    os.chown(home_dir, uid, uid)
+    # sudo looks its host's name up: without this line it complains on every command.
+    hosts = Path("/etc/hosts").read_text()
+    _write(etc / "hosts", hosts + ("" if hosts.endswith("\n") else "\n") + f"127.0.1.1 {name}\n")
+
+
+def _group_id(name: str) -> int:
+    for line in Path("/etc/group").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == name:
+            return int(fields[2])
+    return 0
+
+
 def _prepare_host_files(
     layout: LabLayout,
     name: str,
@@ -216,10 +315,12 @@ def _prepare_host_files(
     port: int,
     admin_key: str,
     flake: tuple[str, bool] | None = None,
+    sudo: SudoAccount | None = None,
 ) -> str:
     """Write a host's private tree before it starts; return its public host key line.
 
     + flake: (style, git) to make `/etc/nixos` a flake (see `write_flake_files`)
+    + sudo: a non-root admin user with sudo to add to the host
     """
     host_dir = layout.host_dir(name)
     if host_dir.exists():
@@ -243,6 +344,8 @@ def _prepare_host_files(
     _write(ssh_dir / "authorized_keys" / "root", admin_key + "\n")
     _write(etc / "hostname", name + "\n")
     _write(etc / "machine-id", os.urandom(16).hex() + "\n", 0o444)
+    if sudo is not None:
+        _add_sudo_account(host_dir, name, sudo, admin_key)
 
     if os_name == "nixos":
         # Debian's /etc/os-release is a symlink into /usr; NixOS's is a file of /etc.
@@ -471,6 +574,8 @@ class Lab:
         flake_hosts: int = 0,
         flake_git: bool = False,
         flake_style: str = "stock",
+        sudo_user: str | None = None,
+        sudo_password: bool = False,
     ) -> Lab:
         """Start `count` NixOS hosts (and `other_os` Debian ones) in `directory`, with demo secrets.
 
@@ -480,6 +585,9 @@ class Lab:
         + flake_hosts: how many of the NixOS hosts (the last ones) have `/etc/nixos` as a flake
         + flake_git: whether those flakes are git repositories, everything committed
         + flake_style: the flake they have (`stock.FLAKE_STYLES`)
+        + sudo_user: give every host this non-root admin user in `wheel`; the inventory then logs in
+          as it and deploys with `_sudo: True`
+        + sudo_password: that user's sudo asks for a password (`SUDO_PASSWORD`) instead of `NOPASSWD`
         """
         _require_tools()
         if count < 0 or other_os < 0:
@@ -490,6 +598,9 @@ class Lab:
             raise LabError(
                 f"unknown flake style {flake_style!r}; the lab has {', '.join(stock.FLAKE_STYLES)}"
             )
+        if sudo_password and sudo_user is None:
+            raise LabError("a sudo password needs a sudo user: give sudo_user too")
+        sudo = SudoAccount(sudo_user, sudo_password) if sudo_user is not None else None
         layout = LabLayout(directory.resolve())
         if layout.hosts_json.exists():
             running = [host.name for host in cls._read_hosts(layout) if is_alive(host)]
@@ -521,7 +632,7 @@ class Lab:
         wanted += [(f"debian-{i}", "debian") for i in range(1, other_os + 1)]
         flakes = {f"nixos-{i}": (flake_style, flake_git) for i in range(count - flake_hosts + 1, count + 1)}
         try:
-            lab._start_hosts(wanted, flakes)
+            lab._start_hosts(wanted, flakes, sudo)
             demo.write_demo_secrets(layout, lab.hosts)
             demo.write_inventory_file(layout, layout.inventory, lab.hosts)
         except BaseException:
@@ -553,7 +664,10 @@ class Lab:
         _write(self.layout.known_hosts, known_hosts)
 
     def _start_hosts(
-        self, wanted: list[tuple[str, str]], flakes: dict[str, tuple[str, bool]] | None = None
+        self,
+        wanted: list[tuple[str, str]],
+        flakes: dict[str, tuple[str, bool]] | None = None,
+        sudo: SudoAccount | None = None,
     ) -> list[LabHost]:
         flakes = flakes or {}
         for _name, os_name in wanted:
@@ -562,7 +676,7 @@ class Lab:
         admin_key = " ".join(self.layout.ssh_key.with_suffix(".pub").read_text().split()[:2])
         ports = _free_ports(len(wanted), avoid={host.port for host in self.hosts})
         keys = {
-            name: _prepare_host_files(self.layout, name, os_name, port, admin_key, flakes.get(name))
+            name: _prepare_host_files(self.layout, name, os_name, port, admin_key, flakes.get(name), sudo)
             for (name, os_name), port in zip(wanted, ports, strict=True)
         }
         started: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
@@ -583,7 +697,18 @@ class Lab:
                     continue
                 flake_style, git = flakes.get(name, (None, False))
                 new_hosts.append(
-                    LabHost(name, port, os_name, keys[name], process.pid, namespace, flake_style, git)
+                    LabHost(
+                        name,
+                        port,
+                        os_name,
+                        keys[name],
+                        process.pid,
+                        namespace,
+                        flake_style,
+                        git,
+                        sudo.user if sudo else None,
+                        sudo.password if sudo else False,
+                    )
                 )
         finally:
             # Record every host that started, so that `down` finds them even if this start fails.
@@ -601,7 +726,15 @@ class Lab:
                 return host
         raise LabError(f"no host {name!r} in the lab; it has {', '.join(h.name for h in self.hosts)}")
 
-    def add_host(self, *, os: str = "nixos", flake: bool | str = False, git: bool = False) -> LabHost:
+    def add_host(
+        self,
+        *,
+        os: str = "nixos",
+        flake: bool | str = False,
+        git: bool = False,
+        sudo_user: str | None = None,
+        sudo_password: bool = False,
+    ) -> LabHost:
         """Start one more host, e.g. a clean one for a test that changes it.
 
         It is reachable over SSH and through `write_inventory`, but it is not a recipient of the
@@ -610,6 +743,8 @@ class Lab:
         + flake: make `/etc/nixos` a flake: True for the stock one, or a style of `stock.FLAKE_STYLES`
           (`stock`, `inline`, `sops-nix`); its `nixosConfigurations` attribute is the host name
         + git: make that `/etc/nixos` a git repository with everything committed
+        + sudo_user: a non-root admin in `wheel` (see `Lab.up`); its inventory entry logs in as it
+        + sudo_password: that user's sudo asks for a password
         """
         style = "stock" if flake is True else flake or None
         if style is not None and (os != "nixos" or style not in stock.FLAKE_STYLES):
@@ -622,7 +757,10 @@ class Lab:
             number += 1
         name = f"{os}-{number}"
         flakes = {name: (style, git)} if style is not None else {}
-        (host,) = self._start_hosts([(name, os)], flakes)
+        if sudo_password and sudo_user is None:
+            raise LabError("a sudo password needs a sudo user: give sudo_user too")
+        sudo = SudoAccount(sudo_user, sudo_password) if sudo_user is not None else None
+        (host,) = self._start_hosts([(name, os)], flakes, sudo)
         return host
 
     def ssh_command(self, name: str) -> list[str]:

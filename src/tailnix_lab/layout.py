@@ -39,6 +39,10 @@ class LabHost:
     """The style of the host's `/etc/nixos/flake.nix` (`stock.FLAKE_STYLES`); None: no flake."""
     git: bool = False
     """Whether the host's `/etc/nixos` is a git repository (everything committed at start)."""
+    sudo_user: str | None = None
+    """A non-root admin user in `wheel`, who logs in with the lab's key and deploys through sudo."""
+    sudo_password: bool = False
+    """Whether that user's sudo asks for a password (by default it is `NOPASSWD`)."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ CHECK = "Check the host is NixOS and can decrypt the secrets"
 VERIFY = "Verify Tailscale is Running"
 CONVERGED = "Check the host and that Tailscale is Running"
 """The one operation a host that needs no change gets."""
+SUDO_USER = "deploy"
+"""The non-root admin of the lab's sudo hosts: in wheel, reached with the lab's key, deploys with `_sudo`."""
 PLACING = (
     "Place the encrypted secrets file",
     "Place the Tailscale module",
@@ -104,6 +106,17 @@ def deploy(inventory: Path, *arguments: str, env: dict[str, str] | None = None) 
         env={**os.environ, **(env or {})},
     )
     return DeployRun(result.returncode, result.stdout, result.stderr)
+
+
+def start_deploy(inventory: Path) -> subprocess.Popen[str]:
+    """Start the deploy in the background; its output (stderr, without --json) can be followed line by line."""
+    return subprocess.Popen(
+        [str(PYINFRA), "-y", str(inventory), "deploys/tailscale.py"],
+        cwd=REPOSITORY,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def etc_nixos(lab: Lab, host: str) -> dict[str, str]:

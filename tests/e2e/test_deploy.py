@@ -301,20 +301,18 @@ def test_failed_switch_restores_etc_nixos_and_a_later_run_retries(
     secrets, _ = write_secrets(lab, tmp_path, [host])
     before = etc_nixos(lab, host.name)
     generation = lab.ssh(host.name, "readlink /run/current-system").stdout
-    # A flag the real tailscale rejects: the join unit fails, the switch exits 4.
-    broken = lab.write_inventory(
-        tmp_path / "broken.py",
-        hosts=[host.name],
-        secrets_file=secrets,
-        host_data={host.name: {"tailscale_extra_up_flags": ["--no-such-flag"]}},
-    )
+    # A secret that only the host reads, and finds empty: the join unit fails, the switch exits 4.
+    # (Every flag the host's tailscale would refuse is refused on the workstation now.)
+    empty, _ = write_secrets(lab, tmp_path / "empty", [host], value="TAILSCALE_AUTH_KEY=")
+    broken = lab.write_inventory(tmp_path / "broken.py", hosts=[host.name], secrets_file=empty)
     run = deploy(broken)
     assert run.returncode != 0
     assert run.said(host.name, "nixos-rebuild switch failed (exit 4: a unit failed to start;")
     assert run.said(host.name, "/etc/nixos restored and the previous generation switched back")
     assert lab.ssh(host.name, "readlink /run/current-system").stdout == generation
     assert lab.ssh(host.name, "systemctl is-active tailscaled", check=False).stdout.strip() == "inactive"
-    assert run.said(host.name, "tailscale-autoconnect.service: Main process exited, code=exited, status=2")
+    assert run.said(host.name, "tailscale-autoconnect.service: Main process exited, code=exited, status=1")
+    assert run.said(host.name, "is empty")
     assert etc_nixos(lab, host.name) == before
     good = lab.write_inventory(tmp_path / "good.py", hosts=[host.name], secrets_file=secrets)
     retry = deploy(good)

@@ -15,14 +15,15 @@ import yaml
 
 from tailnix_lab.hosts import Lab, LabHost
 
-from .deploying import SWITCH, DeployRun, deploy, etc_nixos, write_secrets
+from .deploying import SUDO_USER, SWITCH, DeployRun, deploy, etc_nixos, write_secrets
 
 pytestmark = pytest.mark.lab
 
 
 @pytest.fixture
-def host(lab: Lab) -> Iterator[LabHost]:
-    fresh = lab.add_host(os="nixos")
+def host(lab: Lab, request: pytest.FixtureRequest) -> Iterator[LabHost]:
+    """A fresh NixOS host, reached as root (or, parametrized with a user name, as that user with sudo)."""
+    fresh = lab.add_host(os="nixos", sudo_user=getattr(request, "param", None))
     yield fresh
     lab.stop_host(fresh.name)
 
@@ -232,10 +233,20 @@ def _bad_inputs(
         "missing secrets file": ({"tailnix_secrets_file": str(directory / "nope.yaml")}, "no such file"),
         "tag without tag:": ({"tailscale_advertise_tags": ["server"]}, "tag:name"),
         "tags as a string": ({"tailscale_advertise_tags": "tag:server"}, "must be a list of strings"),
-        "route with host bits": ({"tailscale_advertise_routes": ["10.1.2.3/24"]}, "not a CIDR route"),
-        "route that is a name": ({"tailscale_advertise_routes": ["lan"]}, "not a CIDR route"),
+        "route with host bits": (
+            {"tailscale_advertise_routes": ["10.1.2.3/24"]},
+            "10.1.2.3/24 has non-address bits set; expected 10.1.2.0/24",
+        ),
+        "route that is a name": (
+            {"tailscale_advertise_routes": ["lan"]},
+            '"lan" is not a valid IP address or CIDR prefix',
+        ),
+        "route with a netmask": (
+            {"tailscale_advertise_routes": ["10.0.0.0/255.0.0.0"]},
+            "bad bits after slash",
+        ),
         "route as a number": ({"tailscale_advertise_routes": [10]}, "must be a list of strings"),
-        "IPv6 route too long": ({"tailscale_advertise_routes": ["fd00::/129"]}, "not a CIDR route"),
+        "IPv6 route too long": ({"tailscale_advertise_routes": ["fd00::/129"]}, "prefix length out of range"),
         "hostname with underscore": ({"tailscale_hostname": "web_1"}, "one DNS label"),
         "hostname with shell": ({"tailscale_hostname": "web;reboot"}, "one DNS label"),
         "hostname too long": ({"tailscale_hostname": "h" * 64}, "one DNS label"),
@@ -259,6 +270,14 @@ def _bad_inputs(
         ),
         "flag tailnix manages": ({"tailscale_extra_up_flags": ["--hostname=x"]}, "use tailscale_hostname"),
         "flags as a string": ({"tailscale_extra_up_flags": "--ssh"}, "must be a list of strings"),
+        "flag tailscale up lacks": (
+            {"tailscale_extra_up_flags": ["--foo"]},
+            "flag provided but not defined: -foo",
+        ),
+        "flag of tailscale set only": (
+            {"tailscale_extra_up_flags": ["--webclient"]},
+            "a flag of tailscale set",
+        ),
         "misspelt setting": (
             {"tailscale_advertise_route": ["10.0.0.0/24"]},
             "did you mean tailscale_advertise_routes",
@@ -307,6 +326,7 @@ def test_bad_input_corpus_is_refused_before_any_host_is_touched(
     _still_reachable(lab, host.name)
 
 
+@pytest.mark.parametrize("host", [None, SUDO_USER], ids=["root", "sudo"], indirect=True)
 def test_an_evaluation_error_is_told_apart_and_restores_etc_nixos(
     lab: Lab, host: LabHost, secrets: Path, tmp_path: Path
 ) -> None:

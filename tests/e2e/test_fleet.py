@@ -25,6 +25,8 @@ from tailnix_lab.emulator.api import TailscaleApi
 from tailnix_lab.emulator.control import ControlPlane, parse_auth_key
 from tailnix_lab.hosts import Lab, LabHost
 
+from .deploying import SUDO_USER
+
 pytestmark = pytest.mark.lab
 
 TAILNIX = Path(sys.executable).parent / "tailnix"
@@ -104,9 +106,13 @@ def group_of(config: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def fleet(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    """Two fresh hosts the secrets file does not know yet; .sops.yaml lists the admin only."""
+    """Two fresh hosts the secrets file does not know yet; .sops.yaml lists the admin only.
+
+    The first is reached as root, the second as a non-root admin with sudo (`_sudo: True`): every
+    command goes through both ways of logging in.
+    """
     directory = tmp_path_factory.mktemp("fleet")
-    hosts = [lab.add_host(os="nixos"), lab.add_host(os="nixos")]
+    hosts = [lab.add_host(os="nixos"), lab.add_host(os="nixos", sudo_user=SUDO_USER)]
     wrapper = directory / "sops"
     wrapper.write_text(f'#!/bin/sh\necho "$@" >> {directory}/sops-argv.log\nexec {sops_binary()} "$@"\n')
     wrapper.chmod(0o755)

@@ -13,15 +13,18 @@ import pytest
 
 from tailnix_lab.hosts import Lab, LabHost
 
-from .deploying import PYINFRA, REPOSITORY, SWITCH, deploy, etc_nixos, write_secrets
+from .deploying import SUDO_USER, SWITCH, deploy, etc_nixos, start_deploy, write_secrets
 
 pytestmark = pytest.mark.lab
 
 
-@pytest.fixture
-def joined(lab: Lab, tmp_path: Path) -> Iterator[tuple[LabHost, Path]]:
-    """A fresh host, deployed once and Running, with the secrets file it was deployed with."""
-    host = lab.add_host(os="nixos")
+@pytest.fixture(params=[None, SUDO_USER], ids=["root", "sudo"])
+def joined(lab: Lab, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[LabHost, Path]]:
+    """A fresh host, deployed once and Running, with the secrets file it was deployed with.
+
+    Reached as root, or as a non-root admin with sudo.
+    """
+    host = lab.add_host(os="nixos", sudo_user=request.param)
     secrets, _ = write_secrets(lab, tmp_path / "fleet", [host])
     run = deploy(lab.write_inventory(tmp_path / "first.py", hosts=[host.name], secrets_file=secrets))
     assert run.returncode == 0, run
@@ -77,16 +80,6 @@ def test_a_switch_that_cuts_ssh_is_rolled_back_by_the_host_itself(
     del generation
 
 
-def _start_deploy(inventory: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(PYINFRA), "-y", str(inventory), "deploys/tailscale.py"],
-        cwd=REPOSITORY,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _kill_when(process: subprocess.Popen[str], marker: str, signal_number: int) -> tuple[str, int]:
     """Signal the deployer as soon as its output shows `marker`; what it printed, and its exit status."""
     assert process.stderr is not None
@@ -106,20 +99,30 @@ def _kill_when(process: subprocess.Popen[str], marker: str, signal_number: int) 
 
 
 @pytest.mark.parametrize(
-    ("marker", "signal_number"),
+    ("marker", "signal_number", "sudo_user"),
     [
-        ("Place the encrypted secrets file", signal.SIGINT),
-        ("Place the Tailscale module", signal.SIGKILL),
-        ("Import the module in configuration.nix", signal.SIGKILL),
-        ("--> Starting operation: nixos-rebuild switch", signal.SIGKILL),
-        ("--> Starting operation: nixos-rebuild switch", signal.SIGINT),
+        ("Place the encrypted secrets file", signal.SIGINT, None),
+        ("Place the Tailscale module", signal.SIGKILL, None),
+        ("Import the module in configuration.nix", signal.SIGKILL, None),
+        ("--> Starting operation: nixos-rebuild switch", signal.SIGKILL, None),
+        ("--> Starting operation: nixos-rebuild switch", signal.SIGINT, None),
+        ("Place the encrypted secrets file", signal.SIGINT, SUDO_USER),
+        ("--> Starting operation: nixos-rebuild switch", signal.SIGKILL, SUDO_USER),
     ],
-    ids=["secret-SIGINT", "module-SIGKILL", "import-SIGKILL", "switch-SIGKILL", "switch-SIGINT"],
+    ids=[
+        "secret-SIGINT",
+        "module-SIGKILL",
+        "import-SIGKILL",
+        "switch-SIGKILL",
+        "switch-SIGINT",
+        "sudo-secret-SIGINT",
+        "sudo-switch-SIGKILL",
+    ],
 )
 def test_a_killed_deploy_leaves_old_or_new_and_the_next_run_completes(
-    lab: Lab, marker: str, signal_number: int, tmp_path: Path
+    lab: Lab, marker: str, signal_number: int, sudo_user: str | None, tmp_path: Path
 ) -> None:
-    host = lab.add_host(os="nixos")
+    host = lab.add_host(os="nixos", sudo_user=sudo_user)
     try:
         secrets, _ = write_secrets(lab, tmp_path / "fleet", [host])
         inventory = lab.write_inventory(
@@ -129,7 +132,7 @@ def test_a_killed_deploy_leaves_old_or_new_and_the_next_run_completes(
             host_data={host.name: {"tailnix_confirm_timeout": 3}},
         )
         old = etc_nixos(lab, host.name)
-        printed, status = _kill_when(_start_deploy(inventory), marker, signal_number)
+        printed, status = _kill_when(start_deploy(inventory), marker, signal_number)
         assert marker in printed
         if signal_number == signal.SIGINT:
             # Ctrl-C is not success: pyinfra alone would have said "Exiting upon user request!" and exit 0.

@@ -317,3 +317,30 @@ def test_the_control_plane_keeps_no_key_in_clear(control: ControlPlane, control_
     secret = key.rsplit("-", 1)[1]
     for path in control_dir.iterdir():
         assert secret not in path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        (["up", "--audience=api://tailnet"], "audience"),
+        (["up", "--linux-fwmark-mask=0xff0000"], "linux-fwmark-mask"),
+        (["set", "--sync"], "sync"),
+        (["set", "--relay-server-static-endpoints=192.0.2.1:7"], "relay-server-static-endpoints"),
+        (["set", "--auth-key=file:/dev/null"], "auth-key"),
+        (["up", "--nickname=work"], "nickname"),
+        (["up", "--foo"], "foo"),
+    ],
+)
+def test_flags_outside_the_pinned_release_are_not_defined(host: Host, args: list[str], name: str) -> None:
+    """Only the flags of the pinned release exist, refused in Go's own words with exit 2.
+
+    Source: tailscale v1.90.6 `cmd/tailscale/cli/up.go` (`newUpFlagSet`) and `set.go`
+    (`newSetFlagSet`) define the flags; `cli.go` `newFlagSet` makes each set `flag.ExitOnError`, and
+    Go's `src/flag/flag.go` (`parseOne`) fails with "flag provided but not defined: -%s", prints the
+    usage and exits 2. `--sync` and `--relay-server-static-endpoints` came in 1.92, `--audience` in
+    1.94, the Linux mark flags after 1.98; `--auth-key` is `up`'s only and `--nickname` `set`'s only.
+    """
+    result = host.tailscale(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"flag provided but not defined: -{name}\n")
+    assert "USAGE" in result.stderr

@@ -2,7 +2,8 @@
 
 It parses its arguments the way the real CLI does (Go's `flag` package under ffcli: `-x` and
 `--x`, `--x=false` for booleans, exit code 2 and "flag provided but not defined" for an unknown
-flag), talks to the emulated tailscaled state and the lab's control plane, and prints the real
+flag), with the `up` and `set` flags of the pinned release from `tailnix.tailscale_flags` and
+routes read by `tailnix.prefix` (the same table and parser the settings check uses), talks to the emulated tailscaled state and the lab's control plane, and prints the real
 messages. Every call is recorded in `/var/log/tailnix-lab/tailscale-argv.jsonl` with its full
 argv, so tests can prove that no auth key ever reached a command line.
 """
@@ -15,11 +16,11 @@ import re
 import sys
 import time
 
+from tailnix.tailscale_flags import ALIASES, BOOL_VALUES, SET_FLAGS, TAILSCALE_RELEASE, UP_FLAGS
 from tailnix_lab.emulator import tailscaled
 from tailnix_lab.emulator.control import MAGIC_DNS_SUFFIX, TAILNET_NAME, KeyRejected
 from tailnix_lab.emulator.hostroot import host_path
 from tailnix_lab.emulator.tailscaled import (
-    DEFAULT_CONTROL_URL,
     NEEDS_LOGIN,
     NETFILTER_MODES,
     RUNNING,
@@ -34,8 +35,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-VERSION = "1.90.6"
-LONG_VERSION = "1.90.6-t6f2a1c9e0-g4b7d8e2a1"
+VERSION = TAILSCALE_RELEASE
+LONG_VERSION = f"{TAILSCALE_RELEASE}-t6f2a1c9e0-g4b7d8e2a1"
 GO_VERSION = "go1.25.3"
 ARGV_LOG = "/var/log/tailnix-lab/tailscale-argv.jsonl"
 CONNECT_ERROR = (
@@ -159,20 +160,6 @@ class FlagParseError(Exception):
         self.message = message  # None means -h/--help: usage only, exit 0
 
 
-_BOOL_VALUES = {
-    "1": True,
-    "t": True,
-    "T": True,
-    "TRUE": True,
-    "true": True,
-    "True": True,
-    "0": False,
-    "f": False,
-    "F": False,
-    "FALSE": False,
-    "false": False,
-    "False": False,
-}
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 # Patterns are compiled on first use (the `re` module caches them): most calls never need them.
 _DURATION_PART = r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|ms|s|m|h)"
@@ -249,14 +236,14 @@ def parse_flags(command: Command, args: list[str]) -> ParsedFlags:
                         f'invalid boolean value "{value}" for -{name}: flag provided multiple times'
                     )
                 raise FlagParseError(f"invalid boolean flag {name}: flag provided multiple times")
-            if value not in _BOOL_VALUES:
+            if value not in BOOL_VALUES:
                 raise FlagParseError(f'invalid boolean value "{value}" for -{name}: parse error')
             if spec.kind == "notfalse" and value != "true":
                 raise FlagParseError(
                     f'invalid boolean value "{value}" for -{name}: '
                     "unsupported value; only 'true' is allowed"
                 )
-            values[name] = _BOOL_VALUES[value]
+            values[name] = BOOL_VALUES[value]
         else:
             if not has_value:
                 if not rest:
@@ -290,96 +277,28 @@ def clean_up_args(args: list[str]) -> list[str]:
     """The real CLI's rewrite of old flag spellings (`--authkey` is `--auth-key`)."""
     out = []
     for arg in args:
-        if arg in ("--authkey", "-authkey"):
-            arg = "--auth-key"
-        elif arg.startswith(("--authkey=", "-authkey=")):
-            arg = "--auth-key=" + arg.split("=", 1)[1]
-        elif arg in ("--posture-checking", "-posture-checking"):
-            arg = "--report-posture"
-        elif arg.startswith(("--posture-checking=", "-posture-checking=")):
-            arg = "--report-posture=" + arg.split("=", 1)[1]
+        dashes = "--" if arg.startswith("--") else "-"
+        name, equals, value = arg[len(dashes) :].partition("=")
+        if arg.startswith("-") and name in ALIASES:
+            arg = dashes + ALIASES[name] + equals + value
         out.append(arg)
     return out
 
 
 # --- the commands' flag sets (Linux) -----------------------------------------------------------
 
-ACCEPT_RISK = Flag("accept-risk", "string", "", "accept risk and skip confirmation for risk types")
-LINUX_MARK_FLAGS = [
-    Flag("linux-fwmark-mask", "string", "", "advanced: Linux packet mark mask for firewall rules"),
-    Flag("linux-subnet-route-mark", "string", "", "advanced: Linux packet mark for subnet routes"),
-    Flag("linux-bypass-mark", "string", "", "advanced: Linux packet mark for bypass routing"),
-]
-
 UP = Command(
     "up",
     "tailscale up [flags]",
     "Connect to Tailscale, logging in if needed",
-    [
-        Flag("qr", "bool", False, "show QR code for login URLs"),
-        Flag("qr-format", "string", "auto", "QR code formatting (auto, ascii, large, small)"),
-        Flag("auth-key", "string", "", 'node authorization key; "file:PATH" reads it from a file'),
-        Flag("audience", "string", "", "audience for workload identity federation"),
-        Flag("client-id", "string", "", "client ID for workload identity federation"),
-        Flag("client-secret", "string", "", "OAuth client secret, or file:PATH"),
-        Flag("id-token", "string", "", "ID token for workload identity federation, or file:PATH"),
-        Flag("login-server", "string", DEFAULT_CONTROL_URL, "base URL of control server"),
-        Flag("accept-routes", "bool", False, "accept routes advertised by other Tailscale nodes"),
-        Flag("accept-dns", "bool", True, "accept DNS configuration from the admin panel"),
-        Flag("host-routes", "notfalse", True, "install host routes to other nodes", hidden=True),
-        Flag("exit-node", "string", "", "Tailscale exit node (IP, base name, or auto:any)"),
-        Flag("exit-node-allow-lan-access", "bool", False, "allow LAN access via an exit node"),
-        Flag("shields-up", "bool", False, "don't allow incoming connections"),
-        Flag("ssh", "bool", False, "run an SSH server, permitting access per tailnet policy"),
-        Flag("advertise-tags", "string", "", 'comma-separated ACL tags, each "tag:..."'),
-        Flag("hostname", "string", "", "hostname to use instead of the one provided by the OS"),
-        Flag("advertise-routes", "string", "", "routes to advertise (comma-separated CIDRs)"),
-        Flag("advertise-connector", "bool", False, "advertise this node as an app connector"),
-        Flag("advertise-exit-node", "bool", False, "offer to be an exit node for the tailnet"),
-        Flag("report-posture", "bool", False, "allow gathering device posture", hidden=True),
-        Flag("operator", "string", "", "Unix username to allow to operate on tailscaled"),
-        Flag("snat-subnet-routes", "bool", True, "source NAT traffic to advertised routes"),
-        Flag("stateful-filtering", "bool", False, "apply stateful filtering to forwarded packets"),
-        Flag("netfilter-mode", "string", "on", "netfilter mode (one of on, nodivert, off)"),
-        *LINUX_MARK_FLAGS,
-        Flag("timeout", "duration", 0.0, "maximum time to wait for the Running state"),
-        Flag("json", "bool", False, "output in JSON format"),
-        Flag("reset", "bool", False, "reset unspecified settings to their default values"),
-        Flag("force-reauth", "bool", False, "force reauthentication"),
-        ACCEPT_RISK,
-    ],
+    [Flag(f.name, f.kind, f.default, f.usage, f.hidden) for f in UP_FLAGS],
 )
 
 SET = Command(
     "set",
     "tailscale set [flags]",
     "Change specified preferences",
-    [
-        Flag("nickname", "string", "", "nickname for the current account"),
-        Flag("accept-routes", "bool", False, "accept routes advertised by other Tailscale nodes"),
-        Flag("accept-dns", "bool", True, "accept DNS configuration from the admin panel"),
-        Flag("exit-node", "string", "", "Tailscale exit node (IP, base name, or auto:any)"),
-        Flag("exit-node-allow-lan-access", "bool", False, "allow LAN access via an exit node"),
-        Flag("shields-up", "bool", False, "don't allow incoming connections"),
-        Flag("ssh", "bool", False, "run an SSH server, permitting access per tailnet policy"),
-        Flag("hostname", "string", "", "hostname to use instead of the one provided by the OS"),
-        Flag("advertise-routes", "string", "", "routes to advertise (comma-separated CIDRs)"),
-        Flag("advertise-exit-node", "bool", False, "offer to be an exit node for the tailnet"),
-        Flag("advertise-connector", "bool", False, "offer to be an app connector"),
-        Flag("update-check", "bool", True, "notify about available Tailscale updates"),
-        Flag("auto-update", "bool", False, "automatically update to the latest version"),
-        Flag("report-posture", "bool", False, "allow gathering device posture information"),
-        Flag("webclient", "bool", False, "expose the web interface on port 5252"),
-        Flag("sync", "bool", False, "actively sync configuration from control", hidden=True),
-        Flag("relay-server-port", "string", "", "UDP port for the relay server"),
-        Flag("relay-server-static-endpoints", "string", "", "static relay endpoints"),
-        Flag("operator", "string", "", "Unix username to allow to operate on tailscaled"),
-        Flag("snat-subnet-routes", "bool", True, "source NAT traffic to advertised routes"),
-        Flag("stateful-filtering", "bool", False, "apply stateful filtering to forwarded packets"),
-        Flag("netfilter-mode", "string", "on", "netfilter mode (one of on, nodivert, off)"),
-        *LINUX_MARK_FLAGS,
-        ACCEPT_RISK,
-    ],
+    [Flag(f.name, f.kind, f.default, f.usage) for f in SET_FLAGS],
     show_defaults=False,
 )
 
@@ -398,7 +317,12 @@ STATUS = Command(
     ],
 )
 
-DOWN = Command("down", "tailscale down", "Disconnect from Tailscale", [ACCEPT_RISK])
+DOWN = Command(
+    "down",
+    "tailscale down",
+    "Disconnect from Tailscale",
+    [Flag("accept-risk", "string", "", "accept risk and skip confirmation for risk types")],
+)
 LOGOUT = Command(
     "logout",
     "tailscale logout [flags]",
@@ -498,8 +422,6 @@ PREFS_OF_FLAG: dict[str, tuple[str, ...]] = {
     "advertise-connector": ("AppConnector",),
     "report-posture": ("PostureChecking",),
     "relay-server-port": ("RelayServerPort",),
-    "sync": ("Sync",),
-    "relay-server-static-endpoints": ("RelayServerStaticEndpoints",),
 }
 PREFLESS_FLAGS = {
     "auth-key",
@@ -512,12 +434,8 @@ PREFLESS_FLAGS = {
     "accept-risk",
     "host-routes",
     "client-id",
-    "audience",
     "client-secret",
     "id-token",
-    "linux-fwmark-mask",
-    "linux-subnet-route-mark",
-    "linux-bypass-mark",
 }
 
 
@@ -525,43 +443,15 @@ PREFLESS_FLAGS = {
 
 
 def calc_advertise_routes(routes: str, exit_node: bool) -> list[str] | None:
-    """Parse `--advertise-routes` (CIDR prefixes only) and add the exit-node routes."""
-    import ipaddress
+    """Parse `--advertise-routes` as the CLI does and add the exit-node routes (None: no routes)."""
+    from tailnix.prefix import PrefixError
+    from tailnix.prefix import calc_advertise_routes as calc
 
-    found: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    if routes:
-        default4 = default6 = False
-        for text in routes.split(","):
-            if "/" not in text:
-                raise CommandFailed(f'"{text}" is not a valid IP address or CIDR prefix')
-            try:
-                iface = ipaddress.ip_interface(text)
-            except ValueError:
-                raise CommandFailed(f'"{text}" is not a valid IP address or CIDR prefix') from None
-            if iface.ip != iface.network.network_address:
-                raise CommandFailed(f"{text} has non-address bits set; expected {iface.network}")
-            net = iface.network
-            default4 = default4 or str(net) == "0.0.0.0/0"
-            default6 = default6 or str(net) == "::/0"
-            if net not in found:
-                found.append(net)
-        if default4 and not default6:
-            raise CommandFailed(
-                "0.0.0.0/0 advertised without its IPv6 counterpart, please also advertise ::/0"
-            )
-        if default6 and not default4:
-            raise CommandFailed(
-                "::/0 advertised without its IPv4 counterpart, please also advertise 0.0.0.0/0"
-            )
-    if exit_node:
-        for text in ("0.0.0.0/0", "::/0"):
-            net = ipaddress.ip_network(text)
-            if net not in found:
-                found.append(net)
-    if not found:
-        return None
-    found.sort(key=lambda n: (n.version, n.network_address, n.prefixlen))
-    return [str(n) for n in found]
+    try:
+        found = calc(routes.split(",") if routes else [], exit_node)
+    except PrefixError as error:
+        raise CommandFailed(error.message) from None
+    return [str(p) for p in found] or None
 
 
 def check_tag(tag: str) -> str | None:
@@ -612,27 +502,6 @@ def netfilter_name(mode: int) -> str:
         if number == mode:
             return name
     return str(mode)
-
-
-def check_linux_marks(values: dict[str, Any]) -> None:
-    """All three Linux packet mark flags go together, and each is a 32-bit number."""
-    marks = [values["linux-fwmark-mask"], values["linux-subnet-route-mark"]]
-    marks.append(values["linux-bypass-mark"])
-    if not any(marks):
-        return
-    if not all(marks):
-        raise CommandFailed(
-            "invalid Linux packet mark configuration: all three Linux packet mark flags must be "
-            "specified together: "
-            "--linux-fwmark-mask, --linux-subnet-route-mark, --linux-bypass-mark"
-        )
-    for label, text in zip(("fwmark mask", "subnet route mark", "bypass mark"), marks, strict=True):
-        try:
-            number = int(text[2:], 16) if text.lower().startswith("0x") else int(text, 10)
-        except ValueError:
-            number = -1
-        if not 0 <= number < 2**32:
-            raise CommandFailed(f'invalid Linux packet mark configuration: invalid {label} value "{text}"')
 
 
 def read_secret_value(value: str) -> str:
@@ -787,7 +656,6 @@ def prefs_from_up_args(values: dict[str, Any], state: DaemonState) -> dict[str, 
     prefs["NetfilterMode"], warning = netfilter_mode(values["netfilter-mode"])
     if warning:
         warn(warning)
-    check_linux_marks(values)
     return prefs
 
 
@@ -1022,7 +890,6 @@ def run_set(args: list[str], socket_path: str) -> int:
         new["Hostname"] = values["hostname"]
         new["OperatorUser"] = values["operator"]
         new["NoSNAT"] = not values["snat-subnet-routes"]
-        new["Sync"] = values["sync"]
         new["AutoUpdate"] = {"Check": values["update-check"], "Apply": values["auto-update"]}
         new["AppConnector"] = {"Advertise": values["advertise-connector"]}
         new["PostureChecking"] = values["report-posture"]
@@ -1030,7 +897,6 @@ def run_set(args: list[str], socket_path: str) -> int:
         new["NetfilterMode"], warning = netfilter_mode(values["netfilter-mode"])
         if warning:
             warn(warning)
-        check_linux_marks(values)
         if values["exit-node"]:
             new["ExitNodeIP"], auto = resolve_exit_node(values["exit-node"], state)
             if auto:

@@ -18,6 +18,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from tailnix import tailscale_flags
 from tailnix_lab.emulator import reachability
 from tailnix_lab.emulator.control import ControlPlane
 from tailnix_lab.emulator.hostroot import control_dir, host_path
@@ -34,7 +35,7 @@ STATE_PATH = "/var/lib/tailscale/tailscaled.state"
 # How long a freshly started daemon reports NoState before it has read its state.
 STARTUP_SECONDS = 0.5
 
-DEFAULT_CONTROL_URL = "https://controlplane.tailscale.com"
+DEFAULT_CONTROL_URL = tailscale_flags.DEFAULT_CONTROL_URL
 # preftype.NetfilterMode: off=0, nodivert=1, on=2; `debug prefs` shows the number.
 NETFILTER_MODES = {"off": 0, "nodivert": 1, "on": 2}
 
