@@ -302,11 +302,13 @@ def test_failed_switch_restores_etc_nixos_and_a_later_run_retries(
     before = etc_nixos(lab, host.name)
     generation = lab.ssh(host.name, "readlink /run/current-system").stdout
     # A secret that only the host reads, and finds empty: the join unit fails, the switch exits 4.
-    # (Every flag the host's tailscale would refuse is refused on the workstation now.)
+    # (Every flag the host's tailscale would refuse is refused on the workstation now, and so is a key of
+    # no usable form when the deployer can decrypt the file: this deployer has no age key that can.)
     empty, _ = write_secrets(lab, tmp_path / "empty", [host], value="TAILSCALE_AUTH_KEY=")
     broken = lab.write_inventory(tmp_path / "broken.py", hosts=[host.name], secrets_file=empty)
-    run = deploy(broken)
+    run = deploy(broken, env={"SOPS_AGE_KEY_FILE": str(tmp_path / "no-such.agekey")})
     assert run.returncode != 0
+    assert f"The form of the auth key in {empty} was not checked: no age key here opens it" in run.stderr
     assert run.said(host.name, "nixos-rebuild switch failed (exit 4: a unit failed to start;")
     assert run.said(host.name, "/etc/nixos restored and the previous generation switched back")
     assert lab.ssh(host.name, "readlink /run/current-system").stdout == generation
