@@ -18,7 +18,7 @@ from tailnix_lab.hosts import Lab, write_flake_files
 
 from .tmphost import SRC, emulator_env, encrypt_yaml
 
-STANDIN = SRC / "tailnix" / "lab" / "emulator" / "sops-nix-standin"
+STANDIN = SRC / "tailnix_lab" / "emulator" / "sops-nix-standin"
 ADMIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB0dNNO1Vt5lMm4Fv8dZ3Sx0lJmc7x2i2iLoVlQy9Emx"
 HOSTNAME = "nixos-1"
 PROFILES = "/var/lib/tailnix-lab/profiles"

@@ -355,7 +355,7 @@ def test_a_host_that_cannot_start_fails_with_sshd_own_words(
 def test_stock_configuration_evaluates_with_the_lab_module_system(
     lab: Lab, clean_nixos_host: LabHost
 ) -> None:
-    evaluator = "/run/tailnix-lab/pylib/tailnix/lab/emulator/eval.nix"
+    evaluator = "/run/tailnix-lab/pylib/tailnix_lab/emulator/eval.nix"
     result = lab.ssh(
         clean_nixos_host.name,
         f"nix-instantiate --store dummy:// --eval --strict --json {evaluator} "

@@ -18,7 +18,7 @@ from tailnix_lab.emulator.control import ControlPlane
 
 from .tmphost import SRC, emulator_env, encrypt_yaml
 
-STANDIN = SRC / "tailnix" / "lab" / "emulator" / "sops-nix-standin"
+STANDIN = SRC / "tailnix_lab" / "emulator" / "sops-nix-standin"
 
 STOCK_CONFIGURATION = """\
 # Edit this configuration file to define what should be installed on

@@ -214,7 +214,7 @@ def build_profile(generation: Generation) -> None:
         if found:
             os.symlink(found, bin_dir / command)
     os.symlink(host_path(TAILSCALE_CLI), bin_dir / "tailscale")
-    pylib = Path(units.__file__).resolve().parents[3]
+    pylib = Path(units.__file__).resolve().parents[2]  # the directory holding tailnix_lab (and tailnix)
     for command, module, args in (
         ("systemd-notify", "units", "notify "),
         ("systemctl", "systemctl", ""),
