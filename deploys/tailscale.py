@@ -23,7 +23,7 @@ sudo_problem = operations.sudo_problem()
 
 # The host's state is read once, in one round trip. A host that needs no change gets one operation: the
 # checks and the verification (each operation costs the deployer time for every host of the fleet).
-state = operations.host_state() if sudo_problem is None else None
+state = operations.host_state(plan.settings.lock_timeout) if sudo_problem is None else None
 if sudo_problem is not None:
     operations.refuse(name="Check sudo runs without a password", problem=sudo_problem)
 elif state is None:

@@ -16,6 +16,7 @@ from typing import Any
 from pyinfra.api.facts import FactBase
 
 from tailnix import paths
+from tailnix.switch import JOB_UNIT, RESULT_FILE
 
 _FILES = {
     "secret": paths.SECRETS_FILE,
@@ -54,6 +55,12 @@ class HostState:
     """`tailscale status --json --peers=false`, None when tailscaled does not answer."""
     tailscale_prefs: dict[str, Any] | None = None
     """`tailscale debug prefs`, None when tailscaled does not answer."""
+    switch_waited: int | None = None
+    """Seconds the read waited for an earlier deploy's switch job to end; None when none was running."""
+    switch_running: bool = False
+    """That job was still running when the wait ran out: the rest of this state may change under it."""
+    switch_result: str | None = None
+    """The job's last word (`confirmed ...`, `rolled-back ... REASON`, ...) when the read waited for it."""
 
     def to_json(self) -> dict[str, object]:
         """The fields as JSON values, for `pyinfra ... fact tailnix.facts.TailnixHostState --json`."""
@@ -69,7 +76,23 @@ _SECTION = "--- "
 """A line that starts the raw output of a command (JSON, so no line of it can start this way)."""
 
 
-def _state_command() -> str:
+def _switch_wait_script(wait: int) -> str:
+    # A switch job of an earlier deploy (killed, say) may still be running: it confirms or rolls back by
+    # itself, changing the very files read below. Wait for it first, bounded; the common case (its result
+    # says it ended) costs one built-in read.
+    return rf"""line=; read -r line < {RESULT_FILE} 2>/dev/null
+case "$line" in running\ *|switched\ *)
+  waited=0
+  while systemctl is-active --quiet {JOB_UNIT} 2>/dev/null; do
+    if [ "$waited" -ge {wait} ]; then echo switch_running=yes; break; fi
+    sleep 1; waited=$((waited + 1))
+  done
+  echo "switch_waited=$waited"
+  line=; read -r line < {RESULT_FILE} 2>/dev/null; echo "switch_result=$line" ;;
+esac"""
+
+
+def _state_command(switch_wait: int) -> str:
     # One shell command for everything: a deploy to a fleet where nothing changed costs one round trip
     # for facts. Lines are `key=value`, `sha256sum` lines, or a `--- name` line and the raw output of a
     # command; missing things give empty or absent values, never a failed command. Built-ins where
@@ -77,6 +100,7 @@ def _state_command() -> str:
     git = shlex.quote(f"{paths.NIXOS_DIR}/.git")
     tracked = f"{paths.MODULE_NAME} {paths.SECRETS_IMPORT[2:]}"
     lines = [
+        _switch_wait_script(switch_wait),
         "ID= VERSION_ID= PRETTY_NAME=",
         ". /etc/os-release 2>/dev/null",
         'echo "os_id=$ID"',
@@ -152,10 +176,13 @@ _SHA256_LINE = re.compile(r"^[0-9a-f]{64}  /")
 
 
 class TailnixHostState(FactBase[HostState]):
-    """The host's OS, SSH host key, and the state of the files tailnix manages."""
+    """The host's OS, SSH host key, and the state of the files tailnix manages.
 
-    def command(self) -> str:
-        return _state_command()
+    + switch_wait: how long to wait for an earlier deploy's switch job that is still running
+    """
+
+    def command(self, switch_wait: int = 0) -> str:
+        return _state_command(switch_wait)
 
     def process(self, output: list[str]) -> HostState:
         values, hashes, sections = _parse_state_output(output)
@@ -178,6 +205,9 @@ class TailnixHostState(FactBase[HostState]):
             git_tracked=tuple(values.get("git_tracked", "").split()),
             tailscale_status=_json_object(sections.get("tailscale_status", "")),
             tailscale_prefs=_json_object(sections.get("tailscale_prefs", "")),
+            switch_waited=int(values["switch_waited"]) if values.get("switch_waited", "").isdigit() else None,
+            switch_running=values.get("switch_running") == "yes",
+            switch_result=_optional(values.get("switch_result", "")),
         )
 
 

@@ -47,6 +47,7 @@ from tailnix.switch import (
     ABSENT_DIRECTORY_SUFFIX,
     ABSENT_SUFFIX,
     JOB_UNIT,
+    LOG_FILE,
     await_switch,
     job_script,
     new_token,
@@ -107,15 +108,18 @@ def _fail(message: str) -> FunctionCommand:
 _STATES: dict[tuple[int, str], HostState | None] = {}
 
 
-def host_state() -> HostState | None:
+def host_state(switch_wait: int = 0) -> HostState | None:
     """The current host's state as this run found it (read on first use, then kept for the run).
+
+    + switch_wait: seconds to wait first for an earlier deploy's switch job that is still running (it
+      confirms or rolls back by itself, and the state read before it ends would be stale)
 
     None when it could not be read (the connection dropped, say): pyinfra has then said why and
     failed the host, and the deploy leaves it alone.
     """
     key = (id(host.state), host.name)
     if key not in _STATES:
-        found = host.get_fact(TailnixHostState)
+        found = host.get_fact(TailnixHostState, switch_wait=switch_wait)
         _STATES[key] = found if isinstance(found, HostState) else None
     return _STATES[key]
 
@@ -214,6 +218,19 @@ def _backend_state(state: HostState) -> str:
     return str(status.get("BackendState", "NoState")) if status else "no tailscale status"
 
 
+def _say_earlier_switch(state: HostState) -> None:
+    """Tell what an earlier deploy's switch did while this deploy waited for it to end."""
+    if state.switch_waited is not None and host.state.current_stage == StateStage.Execute:
+        result = (state.switch_result or "no result").split(" ", 2)
+        ended = result[0] + (f": {result[2]}" if len(result) > 2 else "")
+        host.log_styled(
+            f"waited {state.switch_waited}s for an earlier deploy's switch to end ({ended}); "
+            "this deploy starts from what it left",
+            fg="yellow",
+            log_func=logger.warning,
+        )
+
+
 def _warn_expired_key(plan: HostPlan) -> None:
     """For a host that is Running with an expired key: it stays on the tailnet, but say what comes next."""
     if plan.key_expired() and host.state.current_stage == StateStage.Execute:
@@ -242,6 +259,12 @@ def preflight_problem(state: HostState, plan: HostPlan) -> str | None:
             f"{name} cannot decrypt {secrets}: its host key's age recipient {recipient} is not among the "
             f"file's recipients. Add `- &{name} {recipient}` to the key group of the rule for this file "
             f"in .sops.yaml, then run `sops updatekeys -y {secrets}` and deploy again."
+        )
+    if state.switch_running:
+        return (
+            f"{name}: an earlier deploy's switch ({JOB_UNIT}) is still running after "
+            f"{state.switch_waited}s of waiting (tailnix_lock_timeout); it confirms or rolls back by itself "
+            f"(its output: {LOG_FILE}); deploy again once it has ended"
         )
     if plan.key_expired() and _backend_state(state) != "Running":
         return (
@@ -286,6 +309,7 @@ def preflight(plan: HostPlan) -> Commands:
     state = yield from _readable_state()
     if state is None:
         return
+    _say_earlier_switch(state)
     problem = preflight_problem(state, plan)
     if problem is not None:
         yield _fail(problem)
@@ -660,6 +684,7 @@ def check(plan: HostPlan) -> Commands:
     state = yield from _readable_state()
     if state is None:
         return
+    _say_earlier_switch(state)
     problem = preflight_problem(state, plan)
     if problem is not None:
         yield _fail(problem)

@@ -164,3 +164,64 @@ def test_a_killed_deploy_leaves_old_or_new_and_the_next_run_completes(
         assert status["BackendState"] == "Running"
     finally:
         lab.stop_host(host.name)
+
+
+ROUTE = "10.9.0.0/24"
+# Where to kill the deployer: (the line of its output, what must hold on the host before the kill).
+KILL_POINTS = {
+    "preflight": ("--> Starting operation: Check the host is NixOS", None),
+    "secret": ("--> Starting operation: Place the encrypted secrets file", None),
+    "module": ("--> Starting operation: Place the Tailscale module", None),
+    "import": ("--> Starting operation: Import the module in configuration.nix", None),
+    # The switch has activated the new configuration and waits for the confirmation: the worst moment,
+    # since the host then rolls itself back while the next deploy is already reading it.
+    "switch": ("--> Starting operation: nixos-rebuild switch", "switched"),
+    "verify": ("--> Starting operation: Verify Tailscale is Running", None),
+}
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_a_deploy_killed_at_any_step_converges_in_one_rerun(
+    lab: Lab, joined: tuple[LabHost, Path], tmp_path: Path, point: str
+) -> None:
+    """A route added to a Running host; the deploy that adds it is killed (SIGKILL) at `point`, and the
+    very next run, started at once, ends with exit 0 and the host on the new configuration, Running with
+    the route; the run after it changes nothing."""
+    host, secrets = joined
+    inventory = lab.write_inventory(
+        tmp_path / "route.py",
+        hosts=[host.name],
+        secrets_file=secrets,
+        host_data={host.name: {"tailscale_advertise_routes": [ROUTE], "tailnix_confirm_timeout": 5}},
+    )
+    marker, wanted = KILL_POINTS[point]
+    process = start_deploy(inventory)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if marker in line:
+            break
+    else:
+        raise AssertionError(f"the deploy never printed {marker!r}")
+    if wanted is not None:
+        _wait_for(
+            lambda: lab.ssh(host.name, "cat /var/lib/tailnix/switch/result", check=False).stdout.startswith(
+                wanted
+            ),
+            f"the switch on the host reached {wanted!r}",
+        )
+    process.kill()
+    process.communicate(timeout=60)
+
+    rerun = deploy(inventory)
+    assert rerun.returncode == 0, rerun
+    if point == "switch":
+        # The rerun read the host only once the orphaned switch had rolled back, and says so.
+        assert rerun.said(host.name, "for an earlier deploy's switch to end (rolled-back: no confirmation"), (
+            rerun
+        )
+    assert _prefs(lab, host.name).get("AdvertiseRoutes") == [ROUTE]
+    status = json.loads(lab.ssh(host.name, "tailscale status --json --peers=false").stdout)
+    assert status["BackendState"] == "Running"
+    settled = deploy(inventory)
+    assert settled.returncode == 0, settled
+    assert settled.changed(SWITCH) == set(), settled
