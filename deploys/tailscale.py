@@ -8,7 +8,7 @@ configuration.nix, switch only when something changed (or the last switch failed
 
 from pyinfra import host
 
-from tailnix import operations
+from tailnix import operations, steps
 from tailnix.interrupt import exit_nonzero_on_interrupt
 from tailnix.plan import plan_host
 
@@ -25,16 +25,16 @@ sudo_problem = operations.sudo_problem()
 # checks and the verification (each operation costs the deployer time for every host of the fleet).
 state = operations.host_state(plan.settings.lock_timeout) if sudo_problem is None else None
 if sudo_problem is not None:
-    operations.refuse(name="Check sudo runs without a password", problem=sudo_problem)
+    operations.refuse(name=steps.SUDO_CHECK, problem=sudo_problem)
 elif state is None:
     pass  # pyinfra could not read it, has said why, and counts the host as failed
 elif operations.changes_needed(state, plan):
-    operations.preflight(name="Check the host is NixOS and can decrypt the secrets", plan=plan)
-    operations.secrets_file(name="Place the encrypted secrets file", plan=plan)
-    operations.module_file(name="Place the Tailscale module", plan=plan)
-    operations.configuration_import(name="Import the module in configuration.nix")
-    operations.flake_git_index(name="Let a git flake see the new files")
-    operations.rebuild(name="nixos-rebuild switch", plan=plan)
-    operations.verify(name="Verify Tailscale is Running", plan=plan)
+    operations.preflight(name=steps.PREFLIGHT, plan=plan)
+    operations.secrets_file(name=steps.SECRETS_FILE, plan=plan)
+    operations.module_file(name=steps.MODULE_FILE, plan=plan)
+    operations.configuration_import(name=steps.IMPORT)
+    operations.flake_git_index(name=steps.GIT_INDEX)
+    operations.rebuild(name=steps.SWITCH, plan=plan)
+    operations.verify(name=steps.VERIFY, plan=plan)
 else:
-    operations.check(name="Check the host and that Tailscale is Running", plan=plan)
+    operations.check(name=steps.CONVERGED, plan=plan)

@@ -36,22 +36,18 @@ from tailnix.authkey import (
     rotate_key,
 )
 from tailnix.fleet import (
-    DeployOutcome,
     FleetError,
     FleetHost,
-    HostDeployResult,
-    RecipientUpdate,
     SecretsLocation,
-    dry_run,
-    fleet_status,
-    forget_recipient,
+    UnknownHostsError,
     load_fleet,
-    record_recipients,
-    run_batched_deploy,
     secrets_location,
     select_hosts,
 )
+from tailnix.recipients import RecipientUpdate, forget_recipient, record_recipients
+from tailnix.runner import DeployOutcome, HostDeployResult, dry_run, run_batched_deploy
 from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS
+from tailnix.status import fleet_status
 
 DEFAULT_KEY_DAYS = 90
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -102,7 +98,11 @@ def sops_options(command: Command) -> Command:
 
 
 def _fleet(inventory_file: Path, names: tuple[str, ...], limits: tuple[str, ...]) -> list[FleetHost]:
-    return select_hosts(load_fleet(inventory_file), names, limits)
+    fleet = load_fleet(inventory_file)
+    try:
+        return select_hosts(fleet, names, limits)
+    except UnknownHostsError as error:
+        raise click.UsageError(str(error)) from None
 
 
 def _print_recipients(update: RecipientUpdate, location: SecretsLocation) -> None:
@@ -321,17 +321,17 @@ def rotate_key_command(
     set and expiry dates in clear fields beside it (for `tailnix check`). Hosts that are already Running
     stay connected: only the secret changes, and they do not log in again.
     """
+    if mint_key and expires is not None:
+        raise click.UsageError("--expires is for a key made elsewhere; a minted key expires after --days")
+    if not mint_key and (tags or oauth_file is not None or ephemeral or not reusable):
+        raise click.UsageError("--tag, --single-use, --ephemeral and --oauth-file go with --mint")
     try:
         chosen = _fleet(inventory_file, (), limits)
         location = secrets_location(chosen, secrets_file=secrets_file, sops_config=sops_config)
         if mint_key:
-            if expires is not None:
-                raise AuthKeyError("--expires is for a key made elsewhere; a minted key expires after --days")
             minted = _mint(tags, days, reusable, ephemeral, oauth_file, api_url)
             key, expiry = minted.key, minted.expires
         else:
-            if tags or oauth_file is not None or ephemeral or not reusable:
-                raise AuthKeyError("--tag, --single-use, --ephemeral and --oauth-file go with --mint")
             key = _read_new_key()
             expiry = expires.date() if expires is not None else date.today() + timedelta(days=days)
         dates = rotate_key(location, key, expires=expiry)

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from tailnix import steps
 from tailnix.agekey import ssh_public_key_to_age
 from tailnix.sops import encrypt_values, run_sops, write_private_file
 from tailnix_lab.emulator.control import ControlPlane
@@ -20,18 +21,13 @@ from tailnix_lab.hosts import Lab, LabHost
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 PYINFRA = Path(sys.executable).parent / "pyinfra"
-SWITCH = "nixos-rebuild switch"
-CHECK = "Check the host is NixOS and can decrypt the secrets"
-VERIFY = "Verify Tailscale is Running"
-CONVERGED = "Check the host and that Tailscale is Running"
-"""The one operation a host that needs no change gets."""
+SWITCH = steps.SWITCH
+CHECK = steps.PREFLIGHT
+VERIFY = steps.VERIFY
+CONVERGED = steps.CONVERGED
 SUDO_USER = "deploy"
 """The non-root admin of the lab's sudo hosts: in wheel, reached with the lab's key, deploys with `_sudo`."""
-PLACING = (
-    "Place the encrypted secrets file",
-    "Place the Tailscale module",
-    "Import the module in configuration.nix",
-)
+PLACING = steps.PLACING
 
 
 @dataclass(repr=False)

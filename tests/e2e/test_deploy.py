@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tailnix import steps
 from tailnix.sops import decrypt_value
 from tailnix_lab.emulator.control import ControlPlane
 from tailnix_lab.hosts import Lab, LabHost
@@ -138,7 +139,7 @@ def test_changing_one_hosts_flag_rebuilds_that_host_only(
     run = deploy(changed)
     assert run.returncode == 0, run.stderr
     assert run.changed(SWITCH) == {"nixos-2"}
-    assert run.changed("Place the Tailscale module") == {"nixos-2"}
+    assert run.changed(steps.MODULE_FILE) == {"nixos-2"}
     assert prefs(lab, "nixos-2")["RunSSH"] is True
     assert prefs(lab, "nixos-1")["RunSSH"] is False
     # The running node took the new flag without logging in again.
@@ -157,7 +158,7 @@ def test_a_host_whose_last_switch_did_not_succeed_switches_again(
     run = deploy(fleet_inventory)
     assert run.returncode == 0, run.stderr
     assert run.changed(SWITCH) == {"nixos-3"}
-    assert run.changed("Place the Tailscale module") == set()
+    assert run.changed(steps.MODULE_FILE) == set()
 
 
 @pytest.fixture
@@ -291,7 +292,7 @@ def test_unusual_configurations_are_edited_minimally_and_switch(
         lab.ssh(name, "nix-instantiate --parse /etc/nixos/configuration.nix > /dev/null")
         assert backend_state(lab, name)["BackendState"] == "Running"
     again = deploy(inventory)
-    assert again.changed("Import the module in configuration.nix") == set()
+    assert again.changed(steps.IMPORT) == set()
 
 
 def test_failed_switch_restores_etc_nixos_and_a_later_run_retries(

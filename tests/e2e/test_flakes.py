@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from tailnix import steps
 from tailnix_lab.hosts import Lab, LabHost
 
 from .deploying import PLACING, SWITCH, deploy, etc_nixos, write_secrets
 
 pytestmark = pytest.mark.lab
 
-GIT_STEP = "Let a git flake see the new files"
+GIT_STEP = steps.GIT_INDEX
 
 
 @pytest.fixture

@@ -376,19 +376,23 @@ def test_check_exit_codes_fine_warning_and_expired(fleet: Fleet, rotated: tuple[
 def test_rotate_key_mints_the_key_with_an_oauth_client(fleet: Fleet, rotated: tuple[str, str]) -> None:
     before = fleet.secrets.read_bytes()
     no_client = {"TS_API_CLIENT_ID": "", "TS_API_CLIENT_SECRET": ""}
-    for arguments, words in (
+    # A missing OAuth client is something to set up (exit 1); options that do not go together are a usage
+    # error (exit 2, as the README's table says).
+    for arguments, words, code in (
         (
             ("--mint", "--tag", "tag:server"),
             "no OAuth client: set $TS_API_CLIENT_ID and $TS_API_CLIENT_SECRET",
+            1,
         ),
         (
             ("--mint", "--tag", "tag:server", "--expires", "2027-01-01"),
             "--expires is for a key made elsewhere",
+            2,
         ),
-        (("--tag", "tag:server"), "--tag, --single-use, --ephemeral and --oauth-file go with --mint"),
+        (("--tag", "tag:server"), "--tag, --single-use, --ephemeral and --oauth-file go with --mint", 2),
     ):
         misused = fleet.tailnix("rotate-key", "-i", "inventory.py", *arguments, env=no_client)
-        assert misused.returncode == 1 and words in misused.stderr, misused.stderr
+        assert misused.returncode == code and words in misused.stderr, misused.stderr
         assert fleet.secrets.read_bytes() == before
     with TailscaleApi(fleet.lab.layout.control) as api:
         client_id, secret = api.add_client(("tag:server",))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tailnix import steps
 from tailnix_lab.hosts import Lab, LabHost
 
 from .deploying import SUDO_USER, SWITCH, deploy, etc_nixos, start_deploy, write_secrets
@@ -101,13 +102,13 @@ def _kill_when(process: subprocess.Popen[str], marker: str, signal_number: int) 
 @pytest.mark.parametrize(
     ("marker", "signal_number", "sudo_user"),
     [
-        ("Place the encrypted secrets file", signal.SIGINT, None),
-        ("Place the Tailscale module", signal.SIGKILL, None),
-        ("Import the module in configuration.nix", signal.SIGKILL, None),
-        ("--> Starting operation: nixos-rebuild switch", signal.SIGKILL, None),
-        ("--> Starting operation: nixos-rebuild switch", signal.SIGINT, None),
-        ("Place the encrypted secrets file", signal.SIGINT, SUDO_USER),
-        ("--> Starting operation: nixos-rebuild switch", signal.SIGKILL, SUDO_USER),
+        (steps.SECRETS_FILE, signal.SIGINT, None),
+        (steps.MODULE_FILE, signal.SIGKILL, None),
+        (steps.IMPORT, signal.SIGKILL, None),
+        (f"--> Starting operation: {steps.SWITCH}", signal.SIGKILL, None),
+        (f"--> Starting operation: {steps.SWITCH}", signal.SIGINT, None),
+        (steps.SECRETS_FILE, signal.SIGINT, SUDO_USER),
+        (f"--> Starting operation: {steps.SWITCH}", signal.SIGKILL, SUDO_USER),
     ],
     ids=[
         "secret-SIGINT",
@@ -169,14 +170,14 @@ def test_a_killed_deploy_leaves_old_or_new_and_the_next_run_completes(
 ROUTE = "10.9.0.0/24"
 # Where to kill the deployer: (the line of its output, what must hold on the host before the kill).
 KILL_POINTS = {
-    "preflight": ("--> Starting operation: Check the host is NixOS", None),
-    "secret": ("--> Starting operation: Place the encrypted secrets file", None),
-    "module": ("--> Starting operation: Place the Tailscale module", None),
-    "import": ("--> Starting operation: Import the module in configuration.nix", None),
+    "preflight": (f"--> Starting operation: {steps.PREFLIGHT}", None),
+    "secret": (f"--> Starting operation: {steps.SECRETS_FILE}", None),
+    "module": (f"--> Starting operation: {steps.MODULE_FILE}", None),
+    "import": (f"--> Starting operation: {steps.IMPORT}", None),
     # The switch has activated the new configuration and waits for the confirmation: the worst moment,
     # since the host then rolls itself back while the next deploy is already reading it.
-    "switch": ("--> Starting operation: nixos-rebuild switch", "switched"),
-    "verify": ("--> Starting operation: Verify Tailscale is Running", None),
+    "switch": (f"--> Starting operation: {steps.SWITCH}", "switched"),
+    "verify": (f"--> Starting operation: {steps.VERIFY}", None),
 }
 
 

@@ -1,0 +1,159 @@
+"""`tailnix status`: each host's node and the mesh between them, as a documented document."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import shlex
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pyinfra.api.facts import FactBase
+
+from tailnix import paths
+from tailnix.fleet import FleetHost
+from tailnix.plan import plan_host
+from tailnix.runner import read_fact
+from tailnix.settings import SettingsError
+
+FLEET_STATUS_FACT = "tailnix.status.FleetHostStatus"
+
+
+class FleetHostStatus(FactBase[dict[str, Any]]):
+    """What `tailnix status` reports of a host: its OS, the last switch, and `tailscale status --json`."""
+
+    def command(self) -> str:
+        applied = shlex.quote(paths.APPLIED_FILE)
+        return "; ".join(
+            [
+                "ID= VERSION_ID=",
+                ". /etc/os-release 2>/dev/null",
+                'echo "os_id=$ID"',
+                'echo "os_version=$VERSION_ID"',
+                f'echo "applied=$(cat {applied} 2>/dev/null)"',
+                f'echo "applied_mtime=$(stat -c %Y {applied} 2>/dev/null)"',
+                'echo "tailscale_b64=$(tailscale status --json 2>/dev/null | base64 -w 0)"',
+                "true",
+            ]
+        )
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        values = dict(line.partition("=")[::2] for line in output)
+        status: Any = None
+        try:
+            decoded = base64.b64decode(values.get("tailscale_b64", "")).decode()
+            status = json.loads(decoded) if decoded.strip() else None
+        except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
+            status = None
+        mtime = values.get("applied_mtime", "")
+        return {
+            "os_id": values.get("os_id", ""),
+            "os_version": values.get("os_version", ""),
+            "applied": values.get("applied") or None,
+            "applied_mtime": int(mtime) if mtime.isdigit() else None,
+            "tailscale": status if isinstance(status, dict) else None,
+        }
+
+
+STATUS_SCHEMA_VERSION = 1
+
+
+def _iso(epoch: int | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def fleet_status(inventory_file: Path, hosts: list[FleetHost]) -> dict[str, Any]:
+    """The health of every host and of the mesh, as the documented `tailnix status --json` document."""
+    reading = read_fact(inventory_file, FLEET_STATUS_FACT, hosts)
+    entries: list[dict[str, Any]] = []
+    node_ids: dict[str, str] = {}
+    peers_of: dict[str, dict[str, bool]] = {}
+    for host in hosts:
+        entry: dict[str, Any] = {
+            "name": host.name,
+            "reachable": host.name not in reading.errors,
+            "nixos_version": None,
+            "backend_state": None,
+            "tailscale_ips": [],
+            "dns_name": None,
+            "node_key_expiry": None,
+            "module_current": None,
+            "last_switch": None,
+            "problems": [],
+            "healthy": False,
+        }
+        entries.append(entry)
+        problems: list[str] = entry["problems"]
+        if host.name in reading.refused:
+            problems.append(reading.refused[host.name])
+            continue
+        if host.name in reading.errors:
+            problems.append(f"unreachable: {reading.errors[host.name]}")
+            continue
+        value = reading.values[host.name]
+        if value["os_id"] != "nixos":
+            problems.append(f"not NixOS (os-release ID={value['os_id'] or 'none'})")
+        else:
+            entry["nixos_version"] = value["os_version"] or None
+        entry["last_switch"] = _iso(value["applied_mtime"])
+        try:
+            plan = plan_host(host.name, host.data)
+            # A flake host that brings its own sops-nix gets the module without the fetched copy.
+            current = {plan.fingerprint, plan.fingerprint_for(plan.module_for_sops_nix_flake)}
+            entry["module_current"] = value["applied"] in current
+            if not entry["module_current"]:
+                problems.append(
+                    "never switched by tailnix"
+                    if value["applied"] is None
+                    else "its secrets file or module is not the current one; run `tailnix deploy`"
+                )
+        except SettingsError as error:
+            problems.append(str(error))
+        status = value["tailscale"]
+        if status is None:
+            problems.append("tailscaled does not answer")
+            continue
+        entry["backend_state"] = status.get("BackendState")
+        own = status.get("Self") or {}
+        entry["tailscale_ips"] = list(own.get("TailscaleIPs") or [])
+        entry["dns_name"] = own.get("DNSName") or None
+        entry["node_key_expiry"] = own.get("KeyExpiry")
+        if entry["backend_state"] != "Running":
+            problems.append(f"BackendState is {entry['backend_state']}")
+            continue
+        if own.get("ID"):
+            node_ids[host.name] = str(own["ID"])
+        peers_of[host.name] = {
+            str(peer.get("ID")): bool(peer.get("Online")) for peer in (status.get("Peer") or {}).values()
+        }
+    mesh: list[str] = []
+    by_name = {entry["name"]: entry for entry in entries}
+    for name, peers in peers_of.items():
+        for other, node_id in node_ids.items():
+            if other == name:
+                continue
+            if node_id not in peers:
+                problem = f"{name} does not see {other} as a peer"
+            elif not peers[node_id]:
+                problem = f"{name} sees {other} offline"
+            else:
+                continue
+            mesh.append(problem)
+            by_name[name]["problems"].append(problem)
+    for entry in entries:
+        entry["healthy"] = not entry["problems"]
+    return {
+        "schema": STATUS_SCHEMA_VERSION,
+        "healthy": all(entry["healthy"] for entry in entries),
+        "hosts": entries,
+        # Complete only when every host is on the tailnet and sees every other one online.
+        "mesh": {
+            "ok": not mesh and len(node_ids) == len(entries),
+            "members": sorted(node_ids),
+            "problems": mesh,
+        },
+    }

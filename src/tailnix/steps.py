@@ -1,0 +1,23 @@
+"""The names of the deploy's steps: what pyinfra prints for each operation, and the key of its results.
+
+Defined once: the playbook names its operations with these, `tailnix deploy` reads pyinfra's results by
+them, and the tests assert with them.
+"""
+
+from __future__ import annotations
+
+SUDO_CHECK = "Check sudo runs without a password"
+PREFLIGHT = "Check the host is NixOS and can decrypt the secrets"
+SECRETS_FILE = "Place the encrypted secrets file"
+MODULE_FILE = "Place the Tailscale module"
+IMPORT = "Import the module in configuration.nix"
+GIT_INDEX = "Let a git flake see the new files"
+SWITCH = "nixos-rebuild switch"
+VERIFY = "Verify Tailscale is Running"
+CONVERGED = "Check the host and that Tailscale is Running"
+"""The one operation a host that needs no change gets: the checks of PREFLIGHT, then VERIFY."""
+
+PLACING = (SECRETS_FILE, MODULE_FILE, IMPORT)
+"""The steps that place files on the host."""
+FINAL = (VERIFY, CONVERGED)
+"""A host's last step: the verification after changes, or the one check of a host that needed none."""
