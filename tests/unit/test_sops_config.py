@@ -147,3 +147,49 @@ def test_read_matches_path_regex_relative_to_the_config(tmp_path: Path) -> None:
     assert group_of((tmp_path / ".sops.yaml").read_text()) == [ADMIN, DESK, GATEWAY]
     with pytest.raises(SopsConfigError, match="is not under"):
         SopsConfig.read(tmp_path / ".sops.yaml", Path("/elsewhere/secrets/tailscale.yaml"))
+
+
+STYLES = {
+    "dashes at the parent's column": f"""\
+keys:
+- &admin {ADMIN}
+- &desk {DESK}
+creation_rules:
+- path_regex: secrets/tailscale\\.yaml$
+  key_groups:
+  - age:
+    - *admin
+    - *desk
+""",
+    "four spaces": f"""\
+---
+# leading comment
+keys:
+    - &admin "{ADMIN}"
+    - &desk {DESK}   # desk
+creation_rules:
+    - path_regex: 'secrets/tailscale\\.yaml$'
+      encrypted_regex: "^(data|stringData)$"
+      key_groups:
+          - age:
+              - *admin
+              - *desk
+# trailing comment
+""",
+}
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_each_layout_is_kept_when_a_host_comes_and_goes(style: str) -> None:
+    """Only the two lines of the host change, whatever the file's layout.
+
+    This is why the editor works on the text: ruamel.yaml's round trip (0.18) writes the whole file with
+    one indentation, so a file whose lists are indented differently at different levels (the second
+    layout here) comes back re-indented in lines nobody touched, and its `---` is dropped.
+    """
+    original = STYLES[style]
+    added = SopsConfig(original, SECRETS).with_recipient("gateway", GATEWAY)
+    assert group_of(added) == [ADMIN, DESK, GATEWAY]
+    new_lines = [line for line in added.splitlines() if line not in original.splitlines()]
+    assert [line.strip() for line in new_lines] == [f"- &gateway {GATEWAY}", "- *gateway"], added
+    assert SopsConfig(added, SECRETS).without_recipient("gateway") == original
