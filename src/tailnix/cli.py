@@ -12,11 +12,16 @@ from pathlib import Path
 import click
 
 from tailnix import commands
+from tailnix.flake import read_flake
+from tailnix.fleet import FleetError, load_fleet
 from tailnix.inventory import InventoryError, host_data
+from tailnix.nix_imports import ImportEditError
 from tailnix.nixmodule import render_module
+from tailnix.runner import read_fact
 from tailnix.settings import SettingsError, parse_settings
 
 PLUGIN_GROUP = "tailnix.commands"
+STATE_FACT = "tailnix.facts.TailnixHostState"
 
 # What a user does -> the commands for it, in the order `tailnix --help` lists them.
 SECTIONS = {
@@ -58,16 +63,39 @@ def main() -> None:
 @main.command("module")
 @click.argument("host")
 @commands.inventory_option
-def module_command(host: str, inventory_file: Path) -> None:
-    """Print the NixOS module HOST would receive, without touching it.
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Do not ask the host; print the module for a host whose flake (if any) brings no sops-nix.",
+)
+def module_command(host: str, inventory_file: Path, offline: bool) -> None:
+    """Print the NixOS module HOST would receive, without changing anything.
+
+    The variant depends on the host: a flake that brings its own sops-nix gets a module without a second
+    copy. So the host's state is read over SSH first (as the deploy reads it), unless --offline.
 
     Example: tailnix module desk -i inventory.py
     """
     try:
         settings = parse_settings(host, host_data(inventory_file, host))
-    except (InventoryError, SettingsError) as error:
+        fleet = [member for member in load_fleet(inventory_file) if member.name == host]
+    except (InventoryError, SettingsError, FleetError) as error:
         raise click.ClickException(str(error)) from None
-    click.echo(render_module(settings), nl=False)
+    sops_nix_from_flake = False
+    if not offline:
+        reading = read_fact(inventory_file, STATE_FACT, fleet)
+        problem = reading.errors.get(host) or reading.refused.get(host)
+        if problem is not None:
+            raise click.ClickException(
+                f"{host}: cannot read its state ({problem}); --offline prints the module without asking it"
+            )
+        flake_nix = reading.values[host].get("flake_nix")
+        try:
+            flake = read_flake(flake_nix) if isinstance(flake_nix, str) else None
+        except ImportEditError as error:
+            raise click.ClickException(f"{host}: /etc/nixos/flake.nix cannot be read ({error})") from None
+        sops_nix_from_flake = flake is not None and flake.uses_sops_nix_module
+    click.echo(render_module(settings, sops_nix_from_flake=sops_nix_from_flake), nl=False)
 
 
 main.add_command(commands.bootstrap_command)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from .deploying import PLACING, SWITCH, deploy, etc_nixos, write_secrets
 pytestmark = pytest.mark.lab
 
 GIT_STEP = steps.GIT_INDEX
+TAILNIX = str(Path(sys.executable).parent / "tailnix")
 
 
 @pytest.fixture
@@ -112,3 +115,12 @@ def test_flake_with_its_own_sops_nix_gets_no_second_copy(
     assert "fetchTarball" not in module
     assert "sops-nix comes from this host's flake" in module
     assert _state(lab, host.name) == "Running"
+    # `tailnix module` asks the host, and prints exactly what the deploy placed; --offline does not ask.
+    inventory = str(tmp_path / "inventory.py")
+    shown = subprocess.run([TAILNIX, "module", host.name, "-i", inventory], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == module
+    offline = subprocess.run(
+        [TAILNIX, "module", host.name, "-i", inventory, "--offline"], capture_output=True, text=True
+    )
+    assert offline.returncode == 0 and "fetchTarball" in offline.stdout
