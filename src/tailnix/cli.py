@@ -20,6 +20,7 @@ PLUGIN_GROUP = "tailnix.commands"
 
 # What a user does -> the commands for it, in the order `tailnix --help` lists them.
 SECTIONS = {
+    "Start": ("init",),
     "Daily": ("deploy", "status", "check"),
     "Keys": ("rotate-key",),
     "Hosts": ("bootstrap", "forget"),
@@ -52,6 +53,8 @@ def main() -> None:
     """Put a fleet of NixOS machines on a Tailscale network, and keep them there.
 
     The deploy itself is a pyinfra run: pyinfra inventory.py deploys/tailscale.py
+
+    Example: tailnix init my-fleet
     """
 
 
@@ -70,6 +73,7 @@ def module_command(host: str, inventory_file: Path) -> None:
     click.echo(render_module(settings), nl=False)
 
 
+main.add_command(commands.init_command)
 main.add_command(commands.bootstrap_command)
 main.add_command(commands.forget_command)
 main.add_command(commands.rotate_key_command)
