@@ -279,7 +279,7 @@ def write_fleet(directory: Path, *, force: bool = False) -> InitReport:
             target.write_text(item.text)
         except OSError as error:
             raise InitError(
-                f"cannot write {target}: {error.strerror}; check the directory's permissions"
+                f"cannot write {target}: {error.strerror}; {target.parent} must be a directory you can write to"
             ) from None
         report.written.append(target)
     return report
