@@ -3,38 +3,10 @@
     pyinfra inventory.py deploys/tailscale.py
 
 On each NixOS host: place the encrypted secrets file, place the Tailscale module, import it from
-configuration.nix, switch only when something changed (or the last switch failed), then verify.
+configuration.nix, switch only when something changed (or the last switch failed), then verify. The steps
+come with tailnix (tailnix.playbook), so upgrading tailnix upgrades them; operations of your own can follow.
 """
 
-from pyinfra import host
+from tailnix.playbook import deploy_tailscale
 
-from tailnix import operations, steps
-from tailnix.interrupt import exit_nonzero_on_interrupt
-from tailnix.plan import plan_host
-
-exit_nonzero_on_interrupt()  # pyinfra itself exits 0 on Ctrl-C
-
-# Settings and the local secrets file are checked here, for every host, before any host is changed.
-plan = plan_host(host.name, host.data.dict())
-operations.report_unreachable_hosts()
-
-# A host reached as a user with sudo: sudo must work without a password before anything runs through it.
-sudo_problem = operations.sudo_problem()
-
-# The host's state is read once, in one round trip. A host that needs no change gets one operation: the
-# checks and the verification (each operation costs the deployer time for every host of the fleet).
-state = operations.host_state(plan.settings.lock_timeout) if sudo_problem is None else None
-if sudo_problem is not None:
-    operations.refuse(name=steps.SUDO_CHECK, problem=sudo_problem)
-elif state is None:
-    pass  # pyinfra could not read it, has said why, and counts the host as failed
-elif operations.changes_needed(state, plan):
-    operations.preflight(name=steps.PREFLIGHT, plan=plan)
-    operations.secrets_file(name=steps.SECRETS_FILE, plan=plan)
-    operations.module_file(name=steps.MODULE_FILE, plan=plan)
-    operations.configuration_import(name=steps.IMPORT)
-    operations.flake_git_index(name=steps.GIT_INDEX)
-    operations.rebuild(name=steps.SWITCH, plan=plan)
-    operations.verify(name=steps.VERIFY, plan=plan)
-else:
-    operations.check(name=steps.CONVERGED, plan=plan)
+deploy_tailscale()

@@ -1,19 +1,22 @@
 # Fleet-wide defaults for every host. A group's file (group_data/<group>.py) or a host's own data in
 # inventory.py overrides any of them. `tailnix module HOST -i inventory.py` shows what a host gets.
 
-# The sops-encrypted file that holds the auth key (tailnix_secrets_file, by default
-# secrets/tailscale.yaml beside the inventory) and the key inside it (tailnix_secret_name, by default
-# tailscale_auth_key; its value is `tskey-auth-...` or `TAILSCALE_AUTH_KEY=tskey-auth-...`). Its `sops:`
-# block must list every host's age recipient (its SSH host key, converted): see the README.
+# The sops-encrypted file that holds the auth key, relative to where pyinfra runs. Its `sops:` block must
+# list every host's age recipient (its SSH host key, converted): see the README.
+tailnix_secrets_file = "secrets/tailscale.yaml"
+# The key inside that file. Its value is `tskey-auth-...` or the form `TAILSCALE_AUTH_KEY=tskey-auth-...`.
+tailnix_secret_name = "tailscale_auth_key"
 
 # "autoconnect": tailnix's own join unit (the key never reaches a command line; settings reach a node
 # that is already joined). "native": NixOS's services.tailscale.authKeyFile (needs the bare key).
 tailnix_mode = "autoconnect"
 
-# The sops-nix the generated module fetches: tailnix pins one that needs a NixOS release whose nixpkgs has
-# Go 1.25 (25.11); `tailnix module HOST` shows it. To move it, set both (see the README, "The sops-nix pin"):
-# tailnix_sops_nix_url = "https://github.com/Mic92/sops-nix/archive/<commit>.tar.gz"
-# tailnix_sops_nix_sha256 = "<what nix-prefetch-url --unpack <that url> prints>"
+# The sops-nix the generated module fetches. This commit needs a NixOS release whose nixpkgs has Go 1.25
+# (25.11). To move it: nix-prefetch-url --unpack https://github.com/Mic92/sops-nix/archive/<commit>.tar.gz
+tailnix_sops_nix_url = (
+    "https://github.com/Mic92/sops-nix/archive/56b24064fdcaedca53553b1a6d607fd23b613a24.tar.gz"
+)
+tailnix_sops_nix_sha256 = "1f0j45mxb2zv672icpfvi7vnz8l4ccgxlkg79jca8avg00lj9gz3"
 
 # `tailscale up` flags. The original recipe accepts routes from subnet routers; so do we.
 tailscale_accept_routes = True

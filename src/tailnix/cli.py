@@ -25,6 +25,7 @@ STATE_FACT = "tailnix.facts.TailnixHostState"
 
 # What a user does -> the commands for it, in the order `tailnix --help` lists them.
 SECTIONS = {
+    "Start": ("init",),
     "Daily": ("deploy", "status", "check"),
     "Keys": ("rotate-key",),
     "Hosts": ("bootstrap", "forget"),
@@ -57,6 +58,8 @@ def main() -> None:
     """Put a fleet of NixOS machines on a Tailscale network, and keep them there.
 
     The deploy itself is a pyinfra run: pyinfra inventory.py deploys/tailscale.py
+
+    Example: tailnix init my-fleet
     """
 
 
@@ -98,6 +101,7 @@ def module_command(host: str, inventory_file: Path, offline: bool) -> None:
     click.echo(render_module(settings, sops_nix_from_flake=sops_nix_from_flake), nl=False)
 
 
+main.add_command(commands.init_command)
 main.add_command(commands.bootstrap_command)
 main.add_command(commands.forget_command)
 main.add_command(commands.rotate_key_command)

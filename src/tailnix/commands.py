@@ -1,7 +1,8 @@
-"""The fleet commands of `tailnix`: bootstrap, forget, rotate-key, check, deploy and status.
+"""The fleet commands of `tailnix`: init, bootstrap, forget, rotate-key, check, deploy and status.
 
 Exit codes (also in the README):
 
+- init: 0 written; 1 refused or not written (the message names the path and what to do); 2 a usage error.
 - bootstrap, forget, rotate-key, deploy: 0 done on every host; 1 something failed (named in the output);
   2 a usage error.
 - check: 0 fine; 1 a warning (the key expires within --warn-days, or its expiry is not recorded);
@@ -47,6 +48,8 @@ from tailnix.fleet import (
 from tailnix.recipients import RecipientUpdate, forget_recipient, record_recipients
 from tailnix.runner import DeployOutcome, HostDeployResult, dry_run, run_batched_deploy
 from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS
+from tailnix.settings import DEFAULT_SECRETS_FILE
+from tailnix.skeleton import InitError, write_fleet
 from tailnix.status import fleet_status
 
 DEFAULT_KEY_DAYS = 90
@@ -170,6 +173,37 @@ def _deploy(
     return outcome
 
 
+@click.command("init")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option(
+    "--force", is_flag=True, help="Write into a non-empty DIRECTORY: add the missing files, keep the rest."
+)
+def init_command(directory: Path, force: bool) -> None:
+    """Write a fleet repository to DIRECTORY: inventory, settings, playbook, sops rules and next steps.
+
+    DIRECTORY is made if missing and must be empty (a .git is fine) unless --force; a file that is
+    already there is never overwritten, and the output says which were kept. No secret is written:
+    the auth key goes into secrets/ encrypted, by sops, once .sops.yaml names your age key.
+
+    Example: tailnix init my-fleet
+    """
+    try:
+        report = write_fleet(directory, force=force)
+    except InitError as error:
+        raise click.ClickException(str(error)) from None
+    for path in report.written:
+        click.echo(f"wrote {path}")
+    for path in report.unchanged:
+        click.echo(f"unchanged {path}")
+    for path in report.kept:
+        click.echo(f"kept {path}: it was there already, with other content; not overwritten")
+    click.echo(
+        f"\nNext: put your age key in {directory / '.sops.yaml'} and your hosts in "
+        f"{directory / 'inventory.py'}, then follow {directory / 'README.md'}; the first command is\n"
+        f"  cd {directory} && sops --config .sops.yaml edit {DEFAULT_SECRETS_FILE}"
+    )
+
+
 @click.command("bootstrap")
 @click.argument("hosts", nargs=-1, metavar="[HOST]...")
 @inventory_option
@@ -193,6 +227,8 @@ def bootstrap_command(
     the single key group of the rule for the secrets file, re-encrypt the file (sops updatekeys), and
     deploy. A host whose key differs from the recorded one is refused unless --replace-key. Safe to
     run again: nothing changes the second time.
+
+    Example: tailnix bootstrap desk gateway
     """
     if not hosts and not limits:
         raise click.UsageError("name the hosts to bootstrap, or a group with --limit")
@@ -224,6 +260,8 @@ def forget_command(
 
     The retired machine can no longer read the file, nor any key written into it later. Deploy
     afterwards (`tailnix deploy`) to give the other hosts the re-encrypted file.
+
+    Example: tailnix forget oldbox
     """
     try:
         fleet = load_fleet(inventory_file) if inventory_file.is_file() else []
@@ -320,6 +358,8 @@ def rotate_key_command(
     is minted from the Tailscale API instead, with an OAuth client. It is written with sops set, with its
     set and expiry dates in clear fields beside it (for `tailnix check`). Hosts that are already Running
     stay connected: only the secret changes, and they do not log in again.
+
+    Example: tailnix rotate-key --days 90 < new-key.txt
     """
     if mint_key and expires is not None:
         raise click.UsageError("--expires is for a key made elsewhere; a minted key expires after --days")
@@ -393,6 +433,8 @@ def check_command(
     Checks that the auth key has not expired (warns --warn-days before), that every inventory host's
     recorded recipient can open the file, and that git tracks no secret in clear. Needs no key and
     no SSH.
+
+    Example: tailnix check --warn-days 30
     """
     try:
         chosen = _fleet(inventory_file, (), limits)
@@ -421,7 +463,10 @@ def check_command(
 def deploy_command(
     inventory_file: Path, limits: tuple[str, ...], dry: bool, batch: int | None, fail_percent: int | None
 ) -> None:
-    """Run the deploy (deploys/tailscale.py) on the fleet, with a line per host and a summary table."""
+    """Run the deploy (deploys/tailscale.py) on the fleet, with a line per host and a summary table.
+
+    Example: tailnix deploy --limit routers --batch 2
+    """
     try:
         chosen = [h.name for h in _fleet(inventory_file, (), limits)]
         if dry:
@@ -447,6 +492,8 @@ def status_command(inventory_file: Path, limits: tuple[str, ...], as_json: bool)
 
     Exit 0 when every host is Running with the current module and sees every other joined fleet host as
     an Online peer; 1 otherwise; 2 when the status cannot be read.
+
+    Example: tailnix status --json
     """
     try:
         chosen = _fleet(inventory_file, (), limits)

@@ -30,11 +30,11 @@ def pyinfra_command() -> str:
 
 
 def default_deploy_file() -> Path:
-    """`deploys/tailscale.py` of the current directory, or of the tailnix source tree."""
+    """`deploys/tailscale.py` of the current directory, or the installed package's (what `tailnix init` writes)."""
     here = Path("deploys/tailscale.py")
     if here.is_file():
         return here
-    return Path(__file__).resolve().parents[2] / "deploys" / "tailscale.py"
+    return Path(__file__).resolve().parent / "deploys" / "tailscale.py"
 
 
 def _limits(hosts: Iterable[str]) -> list[str]:

@@ -453,6 +453,8 @@ def bench(hosts: int, rounds: int, directory: Path | None, repository: Path) -> 
     """Time a no-op redeploy of an N-host lab against a bare pyinfra run; print where the time goes.
 
     The deploy runs from the repository root, as the README runs it: deploys/tailscale.py.
+
+    Example: tailnix bench --hosts 20 --rounds 5
     """
     repository = repository.resolve()
     if not (repository / DEPLOY).is_file():

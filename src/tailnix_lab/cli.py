@@ -32,7 +32,10 @@ def _open(directory: Path) -> Lab:
 
 @click.group()
 def lab() -> None:
-    """The lab: emulated NixOS hosts on this machine, reachable over SSH."""
+    """The lab: emulated NixOS hosts on this machine, reachable over SSH.
+
+    Example: tailnix lab up 3 --dir .lab
+    """
 
 
 @lab.command()
@@ -73,7 +76,10 @@ def up(
     sudo_password: bool,
     directory: Path,
 ) -> None:
-    """Start COUNT NixOS hosts, and write the inventory and demo secrets into the lab directory."""
+    """Start COUNT NixOS hosts, and write the inventory and demo secrets into the lab directory.
+
+    Example: tailnix lab up 3 --other-os 1 --dir .lab
+    """
     try:
         started = Lab.up(
             directory,
@@ -100,7 +106,10 @@ def up(
 @lab.command()
 @DIR_OPTION
 def down(directory: Path) -> None:
-    """Stop every host of the lab."""
+    """Stop every host of the lab.
+
+    Example: tailnix lab down --dir .lab
+    """
     running = _open(directory)
     try:
         running.down()
@@ -123,6 +132,8 @@ def api(directory: Path, tags: tuple[str, ...]) -> None:
     """Serve the lab's stand-in Tailscale API on loopback, with one OAuth client, until Ctrl-C.
 
     The keys it mints are keys of the lab's control plane: try `tailnix rotate-key --mint` with them.
+
+    Example: tailnix lab api --dir .lab --tag tag:server
     """
     from tailnix_lab.emulator.api import TailscaleApi
 
@@ -147,7 +158,10 @@ def api(directory: Path, tags: tuple[str, ...]) -> None:
 @lab.command()
 @DIR_OPTION
 def status(directory: Path) -> None:
-    """List the hosts: name, OS, SSH port, sshd pid, and whether they run."""
+    """List the hosts: name, OS, SSH port, sshd pid, and whether they run.
+
+    Example: tailnix lab status --dir .lab
+    """
     running = _open(directory)
     click.echo("NAME\tOS\tPORT\tPID\tSTATE")
     for host in running.hosts:
@@ -160,7 +174,10 @@ def status(directory: Path) -> None:
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @DIR_OPTION
 def ssh(host: str, command: tuple[str, ...], directory: Path) -> None:
-    """Run COMMAND on HOST as root (`tailnix lab ssh nixos-1 -- tailscale status`)."""
+    """Run COMMAND on HOST as root.
+
+    Example: tailnix lab ssh nixos-1 --dir .lab -- tailscale status
+    """
     running = _open(directory)
     try:
         argv = running.ssh_command(host)
