@@ -61,35 +61,61 @@ _AUTOCONNECT_SCRIPT = """\
         sleep 0.5
       done
 
+      # Log in with the key from sops, passing any extra flags of `tailscale up`.
+      up_with_key() {{
+        keyfile="$RUNTIME_DIRECTORY/auth-key"
+        trap 'rm -f "$keyfile"' EXIT
+        # Read with the shell itself, so the key is never in a command line or the environment.
+        # The secret may hold the key alone or as TAILSCALE_AUTH_KEY=tskey-...
+        key=$(< ${{{secret_path}}})
+        key=''${{key#TAILSCALE_AUTH_KEY=}}
+        key=''${{key#\\"}}
+        key=''${{key%\\"}}
+        if [ -z "$key" ]; then
+          echo "tailscale-autoconnect: the secret ${{{secret_path}}} is empty" >&2
+          exit 1
+        fi
+        printf '%s' "$key" > "$keyfile"
+        unset key
+        up_and_report "$@" --auth-key="file:$keyfile"
+      }}
+
+      # `tailscale up` exits 1 when control refused the login or the node did not reach Running in
+      # time. That is no configuration error: the switch goes on, and deploys report the node's state.
+      up_and_report() {{
+        status=0
+        tailscale up --reset --timeout={timeout}s "$@" ${{lib.escapeShellArgs upFlags}} || status=$?
+        if [ "$status" -eq 1 ]; then
+          case "$(tailscale status --json --peers=false 2>/dev/null | jq -r .BackendState || true)" in
+            NeedsMachineAuth) echo "tailscale-autoconnect: logged in; waits for an admin to approve this device" >&2 ;;
+            Starting) echo "tailscale-autoconnect: logged in; no path to peers or DERP yet" >&2 ;;
+            *) echo "tailscale-autoconnect: login failed; replace the auth key in the secrets file and deploy again" >&2 ;;
+          esac
+        elif [ "$status" -ne 0 ]; then
+          exit "$status"
+        fi
+      }}
+
       case "$state" in
         Running|Starting)
-          # Joined already: apply the flags, without logging in again.
-          tailscale up --reset --timeout={timeout}s ${{lib.escapeShellArgs upFlags}}
+          # Control grants tags at a login only: `tailscale up` with other tags would ask for an
+          # interactive one, so new tags mean logging in again with the key.
+          tags=$(tailscale debug prefs | jq -r '(.AdvertiseTags // []) | sort | join(",")')
+          if [ "$tags" != ${{lib.escapeShellArg advertiseTags}} ]; then
+            up_with_key --force-reauth
+          else
+            # Joined already: apply the flags without logging in again (in Starting, `up` also
+            # waits for a path to peers or DERP).
+            up_and_report
+          fi
           ;;
-        NeedsLogin|NeedsMachineAuth|Stopped)
-          keyfile="$RUNTIME_DIRECTORY/auth-key"
-          trap 'rm -f "$keyfile"' EXIT
-          # Read with the shell itself, so the key is never in a command line or the environment.
-          # The secret may hold the key alone or as TAILSCALE_AUTH_KEY=tskey-...
-          key=$(< ${{{secret_path}}})
-          key=''${{key#TAILSCALE_AUTH_KEY=}}
-          key=''${{key#\\"}}
-          key=''${{key%\\"}}
-          if [ -z "$key" ]; then
-            echo "tailscale-autoconnect: the secret ${{{secret_path}}} is empty" >&2
-            exit 1
-          fi
-          printf '%s' "$key" > "$keyfile"
-          unset key
-          status=0
-          tailscale up --reset --timeout={timeout}s --auth-key="file:$keyfile" ${{lib.escapeShellArgs upFlags}} || status=$?
-          if [ "$status" -eq 1 ]; then
-            # The control server refused the key or did not answer. That is no configuration error:
-            # the switch goes on, the node stays logged out, and deploys report its state.
-            echo "tailscale-autoconnect: login failed; replace the auth key in the secrets file and deploy again" >&2
-          elif [ "$status" -ne 0 ]; then
-            exit "$status"
-          fi
+        NeedsMachineAuth)
+          # Logged in; only an admin's approval (or a pre-authorized key) moves it on.
+          echo "tailscale-autoconnect: this device waits for an admin to approve it" >&2
+          ;;
+        NeedsLogin|Stopped)
+          # Never logged in, logged out, node key expired, or stopped: log in with the key.
+          up_with_key
           ;;
         *)
           echo "tailscale-autoconnect: tailscaled is not ready after {wait}s (state: ''${{state:-no answer}})" >&2
@@ -135,6 +161,14 @@ def render_module(settings: TailscaleSettings, *, sops_nix_from_flake: bool = Fa
         *sops_nix_lines,
         "  # Flags for `tailscale up`. The auth key is never among them: it is read from a file.",
         f"  upFlags = {_nix_list(settings.up_flags(), '  ')};",
+        *(
+            [
+                "  # The tags control should grant (sorted): other ones need a new login.",
+                f"  advertiseTags = {nix_string(','.join(sorted(settings.advertise_tags)))};",
+            ]
+            if settings.mode == "autoconnect"
+            else []
+        ),
         "in",
         "{",
         *sops_nix_import,

@@ -593,6 +593,21 @@ def prefs_mismatches(settings: TailscaleSettings, prefs: dict[str, Any]) -> list
     return mismatches
 
 
+def tags_not_granted(settings: TailscaleSettings, status: dict[str, Any]) -> list[str]:
+    """The `tailscale_advertise_tags` control did not grant: absent from `Self.Tags` of the node's status.
+
+    A node's prefs can ask for a tag the tailnet policy's tagOwners do not give the key's owner; control
+    refuses it, and only `Self.Tags` shows what the node carries.
+    """
+    granted = (status.get("Self") or {}).get("Tags") or []
+    return [tag for tag in settings.advertise_tags if tag not in granted]
+
+
+def _not_granted_sentence(missing: list[str], status: dict[str, Any]) -> str:
+    granted = (status.get("Self") or {}).get("Tags") or []
+    return f"control did not grant {', '.join(missing)} (the node carries {', '.join(granted) or 'no tags'})"
+
+
 def _running_summary(status: dict[str, Any]) -> str:
     self_node = status.get("Self") or {}
     addresses = ", ".join(self_node.get("TailscaleIPs") or status.get("TailscaleIPs") or []) or "no IPs"
@@ -619,12 +634,20 @@ def _verify(state: State, host: Host, settings: TailscaleSettings, arguments: Co
     if backend != "Running":
         meaning = BACKEND_STATE_MEANINGS.get(backend, "an unknown state")
         message = f"Tailscale is {backend} after {settings.verify_timeout}s, not Running: {meaning}"
+        missing = tags_not_granted(settings, status)
+        if missing and "are invalid or not permitted" in health:
+            message += f"; {_not_granted_sentence(missing, status)}"
         if health:
             message += f". Health: {health}"
         journal = sections.get("journal", "")
         if journal:
             message += f"\n{paths.AUTOCONNECT_UNIT} journal:\n{journal}"
         return _report(state, host, message, False)
+    missing = tags_not_granted(settings, status)
+    if missing:
+        return _report(
+            state, host, f"Tailscale is Running but {_not_granted_sentence(missing, status)}", False
+        )
     prefs = _load_json(sections.get("prefs", ""))
     if prefs is not None:
         mismatches = prefs_mismatches(settings, prefs)
@@ -646,6 +669,7 @@ def _verification(state: HostState, plan: HostPlan) -> Commands:
         and status.get("BackendState") == "Running"
         and prefs is not None
         and not prefs_mismatches(plan.settings, prefs)
+        and not tags_not_granted(plan.settings, status)
     ):
         summary = _running_summary(status)
         if host.state.current_stage == StateStage.Execute:

@@ -411,3 +411,37 @@ def test_native_mode_joins_with_nixos_own_unit(lab: Lab, clean_hosts: list[LabHo
     )
     ours = lab.ssh(host.name, "systemctl status tailscale-autoconnect", check=False)
     assert ours.returncode == 4 and "could not be found" in ours.stdout + ours.stderr
+
+
+def test_changed_tags_log_the_running_node_in_again_and_a_tag_not_granted_is_named(
+    lab: Lab, clean_hosts: list[LabHost], tmp_path: Path
+) -> None:
+    """Tags are granted by control at a login only (tailscale v1.90.6 `cmd/tailscale/cli/up.go`,
+    `updatePrefs`: changed tags are no mere edit of prefs), against the policy's tagOwners."""
+    (host,) = clean_hosts
+    secrets, _ = write_secrets(lab, tmp_path, [host])
+
+    def inventory(name: str, tags: list[str]) -> Path:
+        return lab.write_inventory(
+            tmp_path / name,
+            hosts=[host.name],
+            secrets_file=secrets,
+            host_data={host.name: {"tailscale_advertise_tags": tags, "tailnix_verify_timeout": 3}},
+        )
+
+    first = deploy(inventory("server.py", ["tag:server"]))
+    assert first.returncode == 0, first.stderr
+    own = backend_state(lab, host.name)["Self"]
+    assert isinstance(own, dict) and own["Tags"] == ["tag:server"]
+
+    retag = deploy(inventory("web.py", ["tag:server", "tag:web"]))
+    assert retag.returncode == 0, retag.stderr
+    status = backend_state(lab, host.name)
+    own = status["Self"]
+    assert status["BackendState"] == "Running"
+    assert isinstance(own, dict) and own["Tags"] == ["tag:server", "tag:web"]
+
+    refused = deploy(inventory("db.py", ["tag:db"]))
+    assert refused.returncode != 0
+    assert refused.said(host.name, "control did not grant tag:db")
+    assert refused.said(host.name, "requested tags [tag:db] are invalid or not permitted")

@@ -312,7 +312,7 @@ def test_every_call_is_logged_and_a_file_key_never_appears(
 
 
 def test_the_control_plane_keeps_no_key_in_clear(control: ControlPlane, control_dir: Path) -> None:
-    key = control.mint_key(reusable=False, tags=("tag:ci",))
+    key = control.mint_key(reusable=False, tags=("tag:server",))
     assert key.startswith("tskey-auth-k")
     secret = key.rsplit("-", 1)[1]
     for path in control_dir.iterdir():
@@ -344,3 +344,263 @@ def test_flags_outside_the_pinned_release_are_not_defined(host: Host, args: list
     assert result.returncode == 2
     assert result.stderr.startswith(f"flag provided but not defined: -{name}\n")
     assert "USAGE" in result.stderr
+
+
+# --- the control plane's policy and the node states it decides ----------------------------------
+
+
+def self_of(status: dict[str, object]) -> dict[str, object]:
+    own = status["Self"]
+    assert isinstance(own, dict)
+    return own
+
+
+def node_id_of(host: Host) -> str:
+    node_id = self_of(host.status())["ID"]
+    assert isinstance(node_id, str) and node_id
+    return node_id
+
+
+def test_a_node_is_granted_only_tags_the_key_owner_owns(
+    make_host: Callable[[str], Host], control: ControlPlane, tmp_path: Path
+) -> None:
+    """The policy's tagOwners decide: the admin owns tag:server and tag:web, nothing else.
+
+    Source: the control server answers a RegisterRequest whose Hostinfo.RequestTags it does not permit
+    with `RegisterResponse.Error` (tailscale v1.90.6 `control/controlclient/direct.go`, `resp.Error` ->
+    `UserVisibleError`), which `cmd/tailscale/cli/up.go` prints as "backend error: %v" and exits 1. The
+    text is the SaaS one, which headscale copies (`hscontrol/state/state.go`,
+    `ErrRequestedTagsInvalidOrNotPermitted`: "requested tags [tag:xxx] are invalid or not permitted").
+    Granted tags are `Self.Tags` (`ipn/ipnstate/ipnstate.go`, PeerStatus.Tags).
+    """
+    key = key_file(tmp_path, control.mint_key())
+    server, stranger = make_host("alpha"), make_host("beta")
+    for node in (server, stranger):
+        node.start_and_settle()
+    granted = server.tailscale("up", f"--auth-key={key}", "--advertise-tags=tag:web,tag:server")
+    assert granted.returncode == 0, granted.stderr
+    assert self_of(server.status())["Tags"] == ["tag:server", "tag:web"]
+
+    refused = stranger.tailscale("up", f"--auth-key={key}", "--advertise-tags=tag:server,tag:db")
+    assert refused.returncode == 1
+    assert "backend error: requested tags [tag:db] are invalid or not permitted" in refused.stderr
+    status = stranger.status()
+    assert status["BackendState"] == "NeedsLogin"
+    assert "Tags" not in self_of(status)
+    assert [r["reason"] for r in control.rejections()] == ["tags"]
+    with pytest.raises(ValueError, match=r"requested tags \[tag:db\] are invalid or not permitted"):
+        control.mint_key(tags=("tag:db",))
+
+
+def test_up_with_changed_tags_on_a_running_node_goes_down_the_login_path(
+    running_host: Host, control: ControlPlane, tmp_path: Path
+) -> None:
+    """`up` edits prefs in place only when Running, without a key or --force-reauth, tags unchanged.
+
+    Source: tailscale v1.90.6 `cmd/tailscale/cli/up.go`, `updatePrefs`: `tagsChanged` makes `justEdit`
+    false, so `up` calls `Start` with the new prefs, and the new tags reach control as
+    Hostinfo.RequestTags (`ipn/ipnlocal/local.go`, `hi.RequestTags = prefs.AdvertiseTags()`): control
+    wants the node to log in again, and `up` shows the login URL and waits. With --force-reauth and a
+    key, `up` logs in again (`StartLoginInteractive`, a new registration) and control grants the tags.
+    """
+    changed = running_host.tailscale("up", "--advertise-tags=tag:web", "--timeout=0.3s")
+    assert changed.returncode == 1
+    assert "To authenticate, visit:\n\n\thttps://login.tailscale.com/a/" in changed.stderr
+    assert "timeout waiting for Tailscale service to enter a Running state" in changed.stderr
+    assert running_host.status()["BackendState"] == "NeedsLogin"
+    assert len(control.logins()) == 1
+
+    key = key_file(tmp_path, control.mint_key())
+    reauth = running_host.tailscale("up", "--force-reauth", f"--auth-key={key}", "--advertise-tags=tag:web")
+    assert reauth.returncode == 0, reauth.stderr
+    status = running_host.status()
+    assert status["BackendState"] == "Running"
+    assert self_of(status)["Tags"] == ["tag:web"]
+    assert len(control.logins()) == 2
+
+
+def test_a_refused_retag_leaves_the_granted_tags_alone(
+    running_host: Host, control: ControlPlane, tmp_path: Path
+) -> None:
+    """A re-registration asking for a tag the owner does not own is refused; the node keeps its tags.
+
+    Source: headscale `hscontrol/state/state.go`, `applyAuthNodeUpdate` validates RequestTags before
+    changing the node; tailscale v1.90.6 `cmd/tailscale/cli/up.go` prints `backend error: ...`.
+    """
+    key = key_file(tmp_path, control.mint_key())
+    result = running_host.tailscale("up", "--force-reauth", f"--auth-key={key}", "--advertise-tags=tag:db")
+    assert result.returncode == 1
+    assert "backend error: requested tags [tag:db] are invalid or not permitted" in result.stderr
+    (node,) = control.nodes()
+    assert not node.get("Tags")
+    assert running_host.status()["BackendState"] == "NeedsLogin"
+
+
+def test_a_node_waits_for_device_approval_in_needs_machine_auth(
+    host: Host, control: ControlPlane, tmp_path: Path
+) -> None:
+    """A tailnet with device approval holds a node whose key is not pre-authorized until an admin approves.
+
+    Source: tailscale v1.90.6 `ipn/ipnlocal/local.go`, `nextStateLocked`: a netmap whose machine status
+    is not `MachineAuthorized` gives `NeedsMachineAuth`; `cmd/tailscale/cli/up.go`,
+    `printDeviceApprovalInfo`: "To approve your machine, visit (as admin):" and `Prefs.AdminPageURL`
+    (`ipn/prefs.go`: the control URL + "/admin"), then `up` waits for Running; `cmd/tailscale/cli/status.go`
+    prints "Machine is not yet authorized by tailnet admin." and exits 1.
+    """
+    control.set_device_approval(True)
+    key = key_file(tmp_path, control.mint_key(preauthorized=False))
+    host.start_and_settle()
+    waiting = host.tailscale("up", f"--auth-key={key}", "--timeout=0.3s")
+    assert waiting.returncode == 1
+    assert "To approve your machine, visit (as admin):\n\n\thttps://login.tailscale.com/admin\n\n" in (
+        waiting.stderr
+    )
+    assert "timeout waiting for Tailscale service to enter a Running state" in waiting.stderr
+    assert host.status()["BackendState"] == "NeedsMachineAuth"
+    plain = host.tailscale("status")
+    assert plain.returncode == 1
+    assert "Machine is not yet authorized by tailnet admin." in plain.stdout
+
+    # A bare `up` now waits for the approval, and says Success once an admin gives it.
+    process = subprocess.Popen(
+        ["/usr/bin/python3", "-m", "tailnix_lab.emulator.tailscale", "up"],
+        env=host.env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    seen = ""
+    while "/admin\n" not in seen:
+        line = process.stderr.readline()
+        assert line, seen
+        seen += line
+    control.authorize(node_id_of(host))
+    assert process.wait(timeout=30) == 0
+    assert "Success." in process.stderr.read()
+    assert host.status()["BackendState"] == "Running"
+
+
+def test_a_preauthorized_key_skips_device_approval(host: Host, control: ControlPlane, tmp_path: Path) -> None:
+    """Source: tailscale API v2 keys `capabilities.devices.create.preauthorized` (documented at
+    tailscale.com/api): devices logged in with such a key need no approval."""
+    control.set_device_approval(True)
+    host.start_and_settle()
+    result = host.tailscale("up", f"--auth-key={key_file(tmp_path, control.mint_key(preauthorized=True))}")
+    assert result.returncode == 0, result.stderr
+    assert host.status()["BackendState"] == "Running"
+
+
+def test_the_api_stand_in_approves_a_device_and_disables_its_key_expiry(
+    host: Host, control: ControlPlane, control_dir: Path, tmp_path: Path
+) -> None:
+    """`POST /api/v2/device/{id}/authorized` and `POST /api/v2/device/{id}/key` of the Tailscale API v2."""
+    import urllib.request
+
+    from tailnix_lab.emulator.api import TailscaleApi
+
+    control.set_device_approval(True)
+    host.start_and_settle()
+    host.tailscale(
+        "up", f"--auth-key={key_file(tmp_path, control.mint_key(preauthorized=False))}", "--timeout=0.1s"
+    )
+    node_id = node_id_of(host)
+    with TailscaleApi(control_dir) as api:
+        client_id, secret = api.add_client()
+        token = api.issue_token(client_id)
+
+        def post(path: str, body: dict[str, object]) -> int:
+            request = urllib.request.Request(
+                api.url + path,
+                data=json.dumps(body).encode(),
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                method="POST",
+            )
+            with urllib.request.urlopen(request) as answer:
+                return int(answer.status)
+
+        assert post(f"/api/v2/device/{node_id}/authorized", {"authorized": True}) == 200
+        assert host.status()["BackendState"] == "Running"
+        assert "KeyExpiry" in self_of(host.status())
+        assert post(f"/api/v2/device/{node_id}/key", {"keyExpiryDisabled": True}) == 200
+    assert "KeyExpiry" not in self_of(host.status())
+    control.age_node_keys(days=365)
+    assert host.status()["BackendState"] == "Running"
+
+
+def test_an_expired_node_key_needs_a_new_login(
+    running_host: Host, control: ControlPlane, tmp_path: Path
+) -> None:
+    """Node keys expire after 180 days; an expired node is NeedsLogin; a key logs it in again.
+
+    Source: tailscale v1.90.6 `ipn/ipnlocal/local.go`, `nextStateLocked` (`keyExpired` -> NeedsLogin);
+    `control/controlclient/direct.go` (`resp.NodeKeyExpired` -> a new node key, a new registration);
+    `ipn/ipnstate/ipnstate.go` (`PeerStatus.KeyExpiry`, omitted when expiry is disabled).
+    """
+    from datetime import UTC, datetime
+
+    expiry = self_of(running_host.status())["KeyExpiry"]
+    assert isinstance(expiry, str)
+    days = (datetime.strptime(expiry, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) - datetime.now(UTC)).days
+    assert days in (179, 180)
+
+    control.age_node_keys(days=181)
+    assert running_host.status()["BackendState"] == "NeedsLogin"
+    key = key_file(tmp_path, control.mint_key())
+    again = running_host.tailscale("up", f"--auth-key={key}")
+    assert again.returncode == 0, again.stderr
+    assert running_host.status()["BackendState"] == "Running"
+    assert len(control.logins()) == 2
+
+
+def test_a_node_without_a_path_to_peers_or_derp_stays_starting(
+    make_host: Callable[[str], Host], control: ControlPlane, tmp_path: Path
+) -> None:
+    """Logged in but with no live peer and no DERP: `Starting`, and `up` waits for Running.
+
+    Source: tailscale v1.90.6 `ipn/ipnlocal/local.go`, `nextStateLocked`: from Starting to Running only
+    when `engineStatus.NumLive > 0 || LiveDERPs > 0`; `cmd/tailscale/cli/up.go`: `justEdit` needs
+    Running, so in Starting `up` goes down the start path and waits ("timeout waiting for Tailscale
+    service to enter a Running state"); `cmd/tailscale/cli/status.go` lists the node in Starting (exit 0).
+    """
+    control.set_derp_reachable(False)
+    key = key_file(tmp_path, control.mint_key())
+    alone = make_host("alpha")
+    alone.start_and_settle()
+    joined = alone.tailscale("up", f"--auth-key={key}", "--timeout=0.3s")
+    assert joined.returncode == 1
+    assert "timeout waiting for Tailscale service to enter a Running state" in joined.stderr
+    status = alone.status()
+    assert status["BackendState"] == "Starting"
+    assert self_of(status)["Online"] is False
+    assert alone.tailscale("status").returncode == 0
+    # Not Running, so not a mere edit of prefs: `up` with the same flags waits too.
+    again = alone.tailscale("up", "--timeout=0.3s")
+    assert again.returncode == 1
+    assert "timeout waiting for Tailscale service to enter a Running state" in again.stderr
+
+    control.set_derp_reachable(True)
+    assert alone.status()["BackendState"] == "Running"
+    assert alone.tailscale("up").returncode == 0
+
+
+def test_logout_then_up_with_a_key_logs_in_again(
+    running_host: Host, control: ControlPlane, tmp_path: Path
+) -> None:
+    """Source: tailscale v1.90.6 `ipn/ipnlocal/local.go` (`Logout`: the node key is expired at control
+    and the prefs say LoggedOut) and `cmd/tailscale/cli/up.go` (`!st.HaveNodeKey` -> a new login)."""
+    assert running_host.tailscale("logout").returncode == 0
+    assert running_host.status()["BackendState"] == "NeedsLogin"
+    (node,) = control.nodes()
+    assert node["LoggedOut"] is True
+
+    spent = control.mint_key()
+    control.revoke_key(spent)
+    refused = running_host.tailscale("up", f"--auth-key={key_file(tmp_path, spent)}")
+    assert refused.returncode == 1
+    assert running_host.status()["BackendState"] == "NeedsLogin"
+
+    result = running_host.tailscale("up", f"--auth-key={key_file(tmp_path, control.mint_key())}")
+    assert result.returncode == 0, result.stderr
+    assert running_host.status()["BackendState"] == "Running"
+    assert len(control.logins()) == 2
+    assert [n["LoggedOut"] for n in control.nodes()] == [False]

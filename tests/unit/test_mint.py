@@ -24,7 +24,7 @@ def api(tmp_path: Path) -> Iterator[TailscaleApi]:
 
 @pytest.fixture
 def client(api: TailscaleApi) -> mint.OAuthClient:
-    client_id, secret = api.add_client(("tag:server", "tag:ci"))
+    client_id, secret = api.add_client(("tag:server", "tag:web"))
     return mint.OAuthClient(client_id, secret, "the test")
 
 
@@ -50,7 +50,7 @@ def test_a_minted_key_is_tagged_reusable_and_valid_in_the_control_plane(
 
 def test_a_single_use_ephemeral_key(api: TailscaleApi, client: mint.OAuthClient, tmp_path: Path) -> None:
     minted = mint.mint_auth_key(
-        api.url, client, tags=("tag:ci",), expiry_days=1, reusable=False, ephemeral=True
+        api.url, client, tags=("tag:web",), expiry_days=1, reusable=False, ephemeral=True
     )
     record = ControlPlane(tmp_path / "control").key(minted.key_id)
     assert record is not None and not record["reusable"] and record["ephemeral"]
@@ -71,7 +71,7 @@ def test_a_wrong_secret_is_refused_with_the_apis_words_and_never_shown(
 def test_a_tag_the_client_may_not_apply_is_refused_by_the_api(
     api: TailscaleApi, client: mint.OAuthClient
 ) -> None:
-    with pytest.raises(mint.MintError, match=r"answered 400: requested tags \['tag:other'\] are invalid"):
+    with pytest.raises(mint.MintError, match=r"answered 400: requested tags \[tag:other\] are invalid"):
         mint.mint_auth_key(api.url, client, tags=("tag:other",), expiry_days=30)
 
 

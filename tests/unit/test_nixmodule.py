@@ -71,7 +71,7 @@ let
       sops.secrets.${{name}}.path = "/run/secrets/${{name}}";
       services.tailscale.package = "tailscale";
     }};
-    lib = {{ mkDefault = x: x; escapeShellArgs = builtins.concatStringsSep " "; }};
+    lib = {{ mkDefault = x: x; escapeShellArg = x: x; escapeShellArgs = builtins.concatStringsSep " "; }};
     pkgs = {{ jq = "jq"; }};
   }};
 in {{

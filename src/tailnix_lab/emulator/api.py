@@ -1,6 +1,6 @@
 """The lab's stand-in for the Tailscale API: OAuth clients that mint auth keys of the lab's control plane.
 
-It speaks the documented shapes of the two calls `tailnix rotate-key --mint` makes, on loopback only:
+It speaks the documented shapes of the calls `tailnix rotate-key --mint` makes, on loopback only:
 
 - `POST /api/v2/oauth/token` (client credentials, in the form body or as HTTP Basic): 200
   `{"access_token", "token_type": "Bearer", "expires_in": 3600, "scope"}`, or 401 `{"error":
@@ -9,7 +9,10 @@ It speaks the documented shapes of the two calls `tailnix rotate-key --mint` mak
   {"create": {"reusable", "ephemeral", "preauthorized", "tags"}}}, "expirySeconds", "description"}`: 200
   `{"id", "key", "created", "expires", "capabilities", "description"}`, 401 for a bad token, 400
   `{"message"}` for a key without tags (an OAuth client mints tagged keys only), a tag the client may
-  not apply, or an expiry over 90 days.
+  not apply, or an expiry over 90 days;
+- `POST /api/v2/device/{id}/authorized` with `{"authorized": true}`: approve a device that waits in
+  NeedsMachineAuth (device approval); `POST /api/v2/device/{id}/key` with `{"keyExpiryDisabled": BOOL}`:
+  turn the expiry of its node key off or on. 200 `{}`, 401 for a bad token, 404 for an unknown device.
 
 Every request is kept (method, path, and the names of its headers and fields, never their values), so
 that tests can see what was asked.
@@ -29,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tailnix_lab.emulator.control import ControlPlane, parse_auth_key
+from tailnix_lab.emulator.control import ControlPlane, parse_auth_key, tags_refusal
 
 MAX_EXPIRY_SECONDS = 90 * 86400
 TOKEN_LIFETIME_SECONDS = 3600
@@ -109,14 +112,23 @@ class TailscaleApi:
         self.clients[client_id] = OAuthClientRecord(client_id, secret, tags)
         return client_id, secret
 
-    # -- the two calls -------------------------------------------------------------------------------
+    def issue_token(self, client_id: str) -> str:
+        """An access token for a client, as the OAuth token call gives it (one hour)."""
+        token = f"tskey-api-{secrets.token_urlsafe(24)}"
+        with self._lock:
+            self.tokens[token] = (client_id, time.time() + TOKEN_LIFETIME_SECONDS)
+        return token
+
+    # -- the calls -----------------------------------------------------------------------------------
 
     def answer(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         if path == "/api/v2/oauth/token":
             fields = dict(urllib.parse.parse_qsl(body.decode(errors="replace")))
             self._seen("POST", path, headers, list(fields))
             return self._token(headers, fields)
-        if path.startswith("/api/v2/tailnet/") and path.endswith("/keys"):
+        is_keys = path.startswith("/api/v2/tailnet/") and path.endswith("/keys")
+        is_device = path.startswith("/api/v2/device/") and path.count("/") == 5
+        if is_keys or is_device:
             try:
                 request = json.loads(body or b"{}")
             except ValueError:
@@ -124,7 +136,10 @@ class TailscaleApi:
             self._seen("POST", path, headers, list(request) if isinstance(request, dict) else [])
             if not isinstance(request, dict):
                 return 400, {"message": "request body is not a JSON object"}
-            return self._create_key(headers, request)
+            if is_keys:
+                return self._create_key(headers, request)
+            device_id, action = path.split("/")[4:6]
+            return self._device(headers, device_id, action, request)
         self._seen("POST", path, headers, [])
         return 404, {"message": "not found"}
 
@@ -146,9 +161,7 @@ class TailscaleApi:
         client = self.clients.get(client_id)
         if client is None or not secrets.compare_digest(client.secret, secret):
             return 401, {"error": "invalid_client", "error_description": "invalid client id or secret"}
-        token = f"tskey-api-{secrets.token_urlsafe(24)}"
-        with self._lock:
-            self.tokens[token] = (client_id, time.time() + TOKEN_LIFETIME_SECONDS)
+        token = self.issue_token(client_id)
         return 200, {
             "access_token": token,
             "token_type": "Bearer",
@@ -156,29 +169,56 @@ class TailscaleApi:
             "scope": "auth_keys",
         }
 
-    def _create_key(self, headers: dict[str, str], request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _client_of(self, headers: dict[str, str]) -> OAuthClientRecord | None:
         bearer = headers.get("Authorization", "")
         entry = self.tokens.get(bearer[7:]) if bearer.startswith("Bearer ") else None
         if entry is None or entry[1] < time.time():
+            return None
+        return self.clients[entry[0]]
+
+    def _device(
+        self, headers: dict[str, str], device_id: str, action: str, request: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        if self._client_of(headers) is None:
             return 401, {"message": "API token invalid"}
-        client = self.clients[entry[0]]
+        if self.control.node(device_id) is None:
+            return 404, {"message": "not found"}
+        if action == "authorized" and isinstance(request.get("authorized"), bool):
+            if request["authorized"]:
+                self.control.authorize(device_id)
+            return 200, {}
+        if action == "key" and isinstance(request.get("keyExpiryDisabled"), bool):
+            self.control.set_key_expiry_disabled(device_id, request["keyExpiryDisabled"])
+            return 200, {}
+        return 400, {
+            "message": f"the lab's API does not emulate POST /api/v2/device/{{id}}/{action} {sorted(request)}"
+        }
+
+    def _create_key(self, headers: dict[str, str], request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        client = self._client_of(headers)
+        if client is None:
+            return 401, {"message": "API token invalid"}
         create = ((request.get("capabilities") or {}).get("devices") or {}).get("create") or {}
         tags = tuple(create.get("tags") or ())
         if not tags:
             return 400, {"message": "tags are required for auth keys created by an OAuth client"}
         refused = [tag for tag in tags if tag not in client.tags]
         if refused:
-            return 400, {"message": f"requested tags {list(refused)} are invalid or not permitted"}
+            return 400, {"message": tags_refusal(refused)}
         expiry = int(request.get("expirySeconds") or MAX_EXPIRY_SECONDS)
         if not 0 < expiry <= MAX_EXPIRY_SECONDS:
             return 400, {"message": f"expirySeconds must be between 1 and {MAX_EXPIRY_SECONDS}"}
-        key = self.control.mint_key(
-            reusable=bool(create.get("reusable")),
-            ephemeral=bool(create.get("ephemeral")),
-            preauthorized=bool(create.get("preauthorized")),
-            tags=tags,
-            expiry_days=expiry / 86400,
-        )
+        try:
+            key = self.control.mint_key(
+                reusable=bool(create.get("reusable")),
+                ephemeral=bool(create.get("ephemeral")),
+                preauthorized=bool(create.get("preauthorized")),
+                tags=tags,
+                expiry_days=expiry / 86400,
+            )
+        except ValueError as refused_by_policy:
+            # A tag the tailnet policy's tagOwners does not give the key's owner.
+            return 400, {"message": str(refused_by_policy)}
         parsed = parse_auth_key(key)
         key_id = parsed.key_id if parsed else ""
         now = time.time()

@@ -7,6 +7,17 @@ clear key exists once, in the return value of `mint_key`.
 The errors a node sees are the real control server's: an unknown, expired or revoked key is
 "invalid key: API key does not exist", a single-use key used a second time is
 "invalid key: API key <id> not valid".
+
+The tailnet has a policy and settings of its own, as a real one does:
+
+- `TAG_OWNERS`, the policy's `tagOwners`: a node may carry only tags the owner of its auth key owns
+  (every lab key is the admin's); asking for another is refused with the SaaS text that headscale
+  copies (`hscontrol/state/state.go`): "requested tags [tag:x] are invalid or not permitted";
+- device approval (off by default): a node logged in with a key that is not pre-authorized waits,
+  `Authorized` false, until `authorize` (the API's `POST /api/v2/device/{id}/authorized`);
+- node keys expire after 180 days (`age_node_keys` moves time on for them) unless expiry is disabled
+  for the device (`set_key_expiry_disabled`, the API's `POST /api/v2/device/{id}/key`);
+- DERP: while `set_derp_reachable(False)`, a node has a path only to peers that are online.
 """
 
 from __future__ import annotations
@@ -34,6 +45,9 @@ TAILNET_NAME = "tailnix-lab.example"
 IPV4_PREFIX = "100.64.0."
 IPV6_PREFIX = "fd7a:115c:a1e0::"
 SECONDS_PER_DAY = 86400.0
+# The lab tailnet's policy (its `tagOwners`): the admin, who owns every auth key, owns these tags.
+KEY_OWNER = "admin"
+TAG_OWNERS: dict[str, tuple[str, ...]] = {"tag:server": (KEY_OWNER,), "tag:web": (KEY_OWNER,)}
 
 
 class KeyRejected(Exception):
@@ -81,6 +95,16 @@ def iso_time(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def tags_not_permitted(tags: tuple[str, ...] | list[str], owner: str = KEY_OWNER) -> list[str]:
+    """The tags among `tags` that the policy does not let `owner` apply, in the order asked."""
+    return [tag for tag in tags if owner not in TAG_OWNERS.get(tag, ())]
+
+
+def tags_refusal(refused: list[str]) -> str:
+    """The control server's words for tags it will not grant (Go's `%v` of a []string)."""
+    return f"requested tags [{' '.join(refused)}] are invalid or not permitted"
+
+
 def _random_id(length: int) -> str:
     import secrets
     import string
@@ -90,7 +114,18 @@ def _random_id(length: int) -> str:
 
 
 def _empty_state() -> dict[str, Any]:
-    return {"keys": {}, "nodes": [], "logins": [], "rejections": [], "next_node_number": 1}
+    return {
+        "keys": {},
+        "nodes": [],
+        "logins": [],
+        "rejections": [],
+        "next_node_number": 1,
+        "settings": dict(DEFAULT_SETTINGS),
+    }
+
+
+# The tailnet's settings in the admin console: device approval off, DERP servers reachable.
+DEFAULT_SETTINGS: dict[str, bool] = {"device_approval": False, "derp_reachable": True}
 
 
 class ControlPlane:
@@ -133,6 +168,9 @@ class ControlPlane:
         for tag in tags:
             if not tag.startswith("tag:") or len(tag) == len("tag:"):
                 raise ValueError(f"auth key tags must look like 'tag:name', got {tag!r}")
+        refused = tags_not_permitted(tags)
+        if refused:
+            raise ValueError(tags_refusal(refused))
         key_id = f"k{_random_id(10)}CNTRL"
         key = f"{KEY_PREFIX}{key_id}-{_random_id(32)}"
         now = time.time()
@@ -185,16 +223,18 @@ class ControlPlane:
             record["revoked"] = True
 
     def login(self, key: str, *, node_key: str, hostname: str, tags: tuple[str, ...] = ()) -> dict[str, Any]:
-        """Register or re-register the node holding `node_key` with an auth key.
+        """Register or re-register the node holding `node_key` with an auth key, asking for `tags`.
 
         Returns the node. Raises `KeyRejected` with the real server's message when the key is
-        unknown, expired, revoked, or single-use and already used.
+        unknown, expired, revoked, or single-use and already used, or when the policy does not let
+        the key's owner apply a requested tag (a node already registered is then left as it was).
         """
         now = time.time()
+        rejection: KeyRejected | None = None
         with self._locked() as state:
             record = self._key_record(state, key)
             parsed = parse_auth_key(key)
-            rejection: KeyRejected | None = None
+            refused = tags_not_permitted(tags)
             if record is None:
                 rejection = KeyRejected("invalid key: API key does not exist", "unknown")
             elif record["revoked"]:
@@ -203,6 +243,8 @@ class ControlPlane:
                 rejection = KeyRejected("invalid key: API key does not exist", "expired")
             elif not record["reusable"] and record["uses"] > 0:
                 rejection = KeyRejected(f"invalid key: API key {record['id']} not valid", "used")
+            elif refused:
+                rejection = KeyRejected(tags_refusal(refused), "tags")
             if rejection is not None or record is None:
                 rejection = rejection or KeyRejected("invalid key: API key does not exist", "unknown")
                 state["rejections"].append(
@@ -213,39 +255,57 @@ class ControlPlane:
                         "reason": rejection.reason,
                     }
                 )
-                raise rejection
+            else:
+                return self._register(state, record, now, node_key=node_key, hostname=hostname, tags=tags)
+        # Raised once the lock is gone, so that the rejection is kept in the log.
+        raise rejection
 
-            record["uses"] += 1
-            node = self._find_node(state, node_key=node_key)
-            if node is None:
-                number = state["next_node_number"]
-                state["next_node_number"] = number + 1
-                node = {
-                    "ID": f"n{number:04d}{_random_id(6)}CNTRL",
-                    "Number": number,
-                    "NodeKey": node_key,
-                    "Created": iso_time(now),
-                    "TailscaleIPs": [f"{IPV4_PREFIX}{number}", f"{IPV6_PREFIX}{number:x}"],
-                }
-                state["nodes"].append(node)
-            node["HostName"] = hostname
-            node["DNSName"] = self._unique_dns_name(state, hostname, node["ID"])
-            node["Tags"] = list(record["tags"]) if record["tags"] else list(tags)
-            node["KeyID"] = record["id"]
-            node["Ephemeral"] = bool(record["ephemeral"])
-            node["KeyExpiry"] = iso_time(now + NODE_KEY_EXPIRY_DAYS * SECONDS_PER_DAY)
-            node["LoggedOut"] = False
-            node["Online"] = True
-            node.setdefault("AdvertisedRoutes", [])
-            state["logins"].append(
-                {
-                    "time": iso_time(now),
-                    "node": node["ID"],
-                    "hostname": hostname,
-                    "key_id": record["id"],
-                }
-            )
-            return dict(node)
+    def _register(
+        self,
+        state: dict[str, Any],
+        record: dict[str, Any],
+        now: float,
+        *,
+        node_key: str,
+        hostname: str,
+        tags: tuple[str, ...],
+    ) -> dict[str, Any]:
+        """The accepted login of `login`, under its lock: a new node, or the same one again."""
+        record["uses"] += 1
+        node = self._find_node(state, node_key=node_key)
+        if node is None:
+            number = state["next_node_number"]
+            state["next_node_number"] = number + 1
+            node = {
+                "ID": f"n{number:04d}{_random_id(6)}CNTRL",
+                "Number": number,
+                "NodeKey": node_key,
+                "Created": iso_time(now),
+                "TailscaleIPs": [f"{IPV4_PREFIX}{number}", f"{IPV6_PREFIX}{number:x}"],
+            }
+            state["nodes"].append(node)
+        node["HostName"] = hostname
+        node["DNSName"] = self._unique_dns_name(state, hostname, node["ID"])
+        node["Tags"] = sorted(set(record["tags"]) | set(tags))
+        node["KeyID"] = record["id"]
+        node["Ephemeral"] = bool(record["ephemeral"])
+        # A machine once approved stays approved; a new one waits when the tailnet asks for it.
+        approval = _settings(state)["device_approval"]
+        node["Authorized"] = bool(node.get("Authorized")) or not approval or bool(record["preauthorized"])
+        if not node.get("KeyExpiryDisabled"):
+            _set_key_expiry(node, now + NODE_KEY_EXPIRY_DAYS * SECONDS_PER_DAY)
+        node["LoggedOut"] = False
+        node["Online"] = True
+        node.setdefault("AdvertisedRoutes", [])
+        state["logins"].append(
+            {
+                "time": iso_time(now),
+                "node": node["ID"],
+                "hostname": hostname,
+                "key_id": record["id"],
+            }
+        )
+        return dict(node)
 
     @staticmethod
     def _find_node(
@@ -279,10 +339,11 @@ class ControlPlane:
                 if not online:
                     node["LastSeen"] = iso_time(time.time())
 
-    def update_hostinfo(
-        self, node_id: str, *, hostname: str, advertised_routes: list[str], tags: list[str]
-    ) -> None:
-        """Take a node's new host name and advertised routes (what `tailscale set` sends)."""
+    def update_hostinfo(self, node_id: str, *, hostname: str, advertised_routes: list[str]) -> None:
+        """Take a node's new host name and advertised routes (what `tailscale set` sends).
+
+        Tags are never taken here: control grants them at a login only, against the policy.
+        """
         with self._locked() as state:
             node = self._find_node(state, node_id=node_id)
             if node is None:
@@ -291,8 +352,6 @@ class ControlPlane:
                 node["HostName"] = hostname
                 node["DNSName"] = self._unique_dns_name(state, hostname, node_id)
             node["AdvertisedRoutes"] = list(advertised_routes)
-            if tags and not node.get("Tags"):
-                node["Tags"] = list(tags)
 
     def logout(self, node_id: str) -> None:
         """Expire the node's key; an ephemeral node disappears from the tailnet."""
@@ -305,7 +364,54 @@ class ControlPlane:
                 return
             node["LoggedOut"] = True
             node["Online"] = False
-            node["KeyExpiry"] = iso_time(time.time())
+            _set_key_expiry(node, time.time())
+
+    # -- the tailnet's settings and what an admin does to devices --------------------------------
+
+    def set_device_approval(self, required: bool) -> None:
+        """Turn the tailnet's device approval on or off (new devices only; approved ones stay)."""
+        with self._locked() as state:
+            _settings(state)["device_approval"] = required
+
+    def authorize(self, node_id: str) -> None:
+        """Approve a device waiting in NeedsMachineAuth."""
+        with self._locked() as state:
+            self._require_node(state, node_id)["Authorized"] = True
+
+    def set_key_expiry_disabled(self, node_id: str, disabled: bool) -> None:
+        """Disable (or enable again, from now) the expiry of a device's node key."""
+        with self._locked() as state:
+            node = self._require_node(state, node_id)
+            node["KeyExpiryDisabled"] = disabled
+            if not disabled:
+                _set_key_expiry(node, time.time() + NODE_KEY_EXPIRY_DAYS * SECONDS_PER_DAY)
+
+    def age_node_keys(self, *, days: float) -> None:
+        """Let `days` pass for every node key whose expiry is not disabled."""
+        with self._locked() as state:
+            for node in state["nodes"]:
+                if not node.get("KeyExpiryDisabled") and "KeyExpiresAt" in node:
+                    _set_key_expiry(node, node["KeyExpiresAt"] - days * SECONDS_PER_DAY)
+
+    def set_derp_reachable(self, reachable: bool) -> None:
+        """Make the DERP relays reachable or not for every node of the tailnet."""
+        with self._locked() as state:
+            _settings(state)["derp_reachable"] = reachable
+
+    def node_and_path(self, node_id: str) -> tuple[dict[str, Any] | None, bool]:
+        """One node, and whether it has a live path: a reachable DERP or another node online."""
+        with self._locked() as state:
+            node = self._find_node(state, node_id=node_id)
+            path = _settings(state)["derp_reachable"] or any(
+                n["ID"] != node_id and n.get("Online") and not n.get("LoggedOut") for n in state["nodes"]
+            )
+            return (dict(node) if node is not None else None), path
+
+    def _require_node(self, state: dict[str, Any], node_id: str) -> dict[str, Any]:
+        node = self._find_node(state, node_id=node_id)
+        if node is None:
+            raise KeyError(f"no node {node_id}")
+        return node
 
     def node(self, node_id: str) -> dict[str, Any] | None:
         """Return one node, or None when the control plane does not know it."""
@@ -327,6 +433,26 @@ class ControlPlane:
         """The log of refused logins: time, key id (None when malformed), host name, reason."""
         with self._locked() as state:
             return [dict(e) for e in state["rejections"]]
+
+
+def _settings(state: dict[str, Any]) -> dict[str, bool]:
+    settings: dict[str, bool] = state.setdefault("settings", dict(DEFAULT_SETTINGS))
+    for name, value in DEFAULT_SETTINGS.items():
+        settings.setdefault(name, value)
+    return settings
+
+
+def _set_key_expiry(node: dict[str, Any], epoch: float) -> None:
+    node["KeyExpiresAt"] = epoch
+    node["KeyExpiry"] = iso_time(epoch)
+
+
+def node_key_expired(node: dict[str, Any], now: float | None = None) -> bool:
+    """True when the node's key has expired (never when its expiry is disabled)."""
+    if node.get("KeyExpiryDisabled"):
+        return False
+    expires = node.get("KeyExpiresAt")
+    return expires is not None and float(expires) <= (time.time() if now is None else now)
 
 
 def sanitize_label(hostname: str) -> str:

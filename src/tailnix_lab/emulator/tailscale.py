@@ -18,12 +18,14 @@ import time
 
 from tailnix.tailscale_flags import ALIASES, BOOL_VALUES, SET_FLAGS, TAILSCALE_RELEASE, UP_FLAGS
 from tailnix_lab.emulator import tailscaled
-from tailnix_lab.emulator.control import MAGIC_DNS_SUFFIX, TAILNET_NAME, KeyRejected
+from tailnix_lab.emulator.control import MAGIC_DNS_SUFFIX, TAILNET_NAME, KeyRejected, node_key_expired
 from tailnix_lab.emulator.hostroot import host_path
 from tailnix_lab.emulator.tailscaled import (
     NEEDS_LOGIN,
+    NEEDS_MACHINE_AUTH,
     NETFILTER_MODES,
     RUNNING,
+    STARTING,
     STOPPED,
     DaemonState,
 )
@@ -592,7 +594,6 @@ def sync_control(state: DaemonState) -> None:
         state.node_id,
         hostname=state.prefs["Hostname"] or tailscaled.os_hostname(),
         advertised_routes=list(state.prefs["AdvertiseRoutes"] or []),
-        tags=list(state.prefs["AdvertiseTags"] or []),
     )
     control.set_online(state.node_id, bool(state.prefs["WantRunning"]))
 
@@ -801,57 +802,108 @@ def run_up(args: list[str], socket_path: str) -> int:
         if simple_up:
             state.prefs["WantRunning"] = True
             sync_control(state)
-            return finish_up(values, printed=False)
-
-        auth_key = read_secret_value(values["auth-key"])
-        prefs["LoggedOut"] = False
-        prefs["ProfileName"] = cur.get("ProfileName", "")
-        state.prefs = prefs
-        needs_login = force_reauth or not state.logged_in
-        if not needs_login:
-            # A node that holds a valid node key ignores the auth key, as the real one does.
-            state.last_login_error = ""
-            sync_control(state)
-            return finish_up(values, printed=False)
-        if auth_key:
-            try:
-                node = tailscaled.control_plane().login(
-                    auth_key,
-                    node_key=state.node_key,
-                    hostname=prefs["Hostname"] or tailscaled.os_hostname(),
-                    tags=tuple(prefs["AdvertiseTags"] or ()),
-                )
-            except KeyRejected as rejected:
-                # Saved with the new prefs (the daemon took them before trying to log in).
-                state.last_login_error = rejected.message
-                login_error = rejected.message
-            else:
-                state.node_id = node["ID"]
-                state.auth_url = ""
-                state.last_login_error = ""
-                sync_control(state)
-                return finish_up(values, printed=False)
         else:
-            state.auth_url = login_url(prefs["ControlURL"])
-            state.last_login_error = ""
-            auth_url = state.auth_url
+            auth_url, login_error = start_with_prefs(state, prefs, values, tags_changed=tags_changed)
     if login_error:
         raise CommandFailed(f"backend error: {login_error}\n")
-    # Outside the lock: nobody can complete an interactive login in the lab, so this waits
-    # for the timeout (or forever, as the real one does without --timeout).
-    if values["json"]:
-        print(json.dumps({"AuthURL": auth_url, "BackendState": NEEDS_LOGIN}, indent="\t"))
-    else:
-        sys.stderr.write(f"\nTo authenticate, visit:\n\n\t{auth_url}\n\n")
+    if auth_url:
+        if values["json"]:
+            print(json.dumps({"AuthURL": auth_url, "BackendState": NEEDS_LOGIN}, indent="\t"))
+        else:
+            sys.stderr.write(f"\nTo authenticate, visit:\n\n\t{auth_url}\n\n")
+    return wait_for_running(values, printed=bool(auth_url), control_url=prefs["ControlURL"])
+
+
+def start_with_prefs(
+    state: DaemonState, prefs: dict[str, Any], values: dict[str, Any], *, tags_changed: bool
+) -> tuple[str, str]:
+    """`up`'s start path (LocalClient.Start with the new prefs): log in when it must.
+
+    A node logs in when it holds no valid node key (never logged in, logged out, key expired), with
+    --force-reauth, and when its requested tags changed: control grants tags only at a login. With
+    an auth key the login happens at once; without one control hands out a login URL. Returns that
+    URL and the control server's refusal (both empty when neither happened).
+    """
+    auth_key = read_secret_value(values["auth-key"])
+    node = tailscaled.control_plane().node(state.node_id) if state.logged_in and state.node_id else None
+    holds_valid_key = node is not None and not node.get("LoggedOut") and not node_key_expired(node)
+    prefs["LoggedOut"] = False
+    prefs["ProfileName"] = state.prefs.get("ProfileName", "")
+    state.prefs = prefs
+    if not (values["force-reauth"] or not holds_valid_key or tags_changed):
+        # A node that holds a valid node key ignores the auth key, as the real one does.
+        state.last_login_error = ""
+        sync_control(state)
+        return "", ""
+    if not auth_key:
+        if state.node_id is not None:
+            state.login_required = True
+            tailscaled.control_plane().set_online(state.node_id, False)
+        state.auth_url = login_url(prefs["ControlURL"])
+        state.last_login_error = ""
+        return state.auth_url, ""
+    try:
+        node = tailscaled.control_plane().login(
+            auth_key,
+            node_key=state.node_key,
+            hostname=prefs["Hostname"] or tailscaled.os_hostname(),
+            tags=tuple(prefs["AdvertiseTags"] or ()),
+        )
+    except KeyRejected as rejected:
+        # Saved with the new prefs (the daemon took them before trying to log in).
+        state.last_login_error = rejected.message
+        state.login_required = state.node_id is not None
+        if state.node_id is not None:
+            tailscaled.control_plane().set_online(state.node_id, False)
+        return "", rejected.message
+    state.node_id = node["ID"]
+    state.auth_url = ""
+    state.last_login_error = ""
+    state.login_required = False
+    sync_control(state)
+    return "", ""
+
+
+def wait_for_running(values: dict[str, Any], *, printed: bool, control_url: str) -> int:
+    """Wait, as `up` watches the IPN bus, until the node is Running (or `--timeout` passes).
+
+    On the way a node waiting for device approval gets the admin page to visit, once
+    (`printDeviceApprovalInfo`); "Success." follows only when something was printed before.
+    Outside the lock: an admin (or a DERP coming back) may change the state meanwhile.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
     timeout = values["timeout"]
     deadline = time.monotonic() + timeout if timeout > 0 else None
-    while deadline is None or time.monotonic() < deadline:
-        time.sleep(0.05 if deadline is not None else 1.0)
-    raise CommandFailed(
-        'timeout waiting for Tailscale service to enter a Running state; check health with "tailscale status"'
-    )
+    approval_shown = False
+    while True:
+        with tailscaled.locked_state() as state:
+            backend = tailscaled.backend_state(state)
+        if backend == RUNNING:
+            return finish_up(values, printed=printed)
+        if backend == NEEDS_MACHINE_AUTH and not approval_shown:
+            approval_shown = printed = True
+            if values["json"]:
+                print(json.dumps({"BackendState": NEEDS_MACHINE_AUTH}, indent="  "), flush=True)
+            else:
+                sys.stderr.write(
+                    f"\nTo approve your machine, visit (as admin):\n\n\t{admin_page_url(control_url)}\n\n"
+                )
+                sys.stderr.flush()
+        if deadline is not None and time.monotonic() >= deadline:
+            raise CommandFailed(
+                "timeout waiting for Tailscale service to enter a Running state; "
+                'check health with "tailscale status"'
+            )
+        time.sleep(0.05)
+
+
+def admin_page_url(control_url: str) -> str:
+    """`Prefs.AdminPageURL` (tailscale v1.90.6 `ipn/prefs.go`): the control URL's `/admin`."""
+    base = control_url.rstrip("/") or "https://controlplane.tailscale.com"
+    if base in LOGIN_SERVER_SYNONYMS:
+        base = "https://login.tailscale.com"
+    return base + "/admin"
 
 
 def finish_up(values: dict[str, Any], *, printed: bool) -> int:
@@ -1002,8 +1054,10 @@ def peer_status(node: dict[str, Any] | None, *, online: bool, os_name: str) -> d
         "InNetworkMap": True,
         "InMagicSock": False,
         "InEngine": False,
-        "KeyExpiry": node["KeyExpiry"],
     }
+    # ipnstate.PeerStatus.KeyExpiry is a *time.Time, omitted when the device's key expiry is disabled.
+    if not node.get("KeyExpiryDisabled"):
+        status["KeyExpiry"] = node["KeyExpiry"]
     if node.get("Tags"):
         status["Tags"] = list(node["Tags"])
     return status
@@ -1125,9 +1179,9 @@ def run_status(args: list[str], socket_path: str) -> int:
     description = {
         STOPPED: "Tailscale is stopped.",
         NEEDS_LOGIN: "Logged out." + (f"\nLog in at: {status['AuthURL']}" if status["AuthURL"] else ""),
-        "NeedsMachineAuth": "Machine is not yet authorized by tailnet admin.",
+        NEEDS_MACHINE_AUTH: "Machine is not yet authorized by tailnet admin.",
     }.get(backend, f"unexpected state: {backend}")
-    if backend not in (RUNNING, "Starting"):
+    if backend not in (RUNNING, STARTING):
         print("\n".join([*out, description]))
         return 1
     if values["self"]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tailnix import tailscale_flags
 from tailnix_lab.emulator import reachability
-from tailnix_lab.emulator.control import ControlPlane
+from tailnix_lab.emulator.control import ControlPlane, node_key_expired
 from tailnix_lab.emulator.hostroot import control_dir, host_path
 
 # Every `tailscale` call of a lab host imports this module: keep its imports to what every call needs.
@@ -41,7 +41,9 @@ NETFILTER_MODES = {"off": 0, "nodivert": 1, "on": 2}
 
 NO_STATE = "NoState"
 NEEDS_LOGIN = "NeedsLogin"
+NEEDS_MACHINE_AUTH = "NeedsMachineAuth"
 STOPPED = "Stopped"
+STARTING = "Starting"
 RUNNING = "Running"
 
 STOPPED_HEALTH = "Tailscale is stopped."
@@ -95,12 +97,16 @@ class DaemonState:
         node_id: str | None = None,
         auth_url: str = "",
         last_login_error: str = "",
+        login_required: bool = False,
     ) -> None:
         self.node_key = node_key
         self.prefs: dict[str, Any] = default_prefs() if prefs is None else prefs
         self.node_id = node_id
         self.auth_url = auth_url
         self.last_login_error = last_login_error
+        # Control asked this registered node to log in again (changed tags, --force-reauth, or a
+        # re-registration it refused): the controlclient's AuthCantContinue.
+        self.login_required = login_required
 
     def to_json(self) -> dict[str, Any]:
         """The on-disk form."""
@@ -110,6 +116,7 @@ class DaemonState:
             "Prefs": self.prefs,
             "AuthURL": self.auth_url,
             "LastLoginError": self.last_login_error,
+            "LoginRequired": self.login_required,
         }
 
     @classmethod
@@ -123,12 +130,13 @@ class DaemonState:
             node_id=data.get("NodeID"),
             auth_url=data.get("AuthURL") or "",
             last_login_error=data.get("LastLoginError") or "",
+            login_required=bool(data.get("LoginRequired")),
         )
 
     @property
     def logged_in(self) -> bool:
         """True when the node holds a node key the control plane accepted."""
-        return self.node_id is not None and not self.prefs["LoggedOut"]
+        return self.node_id is not None and not self.prefs["LoggedOut"] and not self.login_required
 
 
 def new_node_key() -> str:
@@ -216,14 +224,25 @@ def exit_node_in_use(state: DaemonState) -> str:
 
 
 def backend_state(state: DaemonState) -> str:
-    """The ipn.State name the daemon would report now."""
+    """The ipn.State name the daemon would report now.
+
+    As `nextStateLocked` in tailscale v1.90.6 `ipn/ipnlocal/local.go` decides it: Stopped when the
+    node does not want to run; NeedsLogin when it is logged out or its node key expired;
+    NeedsMachineAuth while control has not authorized the machine; Starting until there is a live
+    path (a peer or DERP); then Running.
+    """
     if time.time() - started_at() < STARTUP_SECONDS:
         return NO_STATE
-    if not state.logged_in:
+    if not state.logged_in or state.node_id is None:
         return NEEDS_LOGIN
     if not state.prefs["WantRunning"]:
         return STOPPED
-    return RUNNING
+    node, path = control_plane().node_and_path(state.node_id)
+    if node is None or node.get("LoggedOut") or node_key_expired(node):
+        return NEEDS_LOGIN
+    if not node.get("Authorized", True):
+        return NEEDS_MACHINE_AUTH
+    return RUNNING if path else STARTING
 
 
 def health_messages(state: DaemonState, backend: str) -> list[str]:
