@@ -13,11 +13,14 @@ if ! flock -w "$timeout" 9; then
   exit 75
 fi
 printf '%s\n' "$holder" > "$holder_file"
-connection=$$
-while [ "$connection" -gt 1 ]; do
-  case "$(cat "/proc/$connection/comm" 2>/dev/null)" in sshd|sshd-session) break ;; esac
-  connection=$(cut -d ' ' -f 4 "/proc/$connection/stat" 2>/dev/null || echo 1)
+process=$$ connection=
+while [ "$process" -gt 1 ]; do
+  case "$(cat "/proc/$process/comm" 2>/dev/null)" in sshd|sshd-session) connection=$process; break ;; esac
+  process=$(cut -d ' ' -f 4 "/proc/$process/stat" 2>/dev/null || echo 1)
 done
+# No sshd above: the connection ended already (the deployer was killed as this began), so only the switch
+# job can still want the lock; `kill -0` of init or of our own group would hold it forever.
 # The detached switch job holds it too: a deploy reconnecting to confirm keeps others out meanwhile.
-( while kill -0 "$connection" 2>/dev/null || systemctl is-active --quiet "$job_unit" 2>/dev/null; do sleep 1; done ) \
+( while { [ -n "$connection" ] && kill -0 "$connection" 2>/dev/null; } \
+    || systemctl is-active --quiet "$job_unit" 2>/dev/null; do sleep 1; done ) \
   < /dev/null > /dev/null 2>&1 &
