@@ -4,10 +4,10 @@
 VENV := .venv
 BIN := $(VENV)/bin
 LAB := .lab
-APT_PACKAGES := openssh-server nix-bin age jq iproute2 make gcc libc6-dev sudo
+APT_PACKAGES := openssh-server nix-bin age jq iproute2 make gcc libc6-dev sudo shellcheck
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test check lint typecheck unit system venv down clean bench
+.PHONY: demo test check lint shellcheck typecheck unit system venv down clean bench
 
 demo: system venv  ## start 3 emulated NixOS hosts and put them on the lab's tailnet
 	@$(BIN)/tailnix lab down --dir $(LAB) >/dev/null 2>&1 || true
@@ -22,11 +22,14 @@ demo: system venv  ## start 3 emulated NixOS hosts and put them on the lab's tai
 
 test: system venv check unit  ## lint, type check, and every test
 
-check: lint typecheck
+check: lint shellcheck typecheck
 
 lint: venv
 	$(BIN)/ruff check src tests deploys group_data inventory.py
 	$(BIN)/ruff format --check src tests deploys group_data inventory.py
+
+shellcheck: system  ## the shell tailnix runs on hosts, as POSIX sh
+	shellcheck --shell=sh src/tailnix/host_scripts/*.sh
 
 typecheck: venv
 	$(BIN)/mypy

@@ -9,13 +9,12 @@ import base64
 import binascii
 import json
 import re
-import shlex
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from pyinfra.api.facts import FactBase
 
-from tailnix import paths
+from tailnix import host_scripts, paths
 from tailnix.switch import JOB_UNIT, RESULT_FILE
 
 _FILES = {
@@ -73,58 +72,26 @@ class HostState:
 
 
 _SECTION = "--- "
-"""A line that starts the raw output of a command (JSON, so no line of it can start this way)."""
-
-
-def _switch_wait_script(wait: int) -> str:
-    # A switch job of an earlier deploy (killed, say) may still be running: it confirms or rolls back by
-    # itself, changing the very files read below. Wait for it first, bounded; the common case (its result
-    # says it ended) costs one built-in read.
-    return rf"""line=; read -r line < {RESULT_FILE} 2>/dev/null
-case "$line" in running\ *|switched\ *)
-  waited=0
-  while systemctl is-active --quiet {JOB_UNIT} 2>/dev/null; do
-    if [ "$waited" -ge {wait} ]; then echo switch_running=yes; break; fi
-    sleep 1; waited=$((waited + 1))
-  done
-  echo "switch_waited=$waited"
-  line=; read -r line < {RESULT_FILE} 2>/dev/null; echo "switch_result=$line" ;;
-esac"""
+"""A line that starts the raw output of a command (JSON, so no line of it can start this way); host-state.sh
+and verify-poll.sh print it."""
 
 
 def _state_command(switch_wait: int) -> str:
-    # One shell command for everything: a deploy to a fleet where nothing changed costs one round trip
-    # for facts. Lines are `key=value`, `sha256sum` lines, or a `--- name` line and the raw output of a
-    # command; missing things give empty or absent values, never a failed command. Built-ins where
-    # possible: every fork costs the host about a millisecond, on every host of the fleet.
-    git = shlex.quote(f"{paths.NIXOS_DIR}/.git")
-    tracked = f"{paths.MODULE_NAME} {paths.SECRETS_IMPORT[2:]}"
-    lines = [
-        _switch_wait_script(switch_wait),
-        "ID= VERSION_ID= PRETTY_NAME=",
-        ". /etc/os-release 2>/dev/null",
-        'echo "os_id=$ID"',
-        'echo "os_version=$VERSION_ID"',
-        'echo "os_name=$PRETTY_NAME"',
-        f'line=; read -r line < {paths.HOST_KEY_PUBLIC} 2>/dev/null; echo "host_key=$line"',
-        f'line=; read -r line < {paths.APPLIED_FILE} 2>/dev/null; echo "applied=$line"',
-        f"[ -d {paths.PENDING_DIR} ] && echo pending=yes",
-        f"[ -e {paths.NIXOS_DIR}/flake.nix ] && echo flake=yes",
-        "command -v nix-instantiate > /dev/null && echo nix_instantiate=yes",
-        "sha256sum " + " ".join(_FILES.values()) + " 2>/dev/null",
-        f"printf configuration_b64=; base64 -w 0 {paths.CONFIGURATION_FILE} 2>/dev/null; echo",
-        f"printf flake_b64=; base64 -w 0 {paths.NIXOS_DIR}/flake.nix 2>/dev/null; echo",
-        f"if [ -d {git} ]; then echo git=yes; printf git_tracked=; "
-        f'git -C {paths.NIXOS_DIR} ls-files -- {tracked} 2>/dev/null | tr "\\n" " "; echo; fi',
-        # The node's state rides along, so that verifying a fleet where nothing changed costs nothing more.
-        f'echo "{_SECTION}tailscale_status"',
-        # `status --json` ends without a newline, as Go's MarshalIndent leaves it: the echo ends the line.
-        "tailscale status --json --peers=false 2>/dev/null; echo",
-        f'echo "{_SECTION}tailscale_prefs"',
-        "tailscale debug prefs 2>/dev/null; echo",
-        "true",
-    ]
-    return "; ".join(lines)
+    # One shell command for everything (host_scripts/host-state.sh): a deploy to a fleet where nothing
+    # changed costs one round trip for facts.
+    return host_scripts.command(
+        "host-state.sh",
+        switch_wait,
+        RESULT_FILE,
+        JOB_UNIT,
+        paths.HOST_KEY_PUBLIC,
+        paths.APPLIED_FILE,
+        paths.PENDING_DIR,
+        paths.NIXOS_DIR,
+        *_FILES.values(),
+        paths.MODULE_NAME,
+        paths.SECRETS_IMPORT[2:],
+    )
 
 
 def _optional(value: str) -> str | None:

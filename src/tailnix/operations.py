@@ -14,7 +14,8 @@ import logging
 import os
 import shlex
 import socket
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from io import StringIO
 from typing import Any
@@ -22,13 +23,14 @@ from typing import Any
 from pyinfra import logger
 from pyinfra.api.arguments import ConnectorArguments
 from pyinfra.api.command import FileUploadCommand, FunctionCommand, StringCommand
+from pyinfra.api.exceptions import OperationError, PyinfraError
 from pyinfra.api.host import Host
 from pyinfra.api.operation import operation
 from pyinfra.api.state import State, StateStage
 from pyinfra.context import host
 from pyinfra.context import state as pyinfra_state
 
-from tailnix import paths
+from tailnix import host_scripts, paths
 from tailnix.agekey import KeyFormatError, ssh_public_key_to_age
 from tailnix.facts import HostState, TailnixHostState
 from tailnix.flake import FlakeShape, read_flake
@@ -49,7 +51,6 @@ from tailnix.switch import (
     JOB_UNIT,
     LOG_FILE,
     await_switch,
-    job_script,
     new_token,
     start_command,
 )
@@ -98,9 +99,44 @@ def _report(state: State, host: Host, message: str, ok: bool) -> bool:
     return ok
 
 
-def _fail(message: str) -> FunctionCommand:
-    """A command that reports `message` as this host's error and fails the host."""
-    return FunctionCommand(_report, (message, False), {})
+class HostRefused(OperationError):
+    """This host must not be deployed to; the message says why, in words for its user, naming the host.
+
+    Raised by the operations, as pyinfra's own raise `OperationError` for a state they cannot act on.
+    """
+
+
+REFUSED = "Error: refused, nothing was changed on it"
+"""The line that ends a refusal's report, as pyinfra ends an operation's error with `Error: ...`."""
+
+
+def fail_alone(refusal: OperationError) -> None:
+    """Report a refusal as this host's error and fail the host alone, while the deploy file is prepared.
+
+    pyinfra 3.10 ends the whole run at an `OperationError` that leaves an operation (`Operation error in
+    ...` while preparing; an unexpected exception while executing), whatever the other hosts: the deploy
+    file catches it (`refused_alone`), and this fails only this host, as a host pyinfra could not reach is
+    failed. The host then runs no operation: a dry run lists no change for it, and a real run counts it
+    among `failed_hosts` (exit code 1) while the others go on.
+    """
+    current = host.state
+    _report(current, host, str(refusal), False)
+    host.log_styled(REFUSED, fg="red", log_func=logger.error)
+    try:
+        current.fail_hosts({current.inventory.get_host(host.name)})  # type: ignore[no-untyped-call]  # pyinfra does not type it
+    except PyinfraError:
+        if current.active_hosts:
+            raise  # over --fail-percent: pyinfra stops the run, as it does for hosts failing an operation
+        # Every host was refused: nothing runs, and the exit code says they failed.
+
+
+@contextmanager
+def refused_alone() -> Iterator[None]:
+    """In a deploy file: a refusal raised inside fails this host alone (`fail_alone`), not the run."""
+    try:
+        yield
+    except OperationError as refusal:
+        fail_alone(refusal)
 
 
 # pyinfra runs a fact's command again at every get_fact; the operations compare against the state the
@@ -140,23 +176,21 @@ def sudo_problem() -> str | None:
     return sudo_refusal(host.name, login_user(host.data.get("ssh_user")), answer)
 
 
-@operation()
-def refuse(problem: str) -> Commands:
-    """Fail the host with a sentence saying why, before anything is read or changed on it.
-
-    + problem: what the user reads, naming the host
-    """
-    yield _fail(problem)
+def require_sudo() -> None:
+    """Raise HostRefused when the current host cannot be deployed through sudo (see `sudo_problem`)."""
+    problem = sudo_problem()
+    if problem is not None:
+        raise HostRefused(problem)
 
 
 UNREADABLE_STATE = "the host's state could not be read (see above), so nothing was changed on it"
 
 
-def _readable_state() -> Generator[Any, None, HostState | None]:
-    """In an operation: `state = yield from _readable_state()`; when None, the host has been failed."""
+def _readable_state() -> HostState:
+    """The host's state, for an operation; raises HostRefused when it could not be read."""
     state = host_state()
     if state is None:
-        yield _fail(UNREADABLE_STATE)
+        raise HostRefused(UNREADABLE_STATE)
     return state
 
 
@@ -189,16 +223,7 @@ def _module(state: HostState, plan: HostPlan) -> ModuleFile:
 
 def _record_original(dest: str) -> StringCommand:
     """Keep the file's current version (or that it did not exist) until a switch succeeds."""
-    kept = shlex.quote(paths.PENDING_DIR + dest)
-    absent = shlex.quote(paths.PENDING_DIR + dest + ABSENT_SUFFIX)
-    target = shlex.quote(dest)
-    parent = shlex.quote(paths.PENDING_DIR + dest.rsplit("/", 1)[0])
-    script = (
-        f"install -d -m 0700 {parent} && "
-        f"if [ ! -e {kept} ] && [ ! -e {absent} ]; then "
-        f"if [ -e {target} ]; then cp -a {target} {kept}; else : > {absent}; fi; fi"
-    )
-    return StringCommand(script)
+    return StringCommand(host_scripts.command("record-original.sh", paths.PENDING_DIR, dest, ABSENT_SUFFIX))
 
 
 def _replace_file(dest: str, content: str | StringIO, mode: str) -> Commands:
@@ -218,9 +243,12 @@ def _backend_state(state: HostState) -> str:
     return str(status.get("BackendState", "NoState")) if status else "no tailscale status"
 
 
-def _say_earlier_switch(state: HostState) -> None:
-    """Tell what an earlier deploy's switch did while this deploy waited for it to end."""
-    if state.switch_waited is not None and host.state.current_stage == StateStage.Execute:
+def _say_earlier_switch(state: HostState, *, now: bool = False) -> None:
+    """Tell what an earlier deploy's switch did while this deploy waited for it to end.
+
+    + now: say it while the deploy is prepared too (for a host refused then, which executes nothing)
+    """
+    if state.switch_waited is not None and (now or host.state.current_stage == StateStage.Execute):
         result = (state.switch_result or "no result").split(" ", 2)
         ended = result[0] + (f": {result[2]}" if len(result) > 2 else "")
         host.log_styled(
@@ -300,20 +328,24 @@ def preflight_problem(state: HostState, plan: HostPlan) -> str | None:
     return None
 
 
+def require_deployable(state: HostState, plan: HostPlan) -> None:
+    """Raise HostRefused, with `preflight_problem`'s sentence, when the host cannot be deployed to."""
+    problem = preflight_problem(state, plan)
+    if problem is not None:
+        if host.state.current_stage == StateStage.Prepare:
+            _say_earlier_switch(state, now=True)
+        raise HostRefused(problem)
+
+
 @operation()
 def preflight(plan: HostPlan) -> Commands:
     """Check that the host is NixOS and that its SSH host key can open the secrets file, then take its lock.
 
     + plan: the host's plan (settings, secrets file metadata)
     """
-    state = yield from _readable_state()
-    if state is None:
-        return
+    state = _readable_state()
     _say_earlier_switch(state)
-    problem = preflight_problem(state, plan)
-    if problem is not None:
-        yield _fail(problem)
-        return
+    require_deployable(state, plan)
     _warn_expired_key(plan)
     if not changes_needed(state, plan):
         host.noop(
@@ -343,35 +375,19 @@ def lock_holder() -> str:
 
 
 def _lock_script(timeout: int) -> str:
-    # flock on a file: the lock dies with whoever holds it. A small process keeps it for as long as this
-    # deploy's SSH connection (the nearest sshd ancestor) lives, so a killed deployer never leaves it behind.
-    return f"""
-install -d -m 0700 {paths.STATE_DIR}
-exec 9>> {paths.LOCK_FILE}
-if ! flock -w {timeout} 9; then
-  echo "tailnix: another deploy holds the lock of this host after {timeout}s of waiting: $(cat {paths.LOCK_HOLDER_FILE} 2>/dev/null || echo unknown)" >&2
-  exit 75
-fi
-printf '%s\n' {shlex.quote(lock_holder())} > {paths.LOCK_HOLDER_FILE}
-connection=$$
-while [ "$connection" -gt 1 ]; do
-  case "$(cat /proc/$connection/comm 2>/dev/null)" in sshd|sshd-session) break ;; esac
-  connection=$(cut -d ' ' -f 4 /proc/$connection/stat 2>/dev/null || echo 1)
-done
-# The detached switch job holds it too: a deploy reconnecting to confirm keeps others out meanwhile.
-( while kill -0 "$connection" 2>/dev/null || systemctl is-active --quiet {JOB_UNIT} 2>/dev/null; do sleep 1; done ) \\
-  < /dev/null > /dev/null 2>&1 &
-"""
+    return host_scripts.command(
+        "lock.sh",
+        paths.STATE_DIR,
+        paths.LOCK_FILE,
+        paths.LOCK_HOLDER_FILE,
+        timeout,
+        lock_holder(),
+        JOB_UNIT,
+    )
 
 
 def _parses_as_it_is_script() -> str:
-    return f"""
-if ! error=$(nix-instantiate --parse {paths.CONFIGURATION_FILE} 2>&1 > /dev/null); then
-  echo "tailnix: {paths.CONFIGURATION_FILE} does not parse as it is, so it was not touched; fix it first:" >&2
-  echo "$error" >&2
-  exit 1
-fi
-"""
+    return host_scripts.command("parses-as-it-is.sh", paths.CONFIGURATION_FILE)
 
 
 @operation()
@@ -380,9 +396,7 @@ def secrets_file(plan: HostPlan) -> Commands:
 
     + plan: the host's plan; the local file is uploaded as it is (it is encrypted)
     """
-    state = yield from _readable_state()
-    if state is None:
-        return
+    state = _readable_state()
     if state.secret_sha256 == plan.secrets_sha256:
         host.noop(f"{paths.SECRETS_FILE} is up to date")
         return
@@ -403,9 +417,7 @@ def module_file(plan: HostPlan) -> Commands:
 
     + plan: the host's plan, with the module text
     """
-    state = yield from _readable_state()
-    if state is None:
-        return
+    state = _readable_state()
     module = _module(state, plan)
     if state.module_sha256 == module.sha256:
         host.noop(f"{paths.MODULE_FILE} is up to date")
@@ -430,14 +442,11 @@ def _edited_configuration(state: HostState) -> str | None:
 @operation()
 def configuration_import() -> Commands:
     """Add `./tailscale-autoconnect.nix` to the imports of configuration.nix, touching nothing else."""
-    state = yield from _readable_state()
-    if state is None:
-        return
+    state = _readable_state()
     try:
         edited = _edited_configuration(state)
     except ImportEditError as error:
-        yield _fail(_uneditable_message(error))
-        return
+        raise HostRefused(_uneditable_message(error)) from None
     if edited is None:
         host.noop(f"{paths.CONFIGURATION_FILE} already imports {paths.MODULE_IMPORT}")
         return
@@ -475,9 +484,7 @@ def flake_git_index() -> Commands:
 
     A flake sees only the files git tracks; nothing is ever committed on the user's behalf.
     """
-    state = yield from _readable_state()
-    if state is None:
-        return
+    state = _readable_state()
     untracked = _untracked_files(state)
     if not untracked:
         host.noop("no git flake, or git already tracks the placed files")
@@ -495,12 +502,11 @@ def flake_git_index() -> Commands:
     )
 
 
-def _rebuild_command(state: HostState, settings: TailscaleSettings) -> str:
+def _flake_attr(state: HostState, settings: TailscaleSettings) -> str | None:
+    """None for a channel-style host; for a flake host the attribute to build ("" for its hostname)."""
     if state.flake_nix is None:
-        return "nixos-rebuild switch"
-    attribute = shlex.quote(settings.flake_attr) if settings.flake_attr else '"$(hostname)"'
-    # flake.lock is the user's: a deploy never updates it.
-    return f'nixos-rebuild switch --flake "{paths.NIXOS_DIR}#"{attribute} --no-update-lock-file'
+        return None
+    return settings.flake_attr or ""
 
 
 @operation()
@@ -513,39 +519,24 @@ def rebuild(plan: HostPlan) -> Commands:
     `tailnix_confirm_timeout` seconds, or the host rolls itself back (see tailnix.switch). On failure
     /etc/nixos is restored to what it was before this deploy, and the next run retries.
     """
-    state = yield from _readable_state()
-    if state is None:
-        return
+    state = _readable_state()
     if not needs_switch(state, plan):
         host.noop("the running system already has this configuration")
         return
     token = new_token()
-    script = job_script(
-        token=token,
-        fingerprint=plan.fingerprint_for(_module(state, plan)),
-        rebuild_command=_rebuild_command(state, plan.settings),
-        confirm_timeout=plan.settings.confirm_timeout,
+    yield StringCommand(
+        start_command(
+            token=token,
+            fingerprint=plan.fingerprint_for(_module(state, plan)),
+            flake_attr=_flake_attr(state, plan.settings),
+            confirm_timeout=plan.settings.confirm_timeout,
+        )
     )
-    yield StringCommand(start_command(script))
     yield FunctionCommand(await_switch, (token, plan.settings.confirm_timeout, operation_arguments(host)), {})
 
 
 def _poll_script(settings: TailscaleSettings) -> str:
-    # Bounded: at most verify_timeout seconds. grep, not jq: a NixOS host may not have jq on its PATH.
-    return f"""
-status=""
-for _ in $(seq {settings.verify_timeout}); do
-  status=$(tailscale status --json --peers=false 2>/dev/null)
-  if printf '%s' "$status" | grep -q '"BackendState": *"Running"'; then break; fi
-  sleep 1
-done
-printf '%s\\n' "$status"
-echo "--- prefs"
-tailscale debug prefs 2>/dev/null
-echo "--- journal"
-journalctl -u {paths.AUTOCONNECT_UNIT} -n 8 --no-pager 2>/dev/null | tail -n 8
-true
-"""
+    return host_scripts.command("verify-poll.sh", settings.verify_timeout, paths.AUTOCONNECT_UNIT)
 
 
 def _sections(lines: list[str]) -> dict[str, str]:
@@ -690,9 +681,7 @@ def verify(plan: HostPlan) -> Commands:
     When this run switched nothing and the node was Running with the right prefs as the run began, that
     state is reported as it is, without another round trip.
     """
-    state = yield from _readable_state()
-    if state is None:
-        return
+    state = _readable_state()
     yield from _verification(state, plan)
 
 
@@ -705,14 +694,9 @@ def check(plan: HostPlan) -> Commands:
     One operation instead of two: pyinfra's bookkeeping of each operation costs the deployer a few
     milliseconds per host, which is most of what a redeploy to a converged fleet costs it.
     """
-    state = yield from _readable_state()
-    if state is None:
-        return
+    state = _readable_state()
     _say_earlier_switch(state)
-    problem = preflight_problem(state, plan)
-    if problem is not None:
-        yield _fail(problem)
-        return
+    require_deployable(state, plan)
     _warn_expired_key(plan)
     yield from _verification(state, plan)
 

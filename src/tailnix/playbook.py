@@ -31,23 +31,26 @@ def deploy_tailscale() -> None:
     plan = plan_host(host.name, host.data.dict())  # type: ignore[no-untyped-call]
     operations.report_unreachable_hosts()
 
-    # A host reached as a user with sudo: sudo must work without a password before anything runs through it.
-    sudo_problem = operations.sudo_problem()
-
-    # The host's state is read once, in one round trip. A host that needs no change gets one operation: the
-    # checks and the verification (each operation costs the deployer time for every host of the fleet).
-    state = operations.host_state(plan.settings.lock_timeout) if sudo_problem is None else None
-    if sudo_problem is not None:
-        operations.refuse(name=steps.SUDO_CHECK, problem=sudo_problem)
-    elif state is None:
-        pass  # pyinfra could not read it, has said why, and counts the host as failed
-    elif operations.changes_needed(state, plan):
-        operations.preflight(name=steps.PREFLIGHT, plan=plan)
-        operations.secrets_file(name=steps.SECRETS_FILE, plan=plan)
-        operations.module_file(name=steps.MODULE_FILE, plan=plan)
-        operations.configuration_import(name=steps.IMPORT)
-        operations.flake_git_index(name=steps.GIT_INDEX)
-        operations.rebuild(name=steps.SWITCH, plan=plan)
-        operations.verify(name=steps.VERIFY, plan=plan)
-    else:
-        operations.check(name=steps.CONVERGED, plan=plan)
+    # A host that cannot be deployed to is refused before any operation (an OperationError, failing this
+    # host alone): a dry run shows the refusal, not changes, and a real run goes on with the other hosts.
+    with operations.refused_alone():
+        # A host reached as a user with sudo: sudo must work without a password before anything runs
+        # through it.
+        operations.require_sudo()
+        # The host's state is read once, in one round trip. None: pyinfra could not read it, has said why,
+        # and counts the host as failed.
+        state = operations.host_state(plan.settings.lock_timeout)
+        if state is not None:
+            operations.require_deployable(state, plan)
+            # A host that needs no change gets one operation: the checks and the verification (each
+            # operation costs the deployer time for every host of the fleet).
+            if operations.changes_needed(state, plan):
+                operations.preflight(name=steps.PREFLIGHT, plan=plan)
+                operations.secrets_file(name=steps.SECRETS_FILE, plan=plan)
+                operations.module_file(name=steps.MODULE_FILE, plan=plan)
+                operations.configuration_import(name=steps.IMPORT)
+                operations.flake_git_index(name=steps.GIT_INDEX)
+                operations.rebuild(name=steps.SWITCH, plan=plan)
+                operations.verify(name=steps.VERIFY, plan=plan)
+            else:
+                operations.check(name=steps.CONVERGED, plan=plan)

@@ -18,6 +18,7 @@ from typing import Any
 
 from tailnix import steps
 from tailnix.fleet import FleetError, FleetHost
+from tailnix.operations import REFUSED
 from tailnix.sudo import login_user, password_refusal, sudo_refusal
 
 SUDO_FACT = "tailnix.sudo.SudoAccess"
@@ -181,7 +182,9 @@ def _read_progress(
             done[host] = HostDeployResult(host, False, detail=text)
         elif text.startswith("Error"):
             detail = notes.get(host) or text
-            done[host] = HostDeployResult(host, False, host in switched, f"{operation}: {detail}")
+            # A host refused while the deploy is prepared fails before any operation starts.
+            where = f"{operation}: " if operation else ""
+            done[host] = HostDeployResult(host, False, host in switched, f"{where}{detail}")
         elif text in ("Success", "No changes"):
             if operation == steps.SWITCH and text == "Success":
                 switched.add(host)
@@ -305,4 +308,20 @@ def dry_run(
     failed = _connect_failures(result.stderr)
     for host in failed:
         changes[host] = [f"unreachable: {failed[host]}"]
+    for host, reason in _refusals(result.stderr).items():
+        changes[host] = [f"refused: {reason}"]
     return changes
+
+
+def _refusals(stderr: str) -> dict[str, str]:
+    """Hosts the deploy refused while it was prepared, with the reason (the line before `REFUSED`)."""
+    refusals: dict[str, str] = {}
+    last: dict[str, str] = {}
+    for line in stderr.splitlines():
+        match = _HOST_LINE.match(line)
+        if not match:
+            continue
+        if match["text"] == REFUSED:
+            refusals[match["host"]] = last.get(match["host"], "")
+        last[match["host"]] = match["text"]
+    return refusals

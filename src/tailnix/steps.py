@@ -6,7 +6,6 @@ them, and the tests assert with them.
 
 from __future__ import annotations
 
-SUDO_CHECK = "Check sudo runs without a password"
 PREFLIGHT = "Check the host is NixOS and can decrypt the secrets"
 SECRETS_FILE = "Place the encrypted secrets file"
 MODULE_FILE = "Place the Tailscale module"

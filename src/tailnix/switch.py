@@ -25,7 +25,7 @@ from pyinfra.api.command import StringCommand
 from pyinfra.api.host import Host
 from pyinfra.api.state import State
 
-from tailnix import paths
+from tailnix import host_scripts, paths
 
 JOB_DIR = f"{paths.STATE_DIR}/switch"
 JOB_SCRIPT = f"{JOB_DIR}/job.sh"
@@ -47,97 +47,38 @@ def new_token() -> str:
     return secrets.token_hex(8)
 
 
-def _restore_function() -> str:
-    pending = paths.PENDING_DIR
-    return f"""
-restore() {{
-  [ -d {pending} ] || return 0
-  (cd {pending} && find . -type f) | while read -r kept; do
-    target="/${{kept#./}}"
-    case "$target" in
-      *{ABSENT_DIRECTORY_SUFFIX}) ;;
-      *{ABSENT_SUFFIX})
-        rm -f "${{target%{ABSENT_SUFFIX}}}"
-        if [ -d {paths.NIXOS_DIR}/.git ]; then
-          relative="${{target%{ABSENT_SUFFIX}}}"
-          git -C {paths.NIXOS_DIR} rm -q --cached --ignore-unmatch -- "${{relative#{paths.NIXOS_DIR}/}}" 2>/dev/null
-        fi
-        ;;
-      *) cp -a "{pending}/${{kept#./}}" "$target" ;;
-    esac
-  done
-  (cd {pending} && find . -type f -name '*{ABSENT_DIRECTORY_SUFFIX}') | while read -r kept; do
-    target="/${{kept#./}}"
-    rmdir "${{target%{ABSENT_DIRECTORY_SUFFIX}}}" 2>/dev/null
-  done
-  rm -rf {pending}
-}}
-"""
+def start_command(*, token: str, fingerprint: str, flake_attr: str | None, confirm_timeout: int) -> str:
+    """The command that writes the switch job (host_scripts/switch-job.sh) and starts it detached.
 
-
-def job_script(*, token: str, fingerprint: str, rebuild_command: str, confirm_timeout: int) -> str:
-    """The shell script the host runs detached: switch, then wait for the confirmation or roll back."""
-    return f"""#!/bin/sh
-# Written by tailnix for one switch ({token}); see /var/lib/tailnix/switch/log for nixos-rebuild's output.
-set -u
-say() {{ printf '%s\\n' "$*" > {RESULT_FILE}.new && mv -f {RESULT_FILE}.new {RESULT_FILE}; }}
-{_restore_function()}
-say running {token}
-if ! nix-instantiate --parse {paths.CONFIGURATION_FILE} > /dev/null 2> {LOG_FILE}; then
-  restore
-  say failed {token} 1 the edited configuration.nix does not parse
-  exit 1
-fi
-before=$(readlink /run/current-system)
-{rebuild_command} > {LOG_FILE} 2>&1
-status=$?
-if [ "$status" -ne 0 ]; then
-  case "$status" in
-    1) reason="the configuration did not evaluate or build" ;;
-    2) reason="activation failed" ;;
-    4) reason="a unit failed to start" ;;
-    *) reason="unexpected exit" ;;
-  esac
-  restore
-  if [ -n "$before" ] && [ "$(readlink /run/current-system)" != "$before" ]; then
-    # The new generation became active before the failure: go back to the one that ran before.
-    nixos-rebuild switch --rollback >> {LOG_FILE} 2>&1
-    say failed {token} "$status" "$reason; /etc/nixos restored and the previous generation switched back"
-  else
-    say failed {token} "$status" "$reason; /etc/nixos restored"
-  fi
-  exit "$status"
-fi
-say switched {token}
-# Magic rollback: the deployer must reach the host over a new SSH connection and confirm in time.
-waited=0
-while [ "$(cat {CONFIRM_FILE} 2>/dev/null)" != {token} ]; do
-  if [ "$waited" -ge {confirm_timeout * 2} ]; then
-    restore
-    nixos-rebuild switch --rollback >> {LOG_FILE} 2>&1
-    say rolled-back {token} "no confirmation over a new SSH connection within {confirm_timeout}s"
-    exit 1
-  fi
-  sleep 0.5
-  waited=$((waited + 1))
-done
-printf '%s\\n' {fingerprint} > {paths.APPLIED_FILE}.new && mv -f {paths.APPLIED_FILE}.new {paths.APPLIED_FILE}
-rm -rf {paths.PENDING_DIR}
-say confirmed {token}
-"""
-
-
-def start_command(script: str) -> str:
-    """The command that writes the job and starts it detached from this SSH session."""
-    return f"""
-install -d -m 0700 {JOB_DIR}
-rm -f {RESULT_FILE} {CONFIRM_FILE}
-cat > {JOB_SCRIPT} <<'TAILNIX_SWITCH_JOB'
-{script}TAILNIX_SWITCH_JOB
-chmod 0700 {JOB_SCRIPT}
-systemd-run --unit={JOB_UNIT} --description="tailnix switch" --collect --quiet \\
-  --setenv=PATH="$PATH" --setenv=HOME=/root /bin/sh {JOB_SCRIPT}
-"""
+    + flake_attr: None for a channel-style host; for a flake host, its `nixosConfigurations` attribute
+      ("" for the host's hostname)
+    """
+    job = (
+        token,
+        fingerprint,
+        confirm_timeout,
+        "no" if flake_attr is None else "yes",
+        flake_attr or "",
+        RESULT_FILE,
+        LOG_FILE,
+        CONFIRM_FILE,
+        paths.APPLIED_FILE,
+        paths.PENDING_DIR,
+        paths.NIXOS_DIR,
+        paths.CONFIGURATION_FILE,
+        ABSENT_SUFFIX,
+        ABSENT_DIRECTORY_SUFFIX,
+    )
+    return host_scripts.command(
+        "switch-start.sh",
+        JOB_DIR,
+        RESULT_FILE,
+        CONFIRM_FILE,
+        JOB_SCRIPT,
+        JOB_UNIT,
+        host_scripts.text("switch-job.sh"),
+        *job,
+    )
 
 
 @dataclass(frozen=True)

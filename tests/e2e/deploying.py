@@ -93,8 +93,17 @@ class DeployRun:
 
 def deploy(inventory: Path, *arguments: str, env: dict[str, str] | None = None) -> DeployRun:
     """Run the deploy from the repository root, as the README says."""
+    return _pyinfra(["-y", "--json", str(inventory), "deploys/tailscale.py", *arguments], env)
+
+
+def dry_run(inventory: Path) -> DeployRun:
+    """`pyinfra --dry --json INVENTORY deploys/tailscale.py`: the plan (`stdout`), nothing changed."""
+    return _pyinfra(["--dry", "--json", str(inventory), "deploys/tailscale.py"], None)
+
+
+def _pyinfra(arguments: list[str], env: dict[str, str] | None) -> DeployRun:
     result = subprocess.run(
-        [str(PYINFRA), "-y", "--json", str(inventory), "deploys/tailscale.py", *arguments],
+        [str(PYINFRA), *arguments],
         cwd=REPOSITORY,
         capture_output=True,
         text=True,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tailnix import steps
+from tailnix.operations import REFUSED
 from tailnix.sops import decrypt_value
 from tailnix_lab.emulator.control import ControlPlane
 from tailnix_lab.hosts import Lab, LabHost
@@ -18,11 +19,13 @@ from .deploying import (
     CHECK,
     CONVERGED,
     PLACING,
+    PYINFRA,
     REPOSITORY,
     SWITCH,
     VERIFY,
     DeployRun,
     deploy,
+    dry_run,
     etc_nixos,
     write_secrets,
 )
@@ -30,6 +33,7 @@ from .deploying import (
 pytestmark = pytest.mark.lab
 
 FLEET = ["nixos-1", "nixos-2", "nixos-3"]
+TAILNIX = PYINFRA.parent / "tailnix"
 
 
 def backend_state(lab: Lab, host: str) -> dict[str, object]:
@@ -245,6 +249,63 @@ def test_host_missing_from_the_recipients_fails_with_the_fix(
     assert run.said(host.name, f"its host key's age recipient {recipient} is not among the file's recipients")
     assert run.said(host.name, "sops updatekeys -y")
     assert etc_nixos(lab, host.name) == before
+
+
+@pytest.fixture
+def refused_hosts(lab: Lab) -> Iterator[list[LabHost]]:
+    """A Debian host and a NixOS host whose key is not a recipient of the test's secrets file."""
+    hosts = [lab.add_host(os="debian"), lab.add_host(os="nixos")]
+    yield hosts
+    for host in hosts:
+        lab.stop_host(host.name)
+
+
+def test_a_dry_run_shows_refused_hosts_as_refused_and_a_real_run_fails_them_alone(
+    lab: Lab, clean_hosts: list[LabHost], refused_hosts: list[LabHost], tmp_path: Path
+) -> None:
+    (host,) = clean_hosts
+    debian, stranger = refused_hosts
+    secrets, _ = write_secrets(lab, tmp_path, [host])
+    inventory = lab.write_inventory(
+        tmp_path / "inventory.py", hosts=[host.name, debian.name, stranger.name], secrets_file=secrets
+    )
+    sentences = {
+        debian.name: f"{debian.name} is not NixOS (/etc/os-release ID=debian)",
+        stranger.name: f"{stranger.name} cannot decrypt {secrets}: its host key's age recipient",
+    }
+    before = etc_nixos(lab, stranger.name)
+
+    dry = dry_run(inventory)
+    assert dry.returncode == 1, dry
+    plan = json.loads(dry.stdout[dry.stdout.find("{") :])["plan"]
+    would_change = {name for operation in plan for name in operation["hosts_with_change"]}
+    assert would_change == {host.name}, dry
+    for name, sentence in sentences.items():
+        assert dry.said(name, sentence), dry
+        assert dry.said(name, REFUSED), dry
+    assert "Operation error" not in dry.stderr and "Traceback" not in dry.stderr
+
+    listed = subprocess.run(
+        [str(TAILNIX), "deploy", "-i", str(inventory), "--dry"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = listed.stdout.splitlines()
+    for name, sentence in sentences.items():
+        assert any(line.startswith(f"{name}: refused: ") and sentence in line for line in lines), listed
+    assert any(line.startswith(f"{host.name}: ") and CHECK in line for line in lines), listed
+
+    run = deploy(inventory)
+    assert run.returncode == 1, run
+    assert run.failed_hosts() == {debian.name, stranger.name}
+    assert run.changed(SWITCH) == {host.name}
+    for name, sentence in sentences.items():
+        assert run.said(name, sentence), run
+        assert all(name not in run.ran(operation) for operation in (CHECK, *PLACING, SWITCH, VERIFY))
+    assert backend_state(lab, host.name)["BackendState"] == "Running"
+    assert etc_nixos(lab, stranger.name) == before
 
 
 CONFIGURATIONS = {
