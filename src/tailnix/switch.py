@@ -7,7 +7,8 @@ generation by itself. A failed switch restores /etc/nixos too, and rolls back if
 become active.
 
 Files of the job, in /var/lib/tailnix/switch/: `job.sh`, `log` (nixos-rebuild's output), `confirm`
-(written by the deployer), and `result`, one line the deployer reads:
+(written by the deployer), `already-failed` (units failed before the switch that failed again; such a
+switch exit 4 is not this deploy's failure), and `result`, one line the deployer reads:
 `running TOKEN`, `switched TOKEN`, `confirmed TOKEN`, `failed TOKEN STATUS REASON`, `rolled-back TOKEN REASON`.
 """
 
@@ -32,6 +33,7 @@ JOB_SCRIPT = f"{JOB_DIR}/job.sh"
 RESULT_FILE = f"{JOB_DIR}/result"
 LOG_FILE = f"{JOB_DIR}/log"
 CONFIRM_FILE = f"{JOB_DIR}/confirm"
+ALREADY_FAILED_FILE = f"{JOB_DIR}/already-failed"
 JOB_UNIT = "tailnix-switch"
 
 ABSENT_SUFFIX = ".tailnix-absent"
@@ -75,27 +77,67 @@ restore() {{
 """
 
 
+def _unit_failures_function() -> str:
+    """Shell that splits switch-to-configuration's exit 4 into the units this switch made fail and the
+    units that were failed before it.
+
+    switch-to-configuration reports every unit failed at the end of a switch, also one that had failed
+    before and was only retried (nixpkgs switch-to-configuration-ng src/main.rs), and a start systemd
+    refused (`Failed to start UNIT: ...`, a `restartUnits` name that does not exist). A switch whose only
+    failures were failed before did not cause them: it is kept.
+    """
+    return f"""
+failed_units() {{
+  systemctl list-units --state=failed --plain --no-legend 2>/dev/null | awk '{{print $1}}' | sort -u | tr '\\n' ' '
+}}
+split_failures() {{
+  caused=""
+  already=""
+  reported=$(sed -n 's/^warning: the following units failed: //p' {LOG_FILE} | tr -d ',')
+  refused=$(sed -n 's/^Failed to [a-z-]* \\([^:]*\\): .*/\\1/p' {LOG_FILE})
+  for unit in $reported; do
+    case " $failed_before " in
+      *" $unit "*) already="${{already:+$already }}$unit" ;;
+      *) caused="${{caused:+$caused }}$unit" ;;
+    esac
+  done
+  for unit in $refused; do caused="${{caused:+$caused }}$unit"; done
+  [ -n "$reported$refused" ] || caused="unknown units (see {LOG_FILE})"
+}}
+"""
+
+
 def job_script(*, token: str, fingerprint: str, rebuild_command: str, confirm_timeout: int) -> str:
     """The shell script the host runs detached: switch, then wait for the confirmation or roll back."""
     return f"""#!/bin/sh
 # Written by tailnix for one switch ({token}); see /var/lib/tailnix/switch/log for nixos-rebuild's output.
 set -u
 say() {{ printf '%s\\n' "$*" > {RESULT_FILE}.new && mv -f {RESULT_FILE}.new {RESULT_FILE}; }}
-{_restore_function()}
+{_restore_function()}{_unit_failures_function()}
 say running {token}
+rm -f {ALREADY_FAILED_FILE}
 if ! nix-instantiate --parse {paths.CONFIGURATION_FILE} > /dev/null 2> {LOG_FILE}; then
   restore
   say failed {token} 1 the edited configuration.nix does not parse
   exit 1
 fi
 before=$(readlink /run/current-system)
+failed_before=$(failed_units)
 {rebuild_command} > {LOG_FILE} 2>&1
 status=$?
+if [ "$status" -eq 4 ]; then
+  split_failures
+  if [ -z "$caused" ]; then
+    # Only units that were failed before the switch failed again: not this deploy's doing.
+    printf '%s\\n' "$already" > {ALREADY_FAILED_FILE}
+    status=0
+  fi
+fi
 if [ "$status" -ne 0 ]; then
   case "$status" in
     1) reason="the configuration did not evaluate or build" ;;
     2) reason="activation failed" ;;
-    4) reason="a unit failed to start" ;;
+    4) reason="a unit failed to start; failed in this switch: $caused${{already:+; already failed before it: $already}}" ;;
     *) reason="unexpected exit" ;;
   esac
   restore
@@ -229,6 +271,21 @@ def _failure_log(host: Host, arguments: ConnectorArguments) -> str:
         return ""
 
 
+def _already_failed(host: Host, arguments: ConnectorArguments) -> str:
+    """A line naming the units that were failed before the switch and failed again, if any."""
+    try:
+        units = (_read(host, arguments, ALREADY_FAILED_FILE) or "").split()
+    except HostUnreadable:
+        return ""
+    if not units:
+        return ""
+    verb = "was" if len(units) == 1 else "were"
+    return (
+        f"\n{', '.join(units)} {verb} already failed before the switch and failed again; "
+        "not caused by this deploy, which is kept"
+    )
+
+
 def _follow(host: Host, arguments: ConnectorArguments, token: str, confirm_timeout: int) -> SwitchOutcome:
     deadline = time.monotonic() + SWITCH_WAIT_SECONDS
     result = None
@@ -274,7 +331,9 @@ def _follow(host: Host, arguments: ConnectorArguments, token: str, confirm_timeo
                 gevent.sleep(POLL_SECONDS)
             continue
         if final[0] == "confirmed":
-            return SwitchOutcome(True, "switched, and confirmed over a new SSH connection")
+            return SwitchOutcome(
+                True, "switched, and confirmed over a new SSH connection" + _already_failed(host, arguments)
+            )
         if final[0] == "rolled-back":
             return SwitchOutcome(
                 False,
