@@ -555,21 +555,28 @@ def secret_module(tarball_free_secret: str) -> str:
 
 
 def test_restart_units_are_used_as_given(host: Host) -> None:
-    """sops-nix pkgs/sops-install-secrets/main.go writes `restartUnits` as given to
-    /run/nixos/activation-restart-list; switch-to-configuration-ng (src/main.rs) starts each one that
-    is not active, and a start that systemd refuses sets exit code 4."""
+    """sops-nix pkgs/sops-install-secrets/main.go (handleModifications) writes the `restartUnits` of a
+    new or changed secret as given to /run/nixos/activation-restart-list, unless /run/secrets did not
+    exist yet; switch-to-configuration-ng (src/main.rs) starts each one that is not active, and a start
+    that systemd refuses sets exit code 4."""
     recipient = host_key(host)
-    encrypt_yaml(host.path("/etc/nixos/secrets.yaml"), "token: abc\n", recipient)
+    secrets = host.path("/etc/nixos/secrets.yaml")
+    encrypt_yaml(secrets, "token: abc\n", recipient)
     host.extra(
         secret_module(
             'sops.secrets.token = { sopsFile = ./secrets.yaml; restartUnits = [ "missing.service" "hello" ]; };'
         )
     )
+    first = host.rebuild("switch")
+    assert first.returncode == 0, first.stderr
+    assert "Failed to start" not in first.stderr
+    assert host.path("/run/secrets/token").read_text() == "abc"
+    encrypt_yaml(secrets, "token: def\n", recipient)
     done = host.rebuild("switch")
     assert done.returncode == 4
     assert "Failed to start missing.service: Unit missing.service not found." in done.stderr
     assert "Failed to start hello: Unit name hello is not valid." in done.stderr
-    assert host.path("/run/secrets/token").read_text() == "abc"
+    assert host.path("/run/secrets/token").read_text() == "def"
 
 
 def test_restart_if_changed_false_is_honoured_for_a_changed_secret(host: Host) -> None:

@@ -380,7 +380,9 @@ def secret_key_problem(data: Any, wanted: str) -> str | None:
 def install_secrets(sops: dict[str, Any]) -> set[str]:
     """Decrypt every secret into a new `/run/secrets.d/N` and point `/run/secrets` at it.
 
-    Returns the names of the secrets whose content changed (added, modified).
+    Returns the names of the secrets whose content changed (added, modified): the ones whose
+    `restartUnits` go to the activation restart list. When `/run/secrets` did not exist before (as at
+    boot) the set is empty: sops-install-secrets then lists no changes (main.go `handleModifications`).
     """
     secrets = {name: s for name, s in (sops.get("secrets") or {}).items() if not s.get("neededForUsers")}
     if not secrets:
@@ -388,6 +390,7 @@ def install_secrets(sops: dict[str, Any]) -> set[str]:
     identities = age_identities(sops)
     values = {name: secret_value(name, secret, identities) for name, secret in secrets.items()}
 
+    first_activation = not host_path(SECRETS_LINK).exists()
     mount = host_path(SECRETS_MOUNT)
     mount.mkdir(parents=True, exist_ok=True)
     mount.chmod(0o751)
@@ -405,6 +408,8 @@ def install_secrets(sops: dict[str, Any]) -> set[str]:
         os.chown(target, _uid(secret), _gid(secret))
         os.chmod(target, int(str(secret.get("mode") or "0400"), 8))
         old = previous / str(secret.get("name") or name) if previous else None
+        if first_activation:
+            continue
         if old is None or not old.exists():
             changed.add(name)
             say(f"adding secret: {name}")
