@@ -4,7 +4,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 LAB := .lab
-APT_PACKAGES := openssh-server nix-bin age jq iproute2 make gcc libc6-dev sudo shellcheck
+APT_PACKAGES := openssh-server nix-bin age jq iproute2 make gcc libc6-dev sudo shellcheck python3-yaml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test check lint shellcheck typecheck unit system venv down clean bench

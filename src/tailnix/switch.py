@@ -7,7 +7,8 @@ generation by itself. A failed switch restores /etc/nixos too, and rolls back if
 become active.
 
 Files of the job, in /var/lib/tailnix/switch/: `job.sh`, `log` (nixos-rebuild's output), `confirm`
-(written by the deployer), and `result`, one line the deployer reads:
+(written by the deployer), `already-failed` (units failed before the switch that failed again; such a
+switch exit 4 is not this deploy's failure), and `result`, one line the deployer reads:
 `running TOKEN`, `switched TOKEN`, `confirmed TOKEN`, `failed TOKEN STATUS REASON`, `rolled-back TOKEN REASON`.
 """
 
@@ -32,6 +33,7 @@ JOB_SCRIPT = f"{JOB_DIR}/job.sh"
 RESULT_FILE = f"{JOB_DIR}/result"
 LOG_FILE = f"{JOB_DIR}/log"
 CONFIRM_FILE = f"{JOB_DIR}/confirm"
+ALREADY_FAILED_FILE = f"{JOB_DIR}/already-failed"
 JOB_UNIT = "tailnix-switch"
 
 ABSENT_SUFFIX = ".tailnix-absent"
@@ -170,6 +172,21 @@ def _failure_log(host: Host, arguments: ConnectorArguments) -> str:
         return ""
 
 
+def _already_failed(host: Host, arguments: ConnectorArguments) -> str:
+    """A line naming the units that were failed before the switch and failed again, if any."""
+    try:
+        units = (_read(host, arguments, ALREADY_FAILED_FILE) or "").split()
+    except HostUnreadable:
+        return ""
+    if not units:
+        return ""
+    verb = "was" if len(units) == 1 else "were"
+    return (
+        f"\n{', '.join(units)} {verb} already failed before the switch and failed again; "
+        "not caused by this deploy, which is kept"
+    )
+
+
 def _follow(host: Host, arguments: ConnectorArguments, token: str, confirm_timeout: int) -> SwitchOutcome:
     deadline = time.monotonic() + SWITCH_WAIT_SECONDS
     result = None
@@ -215,7 +232,9 @@ def _follow(host: Host, arguments: ConnectorArguments, token: str, confirm_timeo
                 gevent.sleep(POLL_SECONDS)
             continue
         if final[0] == "confirmed":
-            return SwitchOutcome(True, "switched, and confirmed over a new SSH connection")
+            return SwitchOutcome(
+                True, "switched, and confirmed over a new SSH connection" + _already_failed(host, arguments)
+            )
         if final[0] == "rolled-back":
             return SwitchOutcome(
                 False,

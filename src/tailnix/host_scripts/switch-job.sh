@@ -12,6 +12,9 @@ absent_suffix=${13} absent_directory_suffix=${14}
 
 say() { printf '%s\n' "$*" > "$result_file.new" && mv -f "$result_file.new" "$result_file"; }
 
+# Units failed before the switch that failed again: not this deploy's failure (read by the deployer).
+already_failed_file="${result_file%/*}/already-failed"
+
 # Put back every file the deploy changed (PENDING_DIR holds the originals, or marks that there was none).
 restore() {
   [ -d "$pending" ] || return 0
@@ -36,6 +39,28 @@ restore() {
   rm -rf "$pending"
 }
 
+# switch-to-configuration exits 4 for every unit failed at the end of a switch, also one that was failed
+# before and was only retried (nixpkgs switch-to-configuration-ng src/main.rs), and for a start systemd
+# refused (`Failed to start UNIT: ...`, a restartUnits name that does not exist). Split its report into the
+# units this switch made fail (caused) and the ones failed before it (already).
+failed_units() {
+  systemctl list-units --state=failed --plain --no-legend 2>/dev/null | awk '{print $1}' | sort -u | tr '\n' ' '
+}
+split_failures() {
+  caused=""
+  already=""
+  reported=$(sed -n 's/^warning: the following units failed: //p' "$log_file" | tr -d ',')
+  refused=$(sed -n 's/^Failed to [a-z-]* \([^:]*\): .*/\1/p' "$log_file")
+  for unit in $reported; do
+    case " $failed_before " in
+      *" $unit "*) already="${already:+$already }$unit" ;;
+      *) caused="${caused:+$caused }$unit" ;;
+    esac
+  done
+  for unit in $refused; do caused="${caused:+$caused }$unit"; done
+  [ -n "$reported$refused" ] || caused="unknown units (see $log_file)"
+}
+
 rebuild() {
   if [ "$flake" = yes ]; then
     # flake.lock is the user's: a deploy never updates it.
@@ -46,19 +71,30 @@ rebuild() {
 }
 
 say running "$token"
+rm -f "$already_failed_file"
 if ! nix-instantiate --parse "$configuration" > /dev/null 2> "$log_file"; then
   restore
   say failed "$token" 1 the edited configuration.nix does not parse
   exit 1
 fi
 before=$(readlink /run/current-system)
+failed_before=$(failed_units)
 rebuild > "$log_file" 2>&1
 status=$?
+caused="" already=""
+if [ "$status" -eq 4 ]; then
+  split_failures
+  if [ -z "$caused" ]; then
+    # Only units that were failed before the switch failed again: not this deploy's doing; it is kept.
+    printf '%s\n' "$already" > "$already_failed_file"
+    status=0
+  fi
+fi
 if [ "$status" -ne 0 ]; then
   case "$status" in
     1) reason="the configuration did not evaluate or build" ;;
     2) reason="activation failed" ;;
-    4) reason="a unit failed to start" ;;
+    4) reason="a unit failed to start; failed in this switch: $caused${already:+; already failed before it: $already}" ;;
     *) reason="unexpected exit" ;;
   esac
   restore

@@ -18,6 +18,7 @@ import grp
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -37,9 +38,25 @@ SOPS_BINARY = "/run/tailnix-lab/bin/sops"
 SOPS_ENV = "TAILNIX_LAB_SOPS"
 TAILSCALE_CLI = "/usr/local/sbin/tailscale"
 
+# A name systemd can load as a unit (systemd's unit_name_is_valid, for the unit types NixOS declares).
+VALID_UNIT_NAME = re.compile(
+    r"[a-zA-Z0-9:_.\\@-]+\.(service|socket|device|mount|automount|swap|target|path|timer|scope|slice)"
+)
+
 # Activation failed (switch-to-configuration's exit status 2), a unit failed (4).
 ACTIVATION_FAILED = 2
 UNITS_FAILED = 4
+
+# The lab's store: one directory per package of the `pkgs` stand-in (pkgs.nix gives the same out paths).
+STORE_DIR = "/var/lib/tailnix-lab/store"
+PACKAGES_FILE = Path(__file__).with_name("packages.json")
+# systemd's commands, emulated: command -> (module of tailnix_lab.emulator, leading arguments).
+LAB_COMMANDS = {
+    "systemd-notify": ("units", "notify "),
+    "systemctl": ("systemctl", ""),
+    "journalctl": ("journalctl", ""),
+    "systemd-run": ("systemd_run", ""),
+}
 
 # The commands a NixOS system profile has, linked from this machine's own.
 PROFILE_COMMANDS = [
@@ -203,28 +220,52 @@ def say(message: str) -> None:
 
 
 def build_profile(generation: Generation) -> None:
-    """Populate the generation's `sw/bin` with the commands a NixOS system has."""
+    """Populate the generation's `sw/bin` with the commands a NixOS system has, and the lab's store."""
+    build_store()
     bin_dir = generation.directory / "sw" / "bin"
     if bin_dir.is_dir():
         return
     bin_dir.mkdir(parents=True)
-    search = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
-    for command in PROFILE_COMMANDS:
-        found = shutil.which(command, path=search)
-        if found:
-            os.symlink(found, bin_dir / command)
-    os.symlink(host_path(TAILSCALE_CLI), bin_dir / "tailscale")
-    pylib = Path(units.__file__).resolve().parents[2]  # the directory holding tailnix_lab (and tailnix)
-    for command, module, args in (
-        ("systemd-notify", "units", "notify "),
-        ("systemctl", "systemctl", ""),
-        ("journalctl", "journalctl", ""),
-    ):
+    for command in [*PROFILE_COMMANDS, "tailscale", *LAB_COMMANDS]:
+        _link_command(bin_dir, command)
+
+
+def build_store() -> None:
+    """Give every package of the `pkgs` stand-in its own `bin` with the commands it has (packages.json).
+
+    A unit's PATH names these directories, so a unit finds only the commands of the packages in its `path`.
+    """
+    packages: dict[str, dict[str, Any]] = json.loads(PACKAGES_FILE.read_text())
+    store = host_path(STORE_DIR)
+    for name, package in packages.items():
+        directory = store / f"{name}-{package['version']}"
+        if directory.is_dir():
+            continue
+        staging = store / f".{directory.name}.{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        (staging / "bin").mkdir(parents=True)
+        for command in package.get("bin") or []:
+            _link_command(staging / "bin", command)
+        os.replace(staging, directory)
+
+
+def _link_command(bin_dir: Path, command: str) -> None:
+    """Put one command into a `bin` directory: the lab's own emulators, or this machine's program."""
+    if command == "tailscale":
+        os.symlink(host_path(TAILSCALE_CLI), bin_dir / command)
+        return
+    if command in LAB_COMMANDS:
+        module, args = LAB_COMMANDS[command]
+        pylib = Path(units.__file__).resolve().parents[2]  # the directory holding tailnix_lab (and tailnix)
         wrapper = bin_dir / command
         wrapper.write_text(
             f'#!/bin/sh\nPYTHONPATH={pylib} exec /usr/bin/python3 -m tailnix_lab.emulator.{module} {args}"$@"\n'
         )
         wrapper.chmod(0o755)
+        return
+    found = shutil.which(command, path="/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+    if found:
+        os.symlink(found, bin_dir / command)
 
 
 # -- sops-nix -------------------------------------------------------------------------------------
@@ -239,7 +280,7 @@ def sops_binary() -> str:
     return os.environ.get(SOPS_ENV) or SOPS_BINARY
 
 
-def _on_host(path: str) -> Path:
+def config_path_on_host(path: str) -> Path:
     """A path from the configuration: Nix resolved path literals already, strings are host paths.
 
     Store paths (a flake's files are evaluated from the store) are the machine's: every lab host
@@ -257,7 +298,7 @@ def age_identities(sops: dict[str, Any]) -> list[str]:
     age = sops.get("age") or {}
     for key_path in age.get("sshKeyPaths") or []:
         try:
-            text = _on_host(key_path).read_text()
+            text = config_path_on_host(key_path).read_text()
         except OSError as err:
             raise SecretsError(f"cannot read ssh key '{key_path}': {err.strerror}") from err
         identity = ssh_private_key_to_age_identity(text)
@@ -266,7 +307,7 @@ def age_identities(sops: dict[str, Any]) -> list[str]:
     key_file = age.get("keyFile")
     if key_file:
         try:
-            text = _on_host(key_file).read_text()
+            text = config_path_on_host(key_file).read_text()
         except OSError as err:
             raise SecretsError(f"cannot read keyfile '{key_file}': {err.strerror}") from err
         identities.extend(line for line in text.splitlines() if line.startswith("AGE-SECRET-KEY-"))
@@ -288,7 +329,7 @@ def decrypt(sops_file: str, file_format: str, output_format: str, identities: li
         file_format,
         "--output-type",
         output_format,
-        str(_on_host(sops_file)),
+        str(config_path_on_host(sops_file)),
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -297,32 +338,51 @@ def decrypt(sops_file: str, file_format: str, output_format: str, identities: li
 
 
 def secret_value(name: str, secret: dict[str, Any], identities: list[str]) -> bytes:
-    """The plaintext of one `sops.secrets.<name>`."""
+    """The plaintext of one `sops.secrets.<name>`, as sops-install-secrets' `decryptSecret` makes it.
+
+    binary, dotenv and ini secrets are the whole decrypted file (`key` is not used); yaml and json
+    ones the string at `key` ("" for the whole file).
+    """
     file_format = str(secret.get("format") or "yaml")
     sops_file = str(secret["sopsFile"])
     key = str(secret.get("key") if secret.get("key") is not None else name)
-    if file_format == "binary":
-        return decrypt(sops_file, "binary", "binary", identities).encode()
-    if key == "":
+    if file_format in ("binary", "dotenv", "ini") or key == "":
         return decrypt(sops_file, file_format, file_format, identities).encode()
     data: Any = json.loads(decrypt(sops_file, file_format, "json", identities))
+    problem = secret_key_problem(data, key)
+    if problem:
+        raise SecretsError(f"secret {secret.get('name') or name} in {sops_file} is not valid: {problem}")
     for part in key.split("/"):
-        if not isinstance(data, dict) or part not in data:
-            raise SecretsError(f"secret {name} in {sops_file} is not valid: the key '{key}' cannot be found")
         data = data[part]
-    if isinstance(data, (dict, list)):
-        raise SecretsError(
-            f"secret {name} in {sops_file} is not valid: the value of key '{key}' is not a string"
-        )
-    if isinstance(data, bool):
-        return b"true" if data else b"false"
     return str(data).encode()
+
+
+def secret_key_problem(data: Any, wanted: str) -> str | None:
+    """sops-install-secrets' recurseSecretKey: why `wanted` names no string in `data`, in its words.
+
+    The tool names the value of a top-level key '' (it names only the keys above the last).
+    """
+    parts = wanted.split("/")
+    so_far: list[str] = []
+    for index, part in enumerate(parts):
+        if not isinstance(data, dict) or part not in data:
+            return f"the key '{'/'.join([*so_far, part])}' cannot be found"
+        if index < len(parts) - 1:
+            so_far.append(part)
+            if not isinstance(data[part], dict):
+                return f"key '{'/'.join(so_far)}' does not refer to a dictionary"
+        data = data[part]
+    if not isinstance(data, str):
+        return f"the value of key '{'/'.join(so_far)}' is not a string"
+    return None
 
 
 def install_secrets(sops: dict[str, Any]) -> set[str]:
     """Decrypt every secret into a new `/run/secrets.d/N` and point `/run/secrets` at it.
 
-    Returns the names of the secrets whose content changed (added, modified).
+    Returns the names of the secrets whose content changed (added, modified): the ones whose
+    `restartUnits` go to the activation restart list. When `/run/secrets` did not exist before (as at
+    boot) the set is empty: sops-install-secrets then lists no changes (main.go `handleModifications`).
     """
     secrets = {name: s for name, s in (sops.get("secrets") or {}).items() if not s.get("neededForUsers")}
     if not secrets:
@@ -330,6 +390,7 @@ def install_secrets(sops: dict[str, Any]) -> set[str]:
     identities = age_identities(sops)
     values = {name: secret_value(name, secret, identities) for name, secret in secrets.items()}
 
+    first_activation = not host_path(SECRETS_LINK).exists()
     mount = host_path(SECRETS_MOUNT)
     mount.mkdir(parents=True, exist_ok=True)
     mount.chmod(0o751)
@@ -347,6 +408,8 @@ def install_secrets(sops: dict[str, Any]) -> set[str]:
         os.chown(target, _uid(secret), _gid(secret))
         os.chmod(target, int(str(secret.get("mode") or "0400"), 8))
         old = previous / str(secret.get("name") or name) if previous else None
+        if first_activation:
+            continue
         if old is None or not old.exists():
             changed.add(name)
             say(f"adding secret: {name}")
@@ -413,8 +476,13 @@ def configured_units(configuration: dict[str, Any]) -> dict[str, units.ServiceUn
     return found
 
 
-def plan_units(new: dict[str, units.ServiceUnit], restart_for_secrets: set[str]) -> UnitPlan:
-    """Decide which units stop, restart and start, comparing with what is installed and running."""
+def plan_units(new: dict[str, units.ServiceUnit], restart_list: list[str]) -> UnitPlan:
+    """Decide which units stop, restart and start, comparing with what is installed and running.
+
+    `restart_list` is /run/nixos/activation-restart-list: unit names as the activation wrote them
+    (sops-nix's `restartUnits`). As switch-to-configuration-ng does, one that is not active is
+    started, whatever its name; an active one is restarted unless `restartIfChanged = false`.
+    """
     plan = UnitPlan()
     for unit in units.installed_units():
         if unit not in new and units.read_state(unit).get("ActiveState") in (units.ACTIVE, units.ACTIVATING):
@@ -425,8 +493,8 @@ def plan_units(new: dict[str, units.ServiceUnit], restart_for_secrets: set[str])
         state = units.read_state(unit)
         active = state.get("ActiveState") in (units.ACTIVE, units.ACTIVATING)
         changed = old is not None and old.definition_hash != service.definition_hash
-        if active and (changed or unit in restart_for_secrets):
-            if service.definition.get("restartIfChanged", True) or unit in restart_for_secrets:
+        if active and (changed or unit in restart_list):
+            if service.definition.get("restartIfChanged", True):
                 plan.restart.append(unit)
             else:
                 plan.not_restarted.append(unit)
@@ -436,8 +504,12 @@ def plan_units(new: dict[str, units.ServiceUnit], restart_for_secrets: set[str])
         )
         if service.wanted_by_multi_user and not active and not ran_this_definition:
             wanted.append(unit)
+    for unit in restart_list:
+        planned = unit in wanted or unit in plan.restart or unit in plan.not_restarted
+        if not planned and units.read_state(unit).get("ActiveState") not in (units.ACTIVE, units.ACTIVATING):
+            wanted.append(unit)
     # Wants=/Requires= pull in the units they name.
-    queue = list(wanted)
+    queue = [unit for unit in wanted if unit in new]
     while queue:
         unit = queue.pop()
         for dependency in (
@@ -484,8 +556,8 @@ def note_missing_orderings(
             )
 
 
-def run_units(plan: UnitPlan, configured: dict[str, units.ServiceUnit]) -> list[str]:
-    """Carry out a unit plan; return the units that failed."""
+def run_units(plan: UnitPlan, configured: dict[str, units.ServiceUnit], refused: list[str]) -> list[str]:
+    """Carry out a unit plan; return the units whose jobs failed (`refused` gets the jobs systemd refused)."""
     failed: list[str] = []
     if plan.stop:
         say("stopping the following units: " + ", ".join(sorted(plan.stop)))
@@ -496,6 +568,8 @@ def run_units(plan: UnitPlan, configured: dict[str, units.ServiceUnit]) -> list[
             units.remove_definition(unit)
     for service in configured.values():
         units.save_definition(service)
+    # switch-to-configuration forgets previously failed units before it starts anything.
+    units.reset_failed()
     if plan.not_restarted:
         say("NOT restarting the following changed units: " + ", ".join(sorted(plan.not_restarted)))
     if plan.restart:
@@ -505,8 +579,18 @@ def run_units(plan: UnitPlan, configured: dict[str, units.ServiceUnit]) -> list[
             if units.restart(unit) == units.FAILED:
                 failed.append(unit)
     if plan.start:
-        say("the following new units were started: " + ", ".join(sorted(plan.start)))
-        for unit in start_order(plan.start, configured):
+        unknown = [unit for unit in plan.start if unit not in configured]
+        known = [unit for unit in plan.start if unit in configured]
+        for unit in unknown:
+            # systemd refuses the start job (the D-Bus call fails) for a name it cannot load.
+            if VALID_UNIT_NAME.fullmatch(unit):
+                say(f"Failed to start {unit}: Unit {unit} not found.")
+            else:
+                say(f"Failed to start {unit}: Unit name {unit} is not valid.")
+            refused.append(unit)
+        if known:
+            say("the following new units were started: " + ", ".join(sorted(known)))
+        for unit in start_order(known, configured):
             service = configured[unit]
             note_missing_orderings(unit, service, configured)
             broken = [d for d in service.list_of("requires") + service.list_of("bindsTo") if d in failed]
@@ -551,17 +635,22 @@ def switch_to_configuration(generation: Generation, action: str) -> int:
             say("Activation script snippet 'setupSecrets' failed (1)")
             status = ACTIVATION_FAILED
     configured = configured_units(configuration)
-    restart_for_secrets = {
-        units.unit_name(unit)
-        for name in changed_secrets
-        for unit in (sops or {}).get("secrets", {}).get(name, {}).get("restartUnits") or []
-    } & set(configured)
-    plan = plan_units(configured, restart_for_secrets)
-    failed = run_units(plan, configured)
+    # What sops-install-secrets writes to /run/nixos/activation-restart-list: the names as given.
+    restart_list: list[str] = []
+    for name in sorted(changed_secrets):
+        for unit in (sops or {}).get("secrets", {}).get(name, {}).get("restartUnits") or []:
+            if str(unit) not in restart_list:
+                restart_list.append(str(unit))
+    plan = plan_units(configured, restart_list)
+    refused: list[str] = []
+    run_units(plan, configured, refused)
+    # Every unit failed at the end counts, also one that had failed before and failed again.
+    failed = units.failed_units()
     if failed:
         say("warning: the following units failed: " + ", ".join(sorted(failed)))
         for unit in sorted(failed):
             say("")
             say(systemctl.status_text(unit, lines=10))
+    if failed or refused:
         status = UNITS_FAILED
     return status

@@ -24,7 +24,7 @@ from typing import Any
 
 EMULATOR_DIR = Path(__file__).resolve().parent
 # The files of the emulator that make up the nixpkgs stand-in, besides its flake.nix.
-NIXPKGS_STANDIN_FILES = ("lib.nix", "pkgs.nix", "nixos-options.nix", "eval-config.nix")
+NIXPKGS_STANDIN_FILES = ("lib.nix", "pkgs.nix", "packages.json", "nixos-options.nix", "eval-config.nix")
 NIXPKGS_STANDIN_DIRS = ("nixos-modules",)
 # Nix without a daemon, as root: no build users exist on a lab host.
 NIX_CONFIG = "build-users-group ="

@@ -178,7 +178,7 @@ let
         inherit name check merge emptyValue getSubOptions nestedTypes;
         description = if description == null then name else description;
       };
-    options = { inherit mkOption mkEnableOption mkPackageOption isOption showOption showFiles mergeEqualOption mergeOneOption mergeDefaultOption literalExpression literalMD; };
+    options = { inherit mkOption mkEnableOption mkPackageOption isOption showOption showFiles mergeEqualOption mergeOneOption mergeDefaultOption literalExpression literalMD showDefs; };
 
     # -- module system: how values are shown in errors ----------------------------------------
     showOption = parts:

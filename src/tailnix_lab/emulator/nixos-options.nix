@@ -9,18 +9,41 @@ let
   bool = default: option types.bool default;
   strList = option (types.listOf types.str) [ ];
 
-  # systemd's own option values: a list concatenates, anything else must agree.
+  # As nixos/lib/systemd-unit-options.nix `unitOption`: repeatable options are lists, others must agree,
+  # and a mix of both is an error.
   unitOption = lib.mkOptionType {
     name = "systemd option";
     description = "systemd option";
     merge = loc: defs:
       let defs' = lib.filterOverrides defs; in
-      if lib.any (def: lib.isList def.value) defs'
-      then lib.concatMap (def: lib.toList def.value) defs'
+      if lib.isList (lib.head defs').value
+      then lib.concatMap (def:
+        if builtins.typeOf def.value == "list" then def.value
+        else throw "The definitions for systemd unit options should be either all lists, representing repeatable options, or all non-lists, but for the option ${lib.showOption loc}, the definitions are a mix of list and non-list ${lib.options.showDefs defs'}") defs'
       else lib.mergeEqualOption loc defs';
   };
 
-  unitNameList = option (types.listOf types.str) [ ];
+  # As nixos/lib/systemd-lib.nix: `assertValueOneOf` and `checkUnitConfig` (the errors go to the
+  # trace, the type check fails), and `checkService` of systemd-unit-options.nix.
+  assertValueOneOf = name: values: group: attr:
+    lib.optional (attr ? ${name} && !lib.elem attr.${name} values)
+      "Systemd ${group} field `${name}' cannot have value `${toString attr.${name}}'.";
+  checkUnitConfig = group: checks: attrs:
+    let
+      defs = lib.mapAttrs (_: v:
+        if v._type or "" == "override" || v._type or "" == "if" then v.content else v) attrs;
+      errors = lib.concatMap (c: c group defs) checks;
+    in
+    if errors == [ ] then true else builtins.trace (lib.concatStringsSep "\n" errors) false;
+  checkService = checkUnitConfig "Service" [
+    (assertValueOneOf "Type" [ "exec" "simple" "forking" "oneshot" "dbus" "notify" "notify-reload" "idle" ])
+    (assertValueOneOf "Restart" [ "no" "on-success" "on-failure" "on-abnormal" "on-abort" "always" ])
+  ];
+
+  # nixos/lib/systemd-lib.nix `unitNameType`: options that name units take full unit names.
+  unitNameType = types.strMatching "[a-zA-Z0-9@%:_.\\-]+[.](service|socket|device|mount|automount|swap|target|path|timer|scope|slice)";
+
+  unitNameList = option (types.listOf unitNameType) [ ];
 
   serviceModule = { name, config, ... }: {
     options = {
@@ -50,7 +73,7 @@ let
       startLimitIntervalSec = mkOption { type = types.int; description = "Start limit interval."; };
       environment = option (types.attrsOf (types.nullOr (types.oneOf [ types.str types.path types.package ]))) { };
       path = option (types.listOf (types.oneOf [ types.package types.str ])) [ ];
-      serviceConfig = option (types.attrsOf unitOption) { };
+      serviceConfig = option (types.addCheck (types.attrsOf unitOption) checkService) { };
       script = option types.lines "";
       scriptArgs = option types.str "";
       preStart = option types.lines "";

@@ -11,7 +11,9 @@ flake with the real `nix eval`, in pure mode as real flakes are: a git flake see
 tracks, and inputs come from `flake.lock`, which the lab's stand-ins satisfy (`flake_inputs`). The
 lab never writes flake.lock: an input missing from it is an error.
 
-Exit codes as the real one: 0 done, 1 a parse, evaluation or usage error, 2 activation failed,
+Building checks what real builds check (`build`): unit scripts and the sops-nix manifest.
+
+Exit codes as the real one: 0 done, 1 a parse, evaluation, build or usage error, 2 activation failed,
 4 a unit failed while switching.
 """
 
@@ -25,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tailnix_lab.emulator import activation, flake_inputs
+from tailnix_lab.emulator import activation, build, flake_inputs
 from tailnix_lab.emulator.hostroot import host_path
 
 ACTIONS = ("switch", "boot", "test", "build", "dry-build", "dry-activate")
@@ -304,7 +306,14 @@ def main(argv: list[str]) -> int:
 
 def activate(evaluated: dict[str, Any], action: str) -> int:
     """Make the evaluated configuration a generation and switch to it, as the action asks."""
-    if action in ("build", "dry-build", "dry-activate"):
+    if action in ("dry-build", "dry-activate"):
+        return 0
+    try:
+        build.check(evaluated["config"])
+    except build.BuildError as err:
+        print(err, file=sys.stderr)
+        return 1
+    if action == "build":
         return 0
     generation = activation.add_generation(evaluated)
     return finish(activation.switch_to_configuration(generation, action))

@@ -8,7 +8,9 @@ import time
 
 from tailnix_lab.emulator import units
 
-USAGE = "usage: systemctl {is-active|is-failed|status|start|stop|restart} UNIT..."
+USAGE = (
+    "usage: systemctl {is-active|is-failed|status|start|stop|restart} UNIT... | list-units [--state=STATE]"
+)
 # systemctl's LSB exit codes: 3 for "not running", 4 for "no such unit", 1 for a failed job.
 EXIT_NOT_ACTIVE = 3
 EXIT_NO_SUCH_UNIT = 4
@@ -62,10 +64,35 @@ def journal_tail(unit: str, count: int) -> list[str]:
     return text.splitlines()[-count:] if count > 0 else []
 
 
+def list_units(args: list[str]) -> int:
+    """`systemctl list-units [--state=STATE] [--plain] [--no-legend]` (and `systemctl --failed`)."""
+    states = [a.split("=", 1)[1] for a in args if a.startswith("--state=")]
+    if "--failed" in args:
+        states.append(units.FAILED)
+    legend = "--no-legend" not in args
+    rows = []
+    for unit in units.loaded_units():
+        state = units.read_state(unit)
+        if states and state.get("ActiveState") not in states:
+            continue
+        service = units.load_definition(unit)
+        description = service.description if service else unit
+        rows.append(f"{unit} loaded {state.get('ActiveState')} {state.get('SubState')} {description}")
+    if legend:
+        print("UNIT LOAD ACTIVE SUB DESCRIPTION")
+    for row in rows:
+        print(row)
+    if legend:
+        print(f"\n{len(rows)} loaded units listed.")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """Run `systemctl ARGS`."""
     args = [a for a in argv if a not in ("--no-pager", "--quiet", "-q", "--no-block", "--full", "-l")]
     quiet = "--quiet" in argv or "-q" in argv
+    if args and args[0] in ("list-units", "--failed"):
+        return list_units(args)
     if len(args) < 2:
         print(USAGE, file=sys.stderr)
         return 1

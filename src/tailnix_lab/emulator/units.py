@@ -222,6 +222,27 @@ def installed_units() -> list[str]:
     return sorted(p.name[: -len(".json")] for p in directory.glob("*.service.json"))
 
 
+def loaded_units() -> list[str]:
+    """Every unit systemd would list: installed ones and transient ones of `systemd-run`."""
+    transient = host_path(TRANSIENT_DIR)
+    names = set(installed_units())
+    if transient.is_dir():
+        names.update(p.name[: -len(".json")] for p in transient.glob("*.service.json"))
+    return sorted(names)
+
+
+def failed_units() -> list[str]:
+    """The loaded units in the failed state (`systemctl list-units --state=failed`)."""
+    return [unit for unit in loaded_units() if read_state(unit).get("ActiveState") == FAILED]
+
+
+def reset_failed() -> None:
+    """`systemctl reset-failed`: failed units become inactive; a failed transient unit is unloaded."""
+    for unit in failed_units():
+        write_state(unit, ActiveState=INACTIVE, SubState="dead", Result="success")
+        (host_path(TRANSIENT_DIR) / f"{unit}.json").unlink(missing_ok=True)
+
+
 def unit_name(argument: str) -> str:
     """`foo` and `foo.service` both name `foo.service`."""
     return argument if "." in argument else f"{argument}.service"
@@ -297,16 +318,38 @@ def _host_dir(path: str) -> str:
     return str(host_path(path)) if path.startswith("/") else path
 
 
-def job_script(text: str) -> str:
-    """A unit script as NixOS's makeJobScript writes it."""
-    return f"#!{SYSTEM_SW}/bin/bash\nset -e\n{text}"
+# The job scripts NixOS makes of a unit's shell options (systemd-unit-options.nix), by file suffix.
+JOB_SCRIPTS = {
+    "pre-start": "preStart",
+    "start": "script",
+    "post-start": "postStart",
+    "reload": "reload",
+    "pre-stop": "preStop",
+    "post-stop": "postStop",
+}
+
+
+def job_script(text: str, strict: bool = False) -> str:
+    """A unit script as NixOS's makeJobScript writes it (systemd-lib.nix).
+
+    `writeShellScriptBin` with `set -e`, or with `enableStrictShellChecks` a `writeShellApplication`,
+    whose scripts start with errexit, nounset and pipefail (trivial-builders).
+    """
+    if strict:
+        return f"#!{SYSTEM_SW}/bin/bash\nset -o errexit\nset -o nounset\nset -o pipefail\n\n{text}\n"
+    return f"#!{SYSTEM_SW}/bin/bash\nset -e\n\n{text}\n"
+
+
+def job_script_name(service_name: str, suffix: str) -> str:
+    """The script's file name: makeJobScript's `scriptName` of `NAME-SUFFIX`."""
+    return f"{service_name}-{suffix}".replace("\\", "-").replace("@", "_")
 
 
 def _script_file(service: ServiceUnit, suffix: str, text: str) -> Path:
     directory = units_dir() / "scripts"
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{service.name}-{suffix}"
-    path.write_text(job_script(text))
+    path = directory / job_script_name(service.name, suffix)
+    path.write_text(job_script(text, bool(service.definition.get("enableStrictShellChecks"))))
     path.chmod(0o755)
     return path
 
