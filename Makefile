@@ -34,8 +34,9 @@ shellcheck: system  ## the shell tailnix runs on hosts, as POSIX sh
 typecheck: venv
 	$(BIN)/mypy
 
+# Tests run in parallel, one worker per core (at most 4), each worker with a lab of its own.
 unit: venv
-	$(BIN)/pytest
+	$(BIN)/pytest --numprocesses=auto --maxprocesses=4
 
 system:  ## the Debian packages the lab and the tests use
 	@missing=""; for package in $(APT_PACKAGES); do \

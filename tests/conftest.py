@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pyinfra_cli patches the standard library for gevent when it is imported. In an xdist worker that
+    # happens after execnet's I/O thread has started, and the worker then waits forever for its next
+    # test. The tests use pyinfra in their own process only to load inventories and build operations,
+    # with no connection, which needs no patching; every deploy runs pyinfra in a process of its own.
+    from gevent import monkey
+
+    monkey.patch_all = lambda *args, **kwargs: None
 
 from tailnix_lab.hosts import Lab, LabError, LabHost
 
