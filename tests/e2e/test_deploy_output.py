@@ -184,3 +184,36 @@ def test_the_events_file_says_what_happened_and_holds_no_secret(
     for key in (mixed.auth_key, REFUSED_KEY):
         assert key not in text
         assert key not in first.stdout + first.stderr
+
+
+def test_a_shell_step_that_fails_is_summed_up_by_what_it_printed(
+    lab: Lab, mixed: MixedFleet, tmp_path: Path
+) -> None:
+    # The lock is taken by a shell script on the host, which says who holds it: that line is the reason.
+    host = mixed.broken.name
+    holder = subprocess.Popen(
+        [
+            *lab.ssh_command(host),
+            "install -d -m 0700 /var/lib/tailnix; exec 9>> /var/lib/tailnix/lock; flock 9; "
+            "echo 'alice@laptop (pid 4242) since 2026-11-28T09:00:00Z' > /var/lib/tailnix/lock.holder; "
+            "echo held; read line",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        text = mixed.inventory.read_text().replace(
+            "'tailnix_secrets_file'", "'tailnix_lock_timeout': 2, 'tailnix_secrets_file'"
+        )
+        inventory = tmp_path / "inventory.py"
+        inventory.write_text(text)
+        run = tailnix("deploy", "-i", str(inventory), "--limit", host)
+    finally:
+        holder.communicate("done\n", timeout=30)
+    assert run.returncode == 1
+    assert row(run.stdout, host).endswith(
+        "another deploy holds the lock of this host after 2s of waiting: "
+        "alice@laptop (pid 4242) since 2026-11-28T09:00:00Z"
+    ), run.stdout
