@@ -181,10 +181,16 @@ def _failure_log(host: Host, arguments: ConnectorArguments) -> str:
 
 
 def _error_lines(log: str) -> tuple[str, ...]:
-    """nixos-rebuild's output from its first `error:` line (Nix's error), or all of it when it has none."""
+    """The lines of nixos-rebuild's output that say why it failed, for a summary.
+
+    From Nix's first `error:` line when there is one (an evaluation or build error); otherwise its last
+    lines (an activation, or a unit that failed, ends the output).
+    """
     lines = [line for line in log.splitlines() if line.strip()]
-    first = next((i for i, line in enumerate(lines) if line.lstrip().startswith("error")), 0)
-    return tuple(lines[first:])
+    first = next((i for i, line in enumerate(lines) if line.lstrip().startswith("error")), None)
+    if first is None:
+        return tuple(lines[-events.MAX_LINES :])
+    return tuple(lines[first : first + events.MAX_LINES])
 
 
 def _already_failed(host: Host, arguments: ConnectorArguments) -> str:
