@@ -86,10 +86,12 @@ def report_unreachable_hosts() -> None:
         if key in _REPORTED_UNREACHABLE or failed.connected:
             continue
         _REPORTED_UNREACHABLE.add(key)
-        reason = f"no SSH connection (refused, timed out after {current.config.CONNECT_TIMEOUT}s, or rejected"
-        logger.error(f"    [{failed.name}] not deployed: {reason}: see above)")
+        reason = f"refused, timed out after {current.config.CONNECT_TIMEOUT}s, or rejected"
+        logger.error(f"    [{failed.name}] not deployed: no SSH connection ({reason}: see above)")
         address = f"{failed.data.get('ssh_hostname') or failed.name}:{failed.data.get('ssh_port') or 22}"
-        events.host_ended(failed.state, failed.name, events.UNREACHABLE, f"{reason}) to {address}")
+        events.host_ended(
+            failed.state, failed.name, events.UNREACHABLE, f"no SSH connection to {address} ({reason})"
+        )
 
 
 def _report(state: State, host: Host, message: str, ok: bool) -> bool:

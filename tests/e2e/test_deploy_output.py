@@ -93,8 +93,8 @@ def test_the_summary_gives_each_failed_host_the_reason_pyinfra_gave(
     assert row(out, "debian-1").endswith(
         "debian-1 is not NixOS (/etc/os-release ID=debian); tailnix only manages NixOS hosts"
     )
-    assert "no SSH connection (refused, timed out after 10s, or rejected) to 127.0.0.1:" in row(
-        out, mixed.unreachable.name
+    assert row(out, mixed.unreachable.name).endswith(
+        f"no SSH connection to 127.0.0.1:{mixed.unreachable.port} (refused, timed out after 10s, or rejected)"
     )
     assert row(out, mixed.broken.name).endswith(
         "nixos-rebuild switch failed (exit 1: the configuration did not evaluate or build; /etc/nixos restored)"
