@@ -152,7 +152,7 @@ class DeployReport:
             click.echo(f"{host}: {step} ...")
 
     def host(self, result: HostDeployResult) -> None:
-        """A host has ended: its result line (and, when it failed, the lines that show why)."""
+        """A host has ended: its result line, with the sentence tailnix said about it."""
         self._seen += 1
         if self.quiet and result.ok:
             return
@@ -162,33 +162,36 @@ class DeployReport:
         click.echo(f"[{self._seen}/{self.total}] {result.host}: {state}, {switched}{detail}")
 
     def summary(self, outcome: DeployOutcome) -> None:
-        """The table of every host, and one line of counts (the only line when quiet and all went well)."""
+        """The table of every host, and one line of counts (the only line when quiet)."""
         if not self.quiet:
-            rows = [("HOST", "RESULT", "SWITCHED", "DETAIL")]
-            rows += [
-                (h.host, "ok" if h.ok else "failed", "yes" if h.switched else "no", h.detail)
-                for h in outcome.hosts
-            ]
-            rows += [(name, "not run", "no", "") for name in outcome.not_attempted]
-            widths = [max(len(row[i]) for row in rows) for i in range(3)]
+            _table(outcome)
             click.echo("")
-            for row in rows:
-                cells = "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
-                click.echo(f"{cells}  {row[3]}".rstrip())
-            for result in outcome.hosts:
-                if not result.ok and result.evidence:
-                    click.echo(f"\n{result.host}:")
-                    for line in result.evidence:
-                        click.echo(f"  {line}")
         failed = sum(not h.ok for h in outcome.hosts)
-        if not self.quiet:
-            click.echo("")
         click.echo(
             f"{_hosts(len(outcome.hosts))} deployed: {len(outcome.hosts) - failed} ok, {failed} failed"
             + (f", {len(outcome.not_attempted)} not run" if outcome.not_attempted else "")
         )
         if outcome.stopped_reason:
             click.echo(outcome.stopped_reason, err=True)
+
+
+def _table(outcome: DeployOutcome) -> None:
+    """A row per host, the reason in its last column; under it, the lines that show why hosts failed."""
+    rows = [("HOST", "RESULT", "SWITCHED", "DETAIL")]
+    rows += [
+        (h.host, "ok" if h.ok else "failed", "yes" if h.switched else "no", h.detail) for h in outcome.hosts
+    ]
+    rows += [(name, "not run", "no", "") for name in outcome.not_attempted]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    click.echo("")
+    for row in rows:
+        cells = "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
+        click.echo(f"{cells}  {row[3]}".rstrip())
+    for result in outcome.hosts:
+        if not result.ok and result.evidence:
+            click.echo(f"\n{result.host}:")
+            for line in result.evidence:
+                click.echo(f"  {line}")
 
 
 def _hosts(count: int) -> str:
