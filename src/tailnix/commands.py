@@ -86,6 +86,15 @@ def limit_option(command: Command) -> Command:
     )(command)
 
 
+quiet_option = click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Print only errors and the last line of the summary (for cron); the exit code is the same.",
+)
+"""`-q/--quiet` of the commands that deploy: only errors and the summary's last line."""
+
+
 def sops_options(command: Command) -> Command:
     """`--secrets-file` and `--sops-config`, both found from the inventory by default."""
     command = click.option(
@@ -108,11 +117,15 @@ def _fleet(inventory_file: Path, names: tuple[str, ...], limits: tuple[str, ...]
         raise click.UsageError(str(error)) from None
 
 
-def _print_recipients(update: RecipientUpdate, location: SecretsLocation) -> None:
+def _print_recipients(update: RecipientUpdate, location: SecretsLocation, *, quiet: bool = False) -> None:
     for change in update.changes:
+        if quiet and change.ok:
+            continue
         shown = f" ({change.recipient})" if change.recipient and change.outcome != "failed" else ""
         prefix = "error: " if not change.ok else ""
         click.echo(f"{change.host}: {prefix}{change.message}{shown}", err=not change.ok)
+    if quiet:
+        return
     if update.config_changed:
         click.echo(f"{location.sops_config}: updated")
     if update.secrets_reencrypted:
@@ -121,22 +134,49 @@ def _print_recipients(update: RecipientUpdate, location: SecretsLocation) -> Non
         click.echo(f"{location.sops_config.name} and {location.secrets_file.name}: nothing to change")
 
 
-def _progress(total: int) -> Callable[[HostDeployResult], None]:
-    seen = 0
+class DeployReport:
+    """What a user sees of a deploy: a line per host as it goes, then a summary.
 
-    def report(result: HostDeployResult) -> None:
-        nonlocal seen
-        seen += 1
+    + total: how many hosts the deploy has
+    + quiet: only failed hosts and the summary's last line (for cron)
+    """
+
+    def __init__(self, total: int, *, quiet: bool = False) -> None:
+        self.total = total
+        self.quiet = quiet
+        self._seen = 0
+
+    def step(self, host: str, step: str) -> None:
+        """A host began a step that takes time."""
+        if not self.quiet:
+            click.echo(f"{host}: {step} ...")
+
+    def host(self, result: HostDeployResult) -> None:
+        """A host has ended: its result line, with the sentence tailnix said about it."""
+        self._seen += 1
+        if self.quiet and result.ok:
+            return
         state = "ok" if result.ok else "FAILED"
         switched = "switched" if result.switched else "-"
+        detail = f", {result.detail}" if result.detail else ""
+        click.echo(f"[{self._seen}/{self.total}] {result.host}: {state}, {switched}{detail}")
+
+    def summary(self, outcome: DeployOutcome) -> None:
+        """The table of every host, and one line of counts (the only line when quiet)."""
+        if not self.quiet:
+            _table(outcome)
+            click.echo("")
+        failed = sum(not h.ok for h in outcome.hosts)
         click.echo(
-            f"[{seen}/{total}] {result.host}: {state}, {switched}{', ' + result.detail if result.detail else ''}"
+            f"{_hosts(len(outcome.hosts))} deployed: {len(outcome.hosts) - failed} ok, {failed} failed"
+            + (f", {len(outcome.not_attempted)} not run" if outcome.not_attempted else "")
         )
+        if outcome.stopped_reason:
+            click.echo(outcome.stopped_reason, err=True)
 
-    return report
 
-
-def _summary(outcome: DeployOutcome) -> None:
+def _table(outcome: DeployOutcome) -> None:
+    """A row per host, the reason in its last column; under it, the lines that show why hosts failed."""
     rows = [("HOST", "RESULT", "SWITCHED", "DETAIL")]
     rows += [
         (h.host, "ok" if h.ok else "failed", "yes" if h.switched else "no", h.detail) for h in outcome.hosts
@@ -145,16 +185,13 @@ def _summary(outcome: DeployOutcome) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     click.echo("")
     for row in rows:
-        click.echo(
-            "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3]
-        )
-    failed = sum(not h.ok for h in outcome.hosts)
-    click.echo(
-        f"\n{_hosts(len(outcome.hosts))} deployed: {len(outcome.hosts) - failed} ok, {failed} failed"
-        + (f", {len(outcome.not_attempted)} not run" if outcome.not_attempted else "")
-    )
-    if outcome.stopped_reason:
-        click.echo(outcome.stopped_reason, err=True)
+        cells = "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
+        click.echo(f"{cells}  {row[3]}".rstrip())
+    for result in outcome.hosts:
+        if not result.ok and result.evidence:
+            click.echo(f"\n{result.host}:")
+            for line in result.evidence:
+                click.echo(f"  {line}")
 
 
 def _hosts(count: int) -> str:
@@ -162,14 +199,25 @@ def _hosts(count: int) -> str:
 
 
 def _deploy(
-    inventory_file: Path, hosts: list[str], *, batch: int | None = None, fail_percent: int | None = None
+    inventory_file: Path,
+    hosts: list[str],
+    *,
+    batch: int | None = None,
+    fail_percent: int | None = None,
+    quiet: bool = False,
 ) -> DeployOutcome:
     if not hosts:
         return DeployOutcome()
+    report = DeployReport(len(hosts), quiet=quiet)
     outcome = run_batched_deploy(
-        inventory_file, hosts, batch=batch, fail_percent=fail_percent, on_host=_progress(len(hosts))
+        inventory_file,
+        hosts,
+        batch=batch,
+        fail_percent=fail_percent,
+        on_host=report.host,
+        on_step=report.step,
     )
-    _summary(outcome)
+    report.summary(outcome)
     return outcome
 
 
@@ -210,6 +258,7 @@ def init_command(directory: Path, force: bool) -> None:
 @limit_option
 @click.option("--replace-key", is_flag=True, help="Accept a host key that differs from the recorded one.")
 @click.option("--no-deploy", is_flag=True, help="Record the recipients only; do not deploy.")
+@quiet_option
 @sops_options
 def bootstrap_command(
     hosts: tuple[str, ...],
@@ -217,6 +266,7 @@ def bootstrap_command(
     limits: tuple[str, ...],
     replace_key: bool,
     no_deploy: bool,
+    quiet: bool,
     secrets_file: Path | None,
     sops_config: Path | None,
 ) -> None:
@@ -238,10 +288,10 @@ def bootstrap_command(
         update = record_recipients(inventory_file, chosen, location, replace_key=replace_key)
     except FleetError as error:
         raise click.ClickException(str(error)) from None
-    _print_recipients(update, location)
+    _print_recipients(update, location, quiet=quiet)
     ready = [change.host for change in update.changes if change.ok]
-    deployed = DeployOutcome() if no_deploy else _deploy(inventory_file, ready)
-    if update.secrets_reencrypted:
+    deployed = DeployOutcome() if no_deploy else _deploy(inventory_file, ready, quiet=quiet)
+    if update.secrets_reencrypted and not quiet:
         click.echo(
             "note: the secrets file was re-encrypted; `tailnix deploy` gives every other host the new copy"
         )
@@ -336,6 +386,7 @@ def _read_new_key() -> str:
     help=f"With --mint: the Tailscale API (also ${mint.BASE_URL_ENV}).",
 )
 @click.option("--no-deploy", is_flag=True, help="Write the new key only; do not deploy.")
+@quiet_option
 @sops_options
 def rotate_key_command(
     inventory_file: Path,
@@ -349,6 +400,7 @@ def rotate_key_command(
     oauth_file: Path | None,
     api_url: str,
     no_deploy: bool,
+    quiet: bool,
     secrets_file: Path | None,
     sops_config: Path | None,
 ) -> None:
@@ -369,7 +421,7 @@ def rotate_key_command(
         chosen = _fleet(inventory_file, (), limits)
         location = secrets_location(chosen, secrets_file=secrets_file, sops_config=sops_config)
         if mint_key:
-            minted = _mint(tags, days, reusable, ephemeral, oauth_file, api_url)
+            minted = _mint(tags, days, reusable, ephemeral, oauth_file, api_url, quiet=quiet)
             key, expiry = minted.key, minted.expires
         else:
             key = _read_new_key()
@@ -377,13 +429,21 @@ def rotate_key_command(
         dates = rotate_key(location, key, expires=expiry)
     except (FleetError, AuthKeyError) as error:
         raise click.ClickException(str(error)) from None
-    click.echo(f"{location.secrets_file}: new auth key set on {dates.set_on}, expires on {dates.expires}")
-    if not no_deploy and not _deploy(inventory_file, [h.name for h in chosen]).ok:
+    if not quiet:
+        click.echo(f"{location.secrets_file}: new auth key set on {dates.set_on}, expires on {dates.expires}")
+    if not no_deploy and not _deploy(inventory_file, [h.name for h in chosen], quiet=quiet).ok:
         sys.exit(1)
 
 
 def _mint(
-    tags: tuple[str, ...], days: int, reusable: bool, ephemeral: bool, oauth_file: Path | None, api_url: str
+    tags: tuple[str, ...],
+    days: int,
+    reusable: bool,
+    ephemeral: bool,
+    oauth_file: Path | None,
+    api_url: str,
+    *,
+    quiet: bool = False,
 ) -> mint.MintedKey:
     # Everything that can be checked here is checked before the client is even looked for.
     mint.check_request(tags, days)
@@ -400,10 +460,11 @@ def _mint(
         base_url, client, tags=tags, expiry_days=days, reusable=reusable, ephemeral=ephemeral
     )
     kind = "reusable" if minted.reusable else "single-use"
-    click.echo(
-        f"minted auth key {minted.key_id} ({kind}, {', '.join(minted.tags)}) from {base_url} with the OAuth "
-        f"client {client.client_id} ({client.source}); it expires on {minted.expires}"
-    )
+    if not quiet:
+        click.echo(
+            f"minted auth key {minted.key_id} ({kind}, {', '.join(minted.tags)}) from {base_url} with the OAuth "
+            f"client {client.client_id} ({client.source}); it expires on {minted.expires}"
+        )
     return minted
 
 
@@ -460,10 +521,20 @@ def check_command(
     type=click.IntRange(0, 100),
     help="Stop before the next batch when more than P% of the hosts so far failed (default: any failure).",
 )
+@quiet_option
 def deploy_command(
-    inventory_file: Path, limits: tuple[str, ...], dry: bool, batch: int | None, fail_percent: int | None
+    inventory_file: Path,
+    limits: tuple[str, ...],
+    dry: bool,
+    batch: int | None,
+    fail_percent: int | None,
+    quiet: bool,
 ) -> None:
-    """Run the deploy (deploys/tailscale.py) on the fleet, with a line per host and a summary table.
+    """Run the deploy (deploys/tailscale.py) on the fleet: its progress per host, then a summary table.
+
+    Each host gets a line when it starts a step that takes time (`desk: nixos-rebuild switch ...`) and
+    one when it has ended, with the reason when it failed; --quiet keeps only the failures and the
+    summary's last line.
 
     Example: tailnix deploy --limit routers --batch 2
     """
@@ -477,7 +548,7 @@ def deploy_command(
         raise click.ClickException(str(error)) from None
     if not chosen:
         raise click.ClickException(f"no hosts in {inventory_file}")
-    if not _deploy(inventory_file, chosen, batch=batch, fail_percent=fail_percent).ok:
+    if not _deploy(inventory_file, chosen, batch=batch, fail_percent=fail_percent, quiet=quiet).ok:
         sys.exit(1)
 
 

@@ -30,7 +30,7 @@ from pyinfra.api.state import State, StateStage
 from pyinfra.context import host
 from pyinfra.context import state as pyinfra_state
 
-from tailnix import host_scripts, paths
+from tailnix import events, host_scripts, paths
 from tailnix.agekey import KeyFormatError, ssh_public_key_to_age
 from tailnix.facts import HostState, TailnixHostState
 from tailnix.flake import FlakeShape, read_flake
@@ -86,13 +86,16 @@ def report_unreachable_hosts() -> None:
         if key in _REPORTED_UNREACHABLE or failed.connected:
             continue
         _REPORTED_UNREACHABLE.add(key)
-        logger.error(
-            f"    [{failed.name}] not deployed: no SSH connection (refused, timed out after "
-            f"{current.config.CONNECT_TIMEOUT}s, or rejected: see above)"
+        reason = f"refused, timed out after {current.config.CONNECT_TIMEOUT}s, or rejected"
+        logger.error(f"    [{failed.name}] not deployed: no SSH connection ({reason}: see above)")
+        address = f"{failed.data.get('ssh_hostname') or failed.name}:{failed.data.get('ssh_port') or 22}"
+        events.host_ended(
+            failed.state, failed.name, events.UNREACHABLE, f"no SSH connection to {address} ({reason})"
         )
 
 
 def _report(state: State, host: Host, message: str, ok: bool) -> bool:
+    events.host_said(state, host.name, message)
     # Line by line, so that every line carries the host's name.
     for line in message.splitlines():
         host.log_styled(line, fg="green" if ok else "red", log_func=logger.info if ok else logger.error)
@@ -122,6 +125,7 @@ def fail_alone(refusal: OperationError) -> None:
     current = host.state
     _report(current, host, str(refusal), False)
     host.log_styled(REFUSED, fg="red", log_func=logger.error)
+    events.host_ended(current, host.name, events.REFUSED, str(refusal))
     try:
         current.fail_hosts({current.inventory.get_host(host.name)})  # type: ignore[no-untyped-call]  # pyinfra does not type it
     except PyinfraError:
@@ -666,6 +670,7 @@ def _verification(state: HostState, plan: HostPlan) -> Commands:
         if host.state.current_stage == StateStage.Execute:
             # Reported like a verification that ran: a person reads every host's state either way.
             host.log_styled(summary, fg="green")
+            events.host_said(host.state, host.name, summary)
 
         host.noop(summary)
         return

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from pyinfra.context import host
 
-from tailnix import operations, steps
+from tailnix import events, operations, steps
 from tailnix.interrupt import exit_nonzero_on_interrupt
 from tailnix.plan import plan_host
+from tailnix.settings import SettingsError
 
 
 def deploy_tailscale() -> None:
@@ -26,9 +27,15 @@ def deploy_tailscale() -> None:
     `pyinfra --json` find the switch by its name, `nixos-rebuild switch`.
     """
     exit_nonzero_on_interrupt()  # pyinfra itself exits 0 on Ctrl-C
+    # With $TAILNIX_EVENTS set, what happens to each host is also written there as data (tailnix deploy).
+    events.record_events(host.state)
 
     # Settings and the local secrets file are checked here, for every host, before any host is changed.
-    plan = plan_host(host.name, host.data.dict())  # type: ignore[no-untyped-call]
+    try:
+        plan = plan_host(host.name, host.data.dict())  # type: ignore[no-untyped-call]
+    except SettingsError as error:
+        events.host_ended(host.state, host.name, events.INVALID, str(error))
+        raise
     operations.report_unreachable_hosts()
 
     # A host that cannot be deployed to is refused before any operation (an OperationError, failing this

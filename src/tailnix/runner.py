@@ -1,27 +1,34 @@
 """Running pyinfra for the fleet commands, and reading back what it did.
 
 Everything that touches hosts goes through the pyinfra CLI (`pyinfra -y --json INVENTORY ...`) as a
-subprocess, with the inventory's own SSH settings; what it prints is read back into small typed values.
+subprocess, with the inventory's own SSH settings. What a deploy did comes from its events (tailnix.events,
+a file the playbook writes while the run goes on) and from pyinfra's `--json` results, never from the
+log lines it prints for people.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from tailnix import steps
+from tailnix import events, steps
 from tailnix.fleet import FleetError, FleetHost
-from tailnix.operations import REFUSED
 from tailnix.sudo import login_user, password_refusal, sudo_refusal
 
 SUDO_FACT = "tailnix.sudo.SudoAccess"
+FOLLOW_SECONDS = 0.1
+"""How often the events file is read while a run goes on."""
 
 
 def pyinfra_command() -> str:
@@ -145,6 +152,9 @@ class HostDeployResult:
     ok: bool
     switched: bool = False
     detail: str = ""
+    """The one sentence tailnix said about the host: why it failed, or how it ended."""
+    evidence: tuple[str, ...] = ()
+    """The lines under that sentence: nixos-rebuild's error, the join unit's journal."""
 
 
 @dataclass
@@ -161,44 +171,121 @@ class DeployOutcome:
         return all(h.ok for h in self.hosts) and not self.not_attempted
 
 
-def _read_progress(
-    stream: Iterable[str], on_host: Callable[[HostDeployResult], None], collected: list[str]
-) -> dict[str, HostDeployResult]:
-    """Follow pyinfra's output; report each host once it has finished or failed."""
-    operation = ""
-    notes: dict[str, str] = {}
-    switched: set[str] = set()
-    done: dict[str, HostDeployResult] = {}
-    for line in stream:
-        collected.append(line)
-        if line.startswith("--> Starting operation:"):
-            operation = line.split(":", 1)[1].strip()
-            continue
-        match = _HOST_LINE.match(line)
-        if not match or match["host"] in done:
-            continue
-        host, text = match["host"], match["text"]
-        if text.startswith("Could not connect"):
-            done[host] = HostDeployResult(host, False, detail=text)
-        elif text.startswith("Error"):
-            detail = notes.get(host) or text
-            # A host refused while the deploy is prepared fails before any operation starts.
-            where = f"{operation}: " if operation else ""
-            done[host] = HostDeployResult(host, False, host in switched, f"{where}{detail}")
-        elif text in ("Success", "No changes"):
-            if operation == steps.SWITCH and text == "Success":
-                switched.add(host)
-            if operation in steps.FINAL:
-                done[host] = HostDeployResult(host, True, host in switched, notes.get(host, ""))
-            else:
+class DeployProgress:
+    """What the events of one run (tailnix.events) tell, host by host, as they arrive.
+
+    + on_step: hears of a host starting a step that takes time (steps.SLOW)
+    + on_host: hears of each host once, when it has ended well or failed
+    """
+
+    def __init__(
+        self,
+        on_step: Callable[[str, str], None] = lambda _host, _step: None,
+        on_host: Callable[[HostDeployResult], None] = lambda _result: None,
+    ) -> None:
+        self._on_step = on_step
+        self._on_host = on_host
+        self.done: dict[str, HostDeployResult] = {}
+        self._switched: set[str] = set()
+        self.stopped: events.Event | None = None
+        """The settings error that stopped the whole run, if one did."""
+        self.refusals: dict[str, events.Event] = {}
+        """Hosts refused or unreachable before any step."""
+
+    def take(self, event: events.Event) -> None:
+        """Follow one event."""
+        host = event.host
+        if host in self.done:
+            return
+        if event.outcome == events.START:
+            if event.step in steps.SLOW:
+                self._on_step(host, event.step)
+            return
+        if event.outcome == events.SUCCESS:
+            if event.switched:
+                self._switched.add(host)
+            if event.step not in steps.FINAL:
+                return
+        elif event.outcome == events.INVALID:
+            self.stopped = event
+        elif event.outcome in (events.REFUSED, events.UNREACHABLE):
+            self.refusals[host] = event
+        ok = event.outcome == events.SUCCESS
+        self._end(HostDeployResult(host, ok, host in self._switched, event.sentence, event.lines))
+
+    def _end(self, result: HostDeployResult) -> None:
+        self.done[result.host] = result
+        self._on_host(result)
+
+    def finish(self, hosts: list[str], returncode: int, pyinfra_said: str) -> list[HostDeployResult]:
+        """Every host's result once the run has ended; hosts the events never ended are failed, with why."""
+        for host in hosts:
+            if host in self.done:
                 continue
-        elif text.startswith(("Ready:", "Connected", "Loaded fact")):
-            continue
-        else:
-            notes[host] = text
-            continue
-        on_host(done[host])
-    return done
+            if self.stopped is not None:
+                self._end(
+                    HostDeployResult(
+                        host,
+                        False,
+                        detail=f"not deployed: the run stopped at the settings of {self.stopped.host}, "
+                        "before any host was changed",
+                    )
+                )
+            elif returncode == 0:
+                self._end(HostDeployResult(host, True, host in self._switched))
+            else:
+                # pyinfra stopped before this host's last step without a word tailnix could record: what it
+                # printed is passed on as it is.
+                tail = tuple(line for line in pyinfra_said.splitlines() if line.strip())[-events.MAX_LINES :]
+                self._end(HostDeployResult(host, False, False, f"pyinfra exited {returncode}", tail))
+        return [self.done[host] for host in hosts]
+
+
+def _follow(feed: IO[str], process: subprocess.Popen[str], progress: DeployProgress) -> None:
+    """Hand each event of the file to `progress` as the run writes it, until the run has ended."""
+    pending = ""
+    while True:
+        ended = process.poll() is not None
+        pending += feed.read()
+        *complete, pending = pending.split("\n")
+        for line in complete:
+            event = events.Event.from_line(line)
+            if event is not None:
+                progress.take(event)
+        if ended:
+            return
+        time.sleep(FOLLOW_SECONDS)
+
+
+@contextmanager
+def _events_file() -> Iterator[Path]:
+    """A new, private file for one run's events (mode 0600, in a 0700 directory), removed afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="tailnix-events-"))
+    try:
+        path = directory / "events.jsonl"
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        yield path
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _run_with_events(command: list[str], progress: DeployProgress) -> tuple[int, str, str]:
+    """Run pyinfra with $TAILNIX_EVENTS set, following its events; its exit code, stdout and stderr."""
+    # Output goes to files: a pipe nobody reads while the run is going could fill up and stall it.
+    with (
+        _events_file() as path,
+        tempfile.TemporaryFile("w+") as stdout,
+        tempfile.TemporaryFile("w+") as stderr,
+    ):
+        environment = {**os.environ, events.EVENTS_ENV: str(path)}
+        process = subprocess.Popen(
+            command, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, text=True, env=environment
+        )
+        with path.open(encoding="utf-8") as feed:
+            _follow(feed, process, progress)
+        stdout.seek(0)
+        stderr.seek(0)
+        return process.returncode, stdout.read(), stderr.read()
 
 
 def run_deploy(
@@ -208,8 +295,12 @@ def run_deploy(
     deploy_file: Path | None = None,
     fail_percent: int | None = None,
     on_host: Callable[[HostDeployResult], None] = lambda _result: None,
+    on_step: Callable[[str, str], None] = lambda _host, _step: None,
 ) -> list[HostDeployResult]:
-    """Deploy to `hosts` with one `pyinfra -y --json` run; `on_host` hears of each host as it finishes."""
+    """Deploy to `hosts` with one `pyinfra -y --json` run.
+
+    `on_step` hears of each host starting a step that takes time, `on_host` of each host as it finishes.
+    """
     command = [
         pyinfra_command(),
         "-y",
@@ -220,36 +311,18 @@ def run_deploy(
     command += _limits(hosts)
     if fail_percent is not None:
         command += ["--fail-percent", str(fail_percent)]
-    collected: list[str] = []
-    # JSON results go to a file: a pipe nobody reads while the run is going could fill up and stall it.
-    with tempfile.TemporaryFile("w+") as results:
-        process = subprocess.Popen(command, stdout=results, stderr=subprocess.PIPE, text=True)
-        assert process.stderr is not None
-        with process.stderr:
-            done = _read_progress(process.stderr, on_host, collected)
-        process.wait()
-        results.seek(0)
-        payload = _json_payload(results.read())
-    failed = set((payload or {}).get("results", {}).get("failed_hosts") or [])
-    switch = [
-        op
-        for op in (payload or {}).get("results", {}).get("operations", [])
-        if op.get("name") == steps.SWITCH
-    ]
+    progress = DeployProgress(on_step, on_host)
+    returncode, stdout, stderr = _run_with_events(command, progress)
+    results = progress.finish(hosts, returncode, stderr)
+    # pyinfra's own results have the last word on which hosts failed and switched.
+    payload = (_json_payload(stdout) or {}).get("results") or {}
+    failed = set(payload.get("failed_hosts") or [])
+    switch = [op for op in payload.get("operations", []) if op.get("name") == steps.SWITCH]
     switched = set(switch[0].get("success", [])) if switch else set()
-    outcome = []
-    for host in hosts:
-        result = done.get(host)
-        if result is None:
-            ok = payload is not None and host not in failed and process.returncode == 0
-            detail = "" if ok else _last_words("".join(collected)) or f"pyinfra exited {process.returncode}"
-            result = HostDeployResult(host, ok, host in switched, detail)
-            on_host(result)
-        elif host in failed and result.ok:
-            result.ok = False
-        result.switched = result.switched or host in switched
-        outcome.append(result)
-    return outcome
+    for result in results:
+        result.ok = result.ok and result.host not in failed
+        result.switched = result.switched or result.host in switched
+    return results
 
 
 def run_batched_deploy(
@@ -260,6 +333,7 @@ def run_batched_deploy(
     fail_percent: int | None,
     deploy_file: Path | None = None,
     on_host: Callable[[HostDeployResult], None] = lambda _result: None,
+    on_step: Callable[[str, str], None] = lambda _host, _step: None,
 ) -> DeployOutcome:
     """Deploy in batches of `batch` hosts; stop before the next batch when more than `fail_percent`% failed."""
     size = batch or len(hosts) or 1
@@ -267,7 +341,12 @@ def run_batched_deploy(
     for start in range(0, len(hosts), size):
         chunk = hosts[start : start + size]
         outcome.hosts += run_deploy(
-            inventory_file, chunk, deploy_file=deploy_file, fail_percent=fail_percent, on_host=on_host
+            inventory_file,
+            chunk,
+            deploy_file=deploy_file,
+            fail_percent=fail_percent,
+            on_host=on_host,
+            on_step=on_step,
         )
         failed = sum(not h.ok for h in outcome.hosts)
         limit = 0 if fail_percent is None else fail_percent
@@ -285,19 +364,22 @@ def run_batched_deploy(
 def dry_run(
     inventory_file: Path, hosts: list[str], *, deploy_file: Path | None = None
 ) -> dict[str, list[str]]:
-    """What a deploy would change, per host: the names of the operations that would run commands."""
-    result = subprocess.run(
-        [
-            pyinfra_command(), "--dry", "--json", str(inventory_file),
-            str(deploy_file or default_deploy_file()), *_limits(hosts),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )  # fmt: skip
-    payload = _json_payload(result.stdout)
+    """What a deploy would change, per host: the names of the operations that would run commands.
+
+    A host that would be refused or cannot be reached gets one entry, `refused: WHY` or `unreachable: WHY`.
+    """
+    command = [
+        pyinfra_command(), "--dry", "--json", str(inventory_file),
+        str(deploy_file or default_deploy_file()), *_limits(hosts),
+    ]  # fmt: skip
+    progress = DeployProgress()
+    returncode, stdout, stderr = _run_with_events(command, progress)
+    if progress.stopped is not None:
+        raise FleetError(f"the dry run failed: {progress.stopped.sentence}")
+    payload = _json_payload(stdout)
     if payload is None:
-        raise FleetError(f"the dry run failed: {_last_words(result.stderr) or result.returncode}")
+        tail = "\n".join([line for line in stderr.splitlines() if line.strip()][-events.MAX_LINES :])
+        raise FleetError(f"the dry run failed: pyinfra exited {returncode}:\n{tail}")
     changes: dict[str, list[str]] = {host: [] for host in hosts}
     for operation in payload.get("plan", []):
         for host in operation.get("hosts_with_change", []) + operation.get(
@@ -305,23 +387,7 @@ def dry_run(
         ):
             if host in changes and operation["name"] not in changes[host]:
                 changes[host].append(operation["name"])
-    failed = _connect_failures(result.stderr)
-    for host in failed:
-        changes[host] = [f"unreachable: {failed[host]}"]
-    for host, reason in _refusals(result.stderr).items():
-        changes[host] = [f"refused: {reason}"]
+    for host, outcome in progress.refusals.items():
+        if host in changes:
+            changes[host] = [f"{outcome.outcome}: {outcome.sentence}"]
     return changes
-
-
-def _refusals(stderr: str) -> dict[str, str]:
-    """Hosts the deploy refused while it was prepared, with the reason (the line before `REFUSED`)."""
-    refusals: dict[str, str] = {}
-    last: dict[str, str] = {}
-    for line in stderr.splitlines():
-        match = _HOST_LINE.match(line)
-        if not match:
-            continue
-        if match["text"] == REFUSED:
-            refusals[match["host"]] = last.get(match["host"], "")
-        last[match["host"]] = match["text"]
-    return refusals

@@ -20,3 +20,5 @@ PLACING = (SECRETS_FILE, MODULE_FILE, IMPORT)
 """The steps that place files on the host."""
 FINAL = (VERIFY, CONVERGED)
 """A host's last step: the verification after changes, or the one check of a host that needed none."""
+SLOW = (PREFLIGHT, SWITCH, VERIFY)
+"""The steps that wait on the host (its lock, the switch, the join): progress shows when a host starts them."""

@@ -26,7 +26,7 @@ from pyinfra.api.command import StringCommand
 from pyinfra.api.host import Host
 from pyinfra.api.state import State
 
-from tailnix import host_scripts, paths
+from tailnix import events, host_scripts, paths
 
 JOB_DIR = f"{paths.STATE_DIR}/switch"
 JOB_SCRIPT = f"{JOB_DIR}/job.sh"
@@ -89,6 +89,11 @@ class SwitchOutcome:
 
     ok: bool
     message: str
+    """Everything the deployer prints about the switch, line by line."""
+    sentence: str = ""
+    """The message's one line for a summary, when it is not the first line."""
+    evidence: tuple[str, ...] | None = None
+    """The lines that show why it failed, when they are not the message's other lines."""
 
 
 class HostUnreadable(Exception):
@@ -162,6 +167,9 @@ def await_switch(
         host.log_styled(
             line, fg="green" if outcome.ok else "red", log_func=logger.info if outcome.ok else logger.error
         )
+    events.host_said(
+        state, host.name, outcome.sentence or outcome.message, lines=outcome.evidence, switched=outcome.ok
+    )
     return outcome.ok
 
 
@@ -170,6 +178,19 @@ def _failure_log(host: Host, arguments: ConnectorArguments) -> str:
         return (_read(host, arguments, LOG_FILE) or "").rstrip()
     except HostUnreadable:
         return ""
+
+
+def _error_lines(log: str) -> tuple[str, ...]:
+    """The lines of nixos-rebuild's output that say why it failed, for a summary.
+
+    From Nix's first `error:` line when there is one (an evaluation or build error); otherwise its last
+    lines (an activation, or a unit that failed, ends the output).
+    """
+    lines = [line for line in log.splitlines() if line.strip()]
+    first = next((i for i, line in enumerate(lines) if line.lstrip().startswith("error")), None)
+    if first is None:
+        return tuple(lines[-events.MAX_LINES :])
+    return tuple(lines[first : first + events.MAX_LINES])
 
 
 def _already_failed(host: Host, arguments: ConnectorArguments) -> str:
@@ -207,8 +228,9 @@ def _follow(host: Host, arguments: ConnectorArguments, token: str, confirm_timeo
     if result[0] == "failed":
         status, _, reason = result[1].partition(" ")
         log = _failure_log(host, arguments)
+        failure = f"nixos-rebuild switch failed (exit {status}: {reason})"
         return SwitchOutcome(
-            False, f"{log}\ntailnix: nixos-rebuild switch failed (exit {status}: {reason})".lstrip("\n")
+            False, f"{log}\ntailnix: {failure}".lstrip("\n"), sentence=failure, evidence=_error_lines(log)
         )
     # Switched: the confirmation must come over a NEW connection, proof the host can still be reached.
     confirm_deadline = time.monotonic() + confirm_timeout

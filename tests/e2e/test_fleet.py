@@ -169,6 +169,16 @@ def test_bootstrap_again_changes_nothing(
         assert f"{host.name}: ok, -," in again.stdout  # deployed, not switched
 
 
+def test_bootstrap_quiet_prints_only_the_summary_line(
+    fleet: Fleet, bootstrapped: subprocess.CompletedProcess[str]
+) -> None:
+    assert bootstrapped.returncode == 0, bootstrapped.stderr
+    quiet = fleet.tailnix("bootstrap", "--quiet", *(h.name for h in fleet.hosts), "-i", "inventory.py")
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout == "2 hosts deployed: 2 ok, 0 failed\n"
+    assert quiet.stderr == ""
+
+
 def test_a_changed_host_key_is_refused_without_replace_key(
     fleet: Fleet, bootstrapped: subprocess.CompletedProcess[str]
 ) -> None:
@@ -421,6 +431,25 @@ def test_rotate_key_mints_the_key_with_an_oauth_client(fleet: Fleet, rotated: tu
         for path in fleet.directory.rglob("*"):
             if path.is_file():
                 assert hidden not in path.read_text(errors="replace"), path
+
+
+def test_rotate_key_quiet_shows_the_deploy_of_each_host_only_when_it_fails(
+    fleet: Fleet, rotated: tuple[str, str]
+) -> None:
+    new_key = ControlPlane(fleet.lab.layout.control).mint_key(reusable=True, expiry_days=90)
+    quiet = fleet.tailnix("rotate-key", "--quiet", "-i", "inventory.py", stdin=new_key + "\n")
+    assert quiet.returncode == 0, quiet.stderr
+    total = len(fleet.hosts)
+    assert quiet.stdout == f"{total} hosts deployed: {total} ok, 0 failed\n"
+    # Without --quiet the same deploy shows each host's steps as they start, then its result.
+    loud = fleet.tailnix("rotate-key", "-i", "inventory.py", stdin=new_key + "\n")
+    assert loud.returncode == 0, loud.stderr
+    lines = loud.stdout.splitlines()
+    for host in fleet.hosts:
+        switch = lines.index(f"{host.name}: nixos-rebuild switch ...")
+        verify = lines.index(f"{host.name}: Verify Tailscale is Running ...")
+        ended = next(i for i, line in enumerate(lines) if f"] {host.name}: ok, switched, " in line)
+        assert switch < verify < ended, loud.stdout
 
 
 def test_forget_removes_the_recipient_and_its_key_no_longer_opens_the_file(fleet: Fleet) -> None:
