@@ -45,6 +45,7 @@ from tailnix.fleet import (
     secrets_location,
     select_hosts,
 )
+from tailnix.interrupt import INTERRUPTED_EXIT
 from tailnix.recipients import RecipientUpdate, forget_recipient, record_recipients
 from tailnix.runner import DeployOutcome, HostDeployResult, dry_run, run_batched_deploy
 from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS
@@ -218,6 +219,13 @@ def _deploy(
         on_step=report.step,
     )
     report.summary(outcome)
+    if outcome.interrupted:
+        click.echo(
+            "Interrupted: the deploy did not finish. Each host is on its old configuration or its new one; "
+            "run the same command again to complete it.",
+            err=True,
+        )
+        sys.exit(INTERRUPTED_EXIT)
     return outcome
 
 

@@ -8,10 +8,12 @@ log lines it prints for people.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +26,7 @@ from typing import IO, Any
 
 from tailnix import events, steps
 from tailnix.fleet import FleetError, FleetHost
+from tailnix.interrupt import INTERRUPTED_EXIT
 from tailnix.sudo import login_user, password_refusal, sudo_refusal
 
 SUDO_FACT = "tailnix.sudo.SudoAccess"
@@ -164,11 +167,13 @@ class DeployOutcome:
     hosts: list[HostDeployResult] = field(default_factory=list)
     not_attempted: list[str] = field(default_factory=list)
     stopped_reason: str = ""
+    interrupted: bool = False
+    """pyinfra was interrupted (Ctrl-C): the run ended early, and no later batch was started."""
 
     @property
     def ok(self) -> bool:
         """Whether every host was deployed successfully."""
-        return all(h.ok for h in self.hosts) and not self.not_attempted
+        return all(h.ok for h in self.hosts) and not self.not_attempted and not self.interrupted
 
 
 class DeployProgress:
@@ -233,6 +238,8 @@ class DeployProgress:
                 )
             elif returncode == 0:
                 self._end(HostDeployResult(host, True, host in self._switched))
+            elif returncode == INTERRUPTED_EXIT:
+                self._end(HostDeployResult(host, False, False, "interrupted before this host's deploy ended"))
             else:
                 # pyinfra stopped before this host's last step without a word tailnix could record: what it
                 # printed is passed on as it is.
@@ -282,7 +289,15 @@ def _run_with_events(command: list[str], progress: DeployProgress) -> tuple[int,
             command, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, text=True, env=environment
         )
         with path.open(encoding="utf-8") as feed:
-            _follow(feed, process, progress)
+            try:
+                _follow(feed, process, progress)
+            except KeyboardInterrupt:
+                # Ctrl-C in a terminal reaches pyinfra too; a SIGINT sent to this process alone is passed on.
+                # Either way pyinfra ends the run its own way (a switch under way is still confirmed or rolls
+                # back on the host), and its events are followed to the end.
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGINT)
+                _follow(feed, process, progress)
         stdout.seek(0)
         stderr.seek(0)
         return process.returncode, stdout.read(), stderr.read()
@@ -296,7 +311,7 @@ def run_deploy(
     fail_percent: int | None = None,
     on_host: Callable[[HostDeployResult], None] = lambda _result: None,
     on_step: Callable[[str, str], None] = lambda _host, _step: None,
-) -> list[HostDeployResult]:
+) -> DeployOutcome:
     """Deploy to `hosts` with one `pyinfra -y --json` run.
 
     `on_step` hears of each host starting a step that takes time, `on_host` of each host as it finishes.
@@ -322,7 +337,7 @@ def run_deploy(
     for result in results:
         result.ok = result.ok and result.host not in failed
         result.switched = result.switched or result.host in switched
-    return results
+    return DeployOutcome(results, interrupted=returncode == INTERRUPTED_EXIT)
 
 
 def run_batched_deploy(
@@ -340,7 +355,7 @@ def run_batched_deploy(
     outcome = DeployOutcome()
     for start in range(0, len(hosts), size):
         chunk = hosts[start : start + size]
-        outcome.hosts += run_deploy(
+        run = run_deploy(
             inventory_file,
             chunk,
             deploy_file=deploy_file,
@@ -348,9 +363,17 @@ def run_batched_deploy(
             on_host=on_host,
             on_step=on_step,
         )
+        outcome.hosts += run.hosts
         failed = sum(not h.ok for h in outcome.hosts)
         limit = 0 if fail_percent is None else fail_percent
         rest = hosts[start + size :]
+        if run.interrupted:
+            outcome.interrupted = True
+            outcome.not_attempted = rest
+            outcome.stopped_reason = (
+                f"interrupted; not deployed: {', '.join(rest)}" if rest else "interrupted"
+            )
+            break
         if rest and failed * 100 > limit * len(outcome.hosts):
             outcome.not_attempted = rest
             outcome.stopped_reason = (

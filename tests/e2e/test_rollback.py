@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,6 +165,60 @@ def test_a_killed_deploy_leaves_old_or_new_and_the_next_run_completes(
         assert run.changed(SWITCH) == (set() if applied and not pending else {host.name})
         status = json.loads(lab.ssh(host.name, "tailscale status --json --peers=false").stdout)
         assert status["BackendState"] == "Running"
+    finally:
+        lab.stop_host(host.name)
+
+
+def test_ctrl_c_on_tailnix_deploy_exits_130_and_the_next_run_completes(lab: Lab, tmp_path: Path) -> None:
+    """Ctrl-C in a terminal signals the whole process group: `tailnix deploy` and the pyinfra it runs.
+
+    The command must not report it as an ordinary failure (exit 1) or a success: it says the deploy was
+    interrupted and exits 130, as `pyinfra` with the deploy file does (tailnix.interrupt).
+    """
+    host = lab.add_host(os="nixos")
+    try:
+        secrets, _ = write_secrets(lab, tmp_path / "fleet", [host])
+        inventory = lab.write_inventory(
+            tmp_path / "inventory.py",
+            hosts=[host.name],
+            secrets_file=secrets,
+            host_data={host.name: {"tailnix_confirm_timeout": 3}},
+        )
+        tailnix = Path(sys.executable).parent / "tailnix"
+        process = subprocess.Popen(
+            [str(tailnix), "deploy", "-i", str(inventory)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        assert process.stdout is not None
+        seen = []
+        for line in process.stdout:
+            seen.append(line)
+            if f"{host.name}: {steps.SWITCH} ..." in line:
+                os.killpg(process.pid, signal.SIGINT)
+                break
+        try:
+            out, err = process.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+        printed = "".join(seen) + out + err
+        assert process.returncode == 130, printed
+        assert "Interrupted: the deploy did not finish" in err
+        assert "1 host deployed: 0 ok, 1 failed" in printed
+        _wait_for(
+            lambda: (
+                lab.ssh(host.name, "systemctl is-active tailnix-switch", check=False).stdout.strip()
+                != "active"
+            ),
+            "the detached switch ended",
+        )
+        run = deploy(inventory)
+        assert run.returncode == 0, run
+        state = json.loads(lab.ssh(host.name, "tailscale status --json --peers=false").stdout)
+        assert state["BackendState"] == "Running"
     finally:
         lab.stop_host(host.name)
 
