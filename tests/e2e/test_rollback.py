@@ -83,6 +83,14 @@ def test_a_switch_that_cuts_ssh_is_rolled_back_by_the_host_itself(
     del generation
 
 
+def _wait_for_the_switch_job(lab: Lab, name: str) -> None:
+    """A switch the deployer started goes on without it; wait until the host has ended it."""
+    _wait_for(
+        lambda: lab.ssh(name, "systemctl is-active tailnix-switch", check=False).stdout.strip() != "active",
+        "the detached switch ended",
+    )
+
+
 def _kill_when(process: subprocess.Popen[str], marker: str, signal_number: int) -> tuple[str, int]:
     """Signal the deployer as soon as its output shows `marker`; what it printed, and its exit status."""
     assert process.stderr is not None
@@ -144,13 +152,7 @@ def test_a_killed_deploy_leaves_old_or_new_and_the_next_run_completes(
         else:
             assert status == -signal_number
         # A switch the deployer started goes on without it, and without a confirmation it rolls back.
-        _wait_for(
-            lambda: (
-                lab.ssh(host.name, "systemctl is-active tailnix-switch", check=False).stdout.strip()
-                != "active"
-            ),
-            "the detached switch ended",
-        )
+        _wait_for_the_switch_job(lab, host.name)
         configuration = lab.ssh(host.name, "cat /etc/nixos/configuration.nix").stdout
         lab.ssh(host.name, "nix-instantiate --parse /etc/nixos/configuration.nix > /dev/null")
         assert configuration.count("./tailscale-autoconnect.nix") <= 1
@@ -208,13 +210,7 @@ def test_ctrl_c_on_tailnix_deploy_exits_130_and_the_next_run_completes(lab: Lab,
         assert process.returncode == 130, printed
         assert "Interrupted: the deploy did not finish" in err
         assert "1 host deployed: 0 ok, 1 failed" in printed
-        _wait_for(
-            lambda: (
-                lab.ssh(host.name, "systemctl is-active tailnix-switch", check=False).stdout.strip()
-                != "active"
-            ),
-            "the detached switch ended",
-        )
+        _wait_for_the_switch_job(lab, host.name)
         run = deploy(inventory)
         assert run.returncode == 0, run
         state = json.loads(lab.ssh(host.name, "tailscale status --json --peers=false").stdout)
