@@ -157,6 +157,14 @@ class Finding:
 def check_expiry(location: SecretsLocation, *, warn_days: int, today: date | None = None) -> list[Finding]:
     """Is the file encrypted, does it hold the key, and how long until the key expires."""
     today = today or date.today()
+    if not location.secrets_file.exists():
+        return [
+            Finding(
+                BROKEN,
+                f"{location.secrets_file} does not exist yet: write the auth key into it with "
+                f"`sops --config {location.sops_config} edit {location.secrets_file}`",
+            )
+        ]
     try:
         metadata = read_sealed(location.secrets_file, location.secret_name)
     except (NotEncryptedError, OSError) as error:
@@ -210,6 +218,8 @@ def check_no_oauth_client(location: SecretsLocation) -> list[Finding]:
 
 def check_recipients(location: SecretsLocation, hosts: list[FleetHost]) -> list[Finding]:
     """Is every host's recorded recipient one the file is encrypted for, and does the file match `.sops.yaml`."""
+    if not location.secrets_file.exists():
+        return []  # check_expiry says what to do
     try:
         config = SopsConfig.read(location.sops_config, location.secrets_file)
         has = set(read_metadata(location.secrets_file).recipients)

@@ -111,7 +111,10 @@ def sops_options(command: Command) -> Command:
 
 
 def _fleet(inventory_file: Path, names: tuple[str, ...], limits: tuple[str, ...]) -> list[FleetHost]:
-    fleet = load_fleet(inventory_file)
+    return _select(load_fleet(inventory_file), names, limits)
+
+
+def _select(fleet: list[FleetHost], names: tuple[str, ...], limits: tuple[str, ...]) -> list[FleetHost]:
     try:
         return select_hosts(fleet, names, limits)
     except UnknownHostsError as error:
@@ -291,7 +294,8 @@ def bootstrap_command(
     if not hosts and not limits:
         raise click.UsageError("name the hosts to bootstrap, or a group with --limit")
     try:
-        chosen = _fleet(inventory_file, hosts, limits)
+        fleet = load_fleet(inventory_file)
+        chosen = _select(fleet, hosts, limits)
         location = secrets_location(chosen, secrets_file=secrets_file, sops_config=sops_config)
         update = record_recipients(inventory_file, chosen, location, replace_key=replace_key)
     except FleetError as error:
@@ -299,9 +303,12 @@ def bootstrap_command(
     _print_recipients(update, location, quiet=quiet)
     ready = [change.host for change in update.changes if change.ok]
     deployed = DeployOutcome() if no_deploy else _deploy(inventory_file, ready, quiet=quiet)
-    if update.secrets_reencrypted and not quiet:
+    given = {result.host for result in deployed.hosts if result.ok}
+    left_behind = [host.name for host in fleet if host.name not in given]
+    if update.secrets_reencrypted and left_behind and not quiet:
         click.echo(
-            "note: the secrets file was re-encrypted; `tailnix deploy` gives every other host the new copy"
+            f"note: the secrets file was re-encrypted; {', '.join(left_behind)} "
+            f"{'has' if len(left_behind) == 1 else 'have'} the old copy until `tailnix deploy`"
         )
     if not all(change.ok for change in update.changes) or not deployed.ok:
         sys.exit(1)

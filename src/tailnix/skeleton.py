@@ -138,6 +138,10 @@ tailnix_verify_timeout = {_python(defaults.verify_timeout)}
 """
 
 
+# age-keygen does not make the directory of its output file.
+MAKE_AGE_KEY = "mkdir -p ~/.config/sops/age && age-keygen -o ~/.config/sops/age/keys.txt"
+
+
 def render_sops_config(secrets_file: Path) -> str:
     """`.sops.yaml`: one rule for the secrets file, one key group, and where each recipient comes from."""
     path_regex = re.escape(secrets_file.as_posix()) + "$"
@@ -145,8 +149,9 @@ def render_sops_config(secrets_file: Path) -> str:
 # Who can open {secrets_file.as_posix()}: you (the admin) and every host. sops reads this file when it
 # encrypts; `tailnix bootstrap` and `tailnix forget` edit it as text and keep these comments.
 #
-# 1. Your age key. Make one with `age-keygen -o ~/.config/sops/age/keys.txt` (or use yours), and replace
-#    {ADMIN_PLACEHOLDER} below with its public half: the age1... line that
+# 1. Your age key, where sops looks for it. Make one (or use yours):
+#      {MAKE_AGE_KEY}
+#    and replace {ADMIN_PLACEHOLDER} below with its public half: the age1... line that
 #    `age-keygen -y ~/.config/sops/age/keys.txt` prints. The private AGE-SECRET-KEY-... line never goes
 #    here, nor anywhere in this repository.
 # 2. The hosts. `tailnix bootstrap HOST...` reads each host's SSH host key and records it: `- &HOST age1...`

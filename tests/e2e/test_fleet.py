@@ -153,6 +153,8 @@ def test_bootstrap_records_the_hosts_and_brings_them_to_running(
         assert backend_state(fleet.lab, host.name) == "Running"
     assert group_of(fleet.sops_config)[1:] == [fleet.recipient(h) for h in fleet.hosts]
     assert "HOST" in bootstrapped.stdout and "2 hosts deployed: 2 ok, 0 failed" in bootstrapped.stdout
+    # Every host of the inventory got the re-encrypted file: nothing is left for a later deploy.
+    assert "note:" not in bootstrapped.stdout
 
 
 def test_bootstrap_again_changes_nothing(
@@ -203,6 +205,10 @@ def test_a_changed_host_key_is_refused_without_replace_key(
     replaced = fleet.tailnix("bootstrap", host.name, "-i", "inventory.py", "--no-deploy", "--replace-key")
     assert replaced.returncode == 0, replaced.stderr
     assert f"{host.name}: recipient replaced" in replaced.stdout
+    names = ", ".join(h.name for h in fleet.hosts)
+    assert f"note: the secrets file was re-encrypted; {names} have the old copy until `tailnix deploy`" in (
+        replaced.stdout
+    )
     assert group_of(fleet.sops_config)[1:] == [fleet.recipient(h) for h in fleet.hosts]
     assert set(read_metadata(fleet.secrets).recipients) == set(group_of(fleet.sops_config))
 
@@ -291,6 +297,10 @@ def test_a_fresh_host_joins_with_the_new_key(fleet: Fleet, lab: Lab, rotated: tu
     fleet.write_inventory()
     result = fleet.tailnix("bootstrap", fresh.name, "-i", "inventory.py")
     assert result.returncode == 0, result.stderr
+    others = ", ".join(h.name for h in fleet.hosts[:-1])
+    assert f"note: the secrets file was re-encrypted; {others} have the old copy until `tailnix deploy`" in (
+        result.stdout
+    )
     assert backend_state(lab, fresh.name) == "Running"
     assert [entry["key_id"] for entry in logins_of(lab, fresh.name)] == [parse_auth_key(new_key).key_id]  # type: ignore[union-attr]
 

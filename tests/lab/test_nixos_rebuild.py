@@ -380,6 +380,31 @@ def test_unchanged_unit_is_not_rerun_and_changed_one_is(host: Host) -> None:
     assert "bonjour from " in host.journal("counter")
 
 
+def test_a_unit_removed_and_added_back_is_started_again(host: Host) -> None:
+    # Removed from the configuration, the unit is stopped and unloaded: systemd forgets that it ran, so
+    # when a later configuration brings it back, the switch starts it as a new unit.
+    host.extra(
+        "{ ... }: { "
+        + oneshot("counter", 'echo "counter ran"', "serviceConfig.RemainAfterExit = true;")
+        + " }"
+    )
+    assert host.rebuild("switch").returncode == 0
+    host.extra("{ ... }: { }")
+    removed = host.rebuild("switch")
+    assert removed.returncode == 0, removed.stderr
+    assert "stopping the following units: counter.service" in removed.stderr
+
+    host.extra(
+        "{ ... }: { "
+        + oneshot("counter", 'echo "counter ran"', "serviceConfig.RemainAfterExit = true;")
+        + " }"
+    )
+    back = host.rebuild("switch")
+    assert back.returncode == 0, back.stderr
+    assert "the following new units were started: counter.service" in back.stderr
+    assert host.journal("counter").count("counter ran") == 2
+
+
 def test_rollback_returns_to_previous_generation(host: Host) -> None:
     assert host.rebuild("switch").returncode == 0
     host.extra('{ networking.domain = "example.org"; services.tailscale.enable = true; }')

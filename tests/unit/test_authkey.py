@@ -17,6 +17,7 @@ from tailnix.authkey import (
     check_expiry,
     check_git,
     check_no_oauth_client,
+    check_recipients,
     normalise_key,
     read_dates,
     rotate_key,
@@ -128,6 +129,18 @@ def test_check_levels_by_days_left(location: SecretsLocation, expires: date, lev
 def test_check_warns_when_no_expiry_is_recorded(location: SecretsLocation) -> None:
     (finding,) = check_expiry(location, warn_days=14, today=TODAY)
     assert finding.level == WARNING and "not recorded" in finding.message
+
+
+def test_check_before_the_secrets_file_exists_says_how_to_make_it(location: SecretsLocation) -> None:
+    location.secrets_file.unlink()
+    findings = check_expiry(location, warn_days=14, today=TODAY) + check_recipients(location, [])
+    assert [(f.level, f.message) for f in findings] == [
+        (
+            BROKEN,
+            f"{location.secrets_file} does not exist yet: write the auth key into it with "
+            f"`sops --config {location.sops_config} edit {location.secrets_file}`",
+        )
+    ]
 
 
 def test_check_finds_a_plaintext_secret_tracked_by_git(location: SecretsLocation) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -11,7 +13,7 @@ from click.testing import CliRunner
 from tailnix.authkey import SECRETS_IN_CLEAR
 from tailnix.cli import main
 from tailnix.settings import DEFAULT_SECRETS_FILE, TailscaleSettings, parse_settings, redact_secrets
-from tailnix.skeleton import ADMIN_PLACEHOLDER, fleet_files
+from tailnix.skeleton import ADMIN_PLACEHOLDER, MAKE_AGE_KEY, fleet_files
 from tailnix.sops import encrypt_values
 from tailnix.sops_config import SopsConfig
 
@@ -86,6 +88,14 @@ def test_no_file_holds_a_secret() -> None:
         for what, pattern in SECRETS_IN_CLEAR.items():
             assert not re.search(pattern, item.text), f"{item.path} holds {what}"
         assert redact_secrets(item.text) == item.text, item.path
+
+
+def test_the_age_key_command_in_the_sops_rules_works_in_a_new_home(tmp_path: Path) -> None:
+    # age-keygen -o alone fails when ~/.config/sops/age does not exist yet, as on a new machine.
+    written = {item.path: item.text for item in fleet_files()}
+    assert f"#      {MAKE_AGE_KEY}\n" in written[".sops.yaml"]
+    subprocess.run(["sh", "-c", MAKE_AGE_KEY], env={**os.environ, "HOME": str(tmp_path)}, check=True)
+    assert (tmp_path / ".config/sops/age/keys.txt").read_text().count("AGE-SECRET-KEY-") == 1
 
 
 def test_the_sops_rules_take_the_admin_and_hosts_and_encrypt(tmp_path: Path) -> None:

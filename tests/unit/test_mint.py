@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -102,6 +103,17 @@ def test_the_secret_never_crosses_the_network_in_clear(client: mint.OAuthClient)
 def test_an_api_that_does_not_answer_is_named(client: mint.OAuthClient) -> None:
     with pytest.raises(mint.MintError, match=r"cannot reach http://127.0.0.1:9/api/v2/oauth/token"):
         mint.mint_auth_key("http://127.0.0.1:9", client, tags=("tag:server",), expiry_days=30)
+
+
+def test_the_stand_in_api_stops_at_once_after_a_call(tmp_path: Path) -> None:
+    # Every mint test stops one: waiting out a half-second poll each time made the unit tests slow.
+    with TailscaleApi(tmp_path / "control") as api:
+        client_id, secret = api.add_client(("tag:server",))
+        mint.mint_auth_key(
+            api.url, mint.OAuthClient(client_id, secret, "the test"), tags=("tag:server",), expiry_days=1
+        )
+        started = time.monotonic()
+    assert time.monotonic() - started < 0.25
 
 
 def test_the_client_from_the_environment_needs_both_values() -> None:

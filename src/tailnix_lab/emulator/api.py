@@ -36,6 +36,8 @@ from tailnix_lab.emulator.control import ControlPlane, parse_auth_key, tags_refu
 
 MAX_EXPIRY_SECONDS = 90 * 86400
 TOKEN_LIFETIME_SECONDS = 3600
+# How often the serving loop looks for shutdown(): a test's teardown waits at most this long.
+SHUTDOWN_POLL_SECONDS = 0.02
 
 
 @dataclass
@@ -90,7 +92,9 @@ class TailscaleApi:
                 self.end_headers()
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS}, daemon=True
+        )
 
     @property
     def url(self) -> str:

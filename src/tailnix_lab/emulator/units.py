@@ -199,8 +199,14 @@ def save_definition(service: ServiceUnit) -> None:
 
 
 def remove_definition(unit: str) -> None:
-    """Remove an installed unit file (the unit left the configuration)."""
+    """Remove an installed unit file (the unit left the configuration).
+
+    A stopped unit without a file is unloaded at the daemon-reload: systemd forgets its state, so a
+    configuration that brings it back starts it as a new unit.
+    """
     (units_dir() / f"{unit}.json").unlink(missing_ok=True)
+    if read_state(unit).get("ActiveState") not in (ACTIVE, ACTIVATING):
+        (units_dir() / f"{unit}.state.json").unlink(missing_ok=True)
 
 
 def load_definition(unit: str) -> ServiceUnit | None:
