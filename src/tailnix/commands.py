@@ -41,6 +41,7 @@ from tailnix.fleet import (
     FleetHost,
     SecretsLocation,
     UnknownHostsError,
+    inventory_directory,
     load_fleet,
     secrets_location,
     select_hosts,
@@ -234,7 +235,12 @@ def bootstrap_command(
         raise click.UsageError("name the hosts to bootstrap, or a group with --limit")
     try:
         chosen = _fleet(inventory_file, hosts, limits)
-        location = secrets_location(chosen, secrets_file=secrets_file, sops_config=sops_config)
+        location = secrets_location(
+            chosen,
+            base_dir=inventory_directory(inventory_file),
+            secrets_file=secrets_file,
+            sops_config=sops_config,
+        )
         update = record_recipients(inventory_file, chosen, location, replace_key=replace_key)
     except FleetError as error:
         raise click.ClickException(str(error)) from None
@@ -265,7 +271,12 @@ def forget_command(
     """
     try:
         fleet = load_fleet(inventory_file) if inventory_file.is_file() else []
-        location = secrets_location(fleet, secrets_file=secrets_file, sops_config=sops_config)
+        location = secrets_location(
+            fleet,
+            base_dir=inventory_directory(inventory_file),
+            secrets_file=secrets_file,
+            sops_config=sops_config,
+        )
         update = forget_recipient(location, host)
     except FleetError as error:
         raise click.ClickException(str(error)) from None
@@ -367,7 +378,12 @@ def rotate_key_command(
         raise click.UsageError("--tag, --single-use, --ephemeral and --oauth-file go with --mint")
     try:
         chosen = _fleet(inventory_file, (), limits)
-        location = secrets_location(chosen, secrets_file=secrets_file, sops_config=sops_config)
+        location = secrets_location(
+            chosen,
+            base_dir=inventory_directory(inventory_file),
+            secrets_file=secrets_file,
+            sops_config=sops_config,
+        )
         if mint_key:
             minted = _mint(tags, days, reusable, ephemeral, oauth_file, api_url)
             key, expiry = minted.key, minted.expires
@@ -438,7 +454,12 @@ def check_command(
     """
     try:
         chosen = _fleet(inventory_file, (), limits)
-        location = secrets_location(chosen, secrets_file=secrets_file, sops_config=sops_config)
+        location = secrets_location(
+            chosen,
+            base_dir=inventory_directory(inventory_file),
+            secrets_file=secrets_file,
+            sops_config=sops_config,
+        )
     except FleetError as error:
         raise CannotRun(str(error)) from None
     findings: list[Finding] = check_expiry(location, warn_days=warn_days)

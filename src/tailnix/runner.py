@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tailnix import steps
-from tailnix.fleet import FleetError, FleetHost
+from tailnix.fleet import FleetError, FleetHost, inventory_directory
 from tailnix.operations import REFUSED
 from tailnix.sudo import login_user, password_refusal, sudo_refusal
 
@@ -30,12 +30,25 @@ def pyinfra_command() -> str:
     return str(beside) if beside.exists() else "pyinfra"
 
 
-def default_deploy_file() -> Path:
-    """`deploys/tailscale.py` of the current directory, or the installed package's (what `tailnix init` writes)."""
-    here = Path("deploys/tailscale.py")
-    if here.is_file():
-        return here
-    return Path(__file__).resolve().parent / "deploys" / "tailscale.py"
+INSTALLED = Path(__file__).resolve().parent / "deploys"
+"""The package's own deploy file and pyinfra config, for a fleet directory without its own."""
+
+
+def default_deploy_file(directory: Path) -> Path:
+    """The fleet's `deploys/tailscale.py` (in `directory`), or the installed package's."""
+    own = directory / "deploys" / "tailscale.py"
+    return own if own.is_file() else INSTALLED / "tailscale.py"
+
+
+def pyinfra_argv(inventory_file: Path, *options: str) -> list[str]:
+    """`pyinfra OPTIONS INVENTORY`, to run in the inventory's directory (`inventory_directory`).
+
+    pyinfra reads `config.py` from where it runs: the fleet's own, or the installed one when it has none.
+    """
+    command = [pyinfra_command(), *options]
+    if not (inventory_directory(inventory_file) / "config.py").is_file():
+        command += ["--config", str(INSTALLED / "config.py")]
+    return [*command, str(inventory_file.absolute())]
 
 
 def _limits(hosts: Iterable[str]) -> list[str]:
@@ -79,7 +92,8 @@ class FactReading:
 def _run_fact(inventory_file: Path, fact: str, hosts: list[str], *options: str) -> tuple[dict[str, Any], str]:
     """`pyinfra -y --json INVENTORY fact FACT` on `hosts`: the values it printed, and its stderr."""
     result = subprocess.run(
-        [pyinfra_command(), "-y", "--json", *options, str(inventory_file), "fact", fact, *_limits(hosts)],
+        [*pyinfra_argv(inventory_file, "-y", "--json", *options), "fact", fact, *_limits(hosts)],
+        cwd=inventory_directory(inventory_file),
         capture_output=True,
         text=True,
         check=False,
@@ -210,12 +224,10 @@ def run_deploy(
     on_host: Callable[[HostDeployResult], None] = lambda _result: None,
 ) -> list[HostDeployResult]:
     """Deploy to `hosts` with one `pyinfra -y --json` run; `on_host` hears of each host as it finishes."""
+    directory = inventory_directory(inventory_file)
     command = [
-        pyinfra_command(),
-        "-y",
-        "--json",
-        str(inventory_file),
-        str(deploy_file or default_deploy_file()),
+        *pyinfra_argv(inventory_file, "-y", "--json"),
+        str((deploy_file or default_deploy_file(directory)).absolute()),
     ]
     command += _limits(hosts)
     if fail_percent is not None:
@@ -223,7 +235,7 @@ def run_deploy(
     collected: list[str] = []
     # JSON results go to a file: a pipe nobody reads while the run is going could fill up and stall it.
     with tempfile.TemporaryFile("w+") as results:
-        process = subprocess.Popen(command, stdout=results, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(command, cwd=directory, stdout=results, stderr=subprocess.PIPE, text=True)
         assert process.stderr is not None
         with process.stderr:
             done = _read_progress(process.stderr, on_host, collected)
@@ -286,15 +298,18 @@ def dry_run(
     inventory_file: Path, hosts: list[str], *, deploy_file: Path | None = None
 ) -> dict[str, list[str]]:
     """What a deploy would change, per host: the names of the operations that would run commands."""
+    directory = inventory_directory(inventory_file)
     result = subprocess.run(
         [
-            pyinfra_command(), "--dry", "--json", str(inventory_file),
-            str(deploy_file or default_deploy_file()), *_limits(hosts),
+            *pyinfra_argv(inventory_file, "--dry", "--json"),
+            str((deploy_file or default_deploy_file(directory)).absolute()),
+            *_limits(hosts),
         ],
+        cwd=directory,
         capture_output=True,
         text=True,
         check=False,
-    )  # fmt: skip
+    )
     payload = _json_payload(result.stdout)
     if payload is None:
         raise FleetError(f"the dry run failed: {_last_words(result.stderr) or result.returncode}")

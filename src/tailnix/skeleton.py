@@ -26,23 +26,8 @@ ADMIN_PLACEHOLDER = "AGE_PUBLIC_KEY_OF_THE_ADMIN"
 # The deploy file as the package installs it (`tailnix deploy` falls back to it): one text for both.
 DEPLOY_FILE = resources.files("tailnix.deploys").joinpath("tailscale.py").read_text(encoding="utf-8")
 
-CONFIG_FILE = """\
-# pyinfra's settings for the runs started from this directory (pyinfra reads ./config.py first).
-import logging
-
-from tailnix.interrupt import exit_nonzero_on_interrupt
-
-# pyinfra exits 0 on Ctrl-C; a deploy that was interrupted exits 130 instead (from here on, so also
-# while pyinfra loads the inventory and connects).
-exit_nonzero_on_interrupt()
-
-# A host whose SSH port never answers makes paramiko print a traceback of its own; the deploy reports
-# that host in one line instead ("not deployed: no SSH connection").
-logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-
-# Seconds to wait for a host's SSH connection.
-CONNECT_TIMEOUT = 10
-"""
+# pyinfra's settings, as the package installs them (`tailnix` runs pyinfra with them when a fleet has none).
+CONFIG_FILE = resources.files("tailnix.deploys").joinpath("config.py").read_text(encoding="utf-8")
 
 INVENTORY_FILE = """\
 # The fleet: a pyinfra inventory. Each module-level list is a group; each host is a name, or a
