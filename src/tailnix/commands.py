@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import click
 
 from tailnix import mint
+from tailnix.adminkey import AdminKeyError, find_or_make_admin_key, sops_age_key_file
 from tailnix.authkey import (
     BROKEN,
     OK,
@@ -49,8 +50,7 @@ from tailnix.fleet import (
 from tailnix.recipients import RecipientUpdate, forget_recipient, record_recipients
 from tailnix.runner import DeployOutcome, HostDeployResult, dry_run, run_batched_deploy
 from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS
-from tailnix.settings import DEFAULT_SECRETS_FILE
-from tailnix.skeleton import InitError, write_fleet
+from tailnix.skeleton import InitError, check_directory, write_fleet
 from tailnix.status import fleet_status
 
 DEFAULT_KEY_DAYS = 90
@@ -183,15 +183,26 @@ def init_command(directory: Path, force: bool) -> None:
     """Write a fleet repository to DIRECTORY: inventory, settings, playbook, sops rules and next steps.
 
     DIRECTORY is made if missing and must be empty (a .git is fine) unless --force; a file that is
-    already there is never overwritten, and the output says which were kept. No secret is written:
-    the auth key goes into secrets/ encrypted, by sops, once .sops.yaml names your age key.
+    already there is never overwritten, and the output says which were kept. .sops.yaml names your
+    admin age key: the one sops finds ($SOPS_AGE_KEY_FILE, or ~/.config/sops/age/keys.txt), made there
+    if there is none. No secret is written into DIRECTORY: `tailnix rotate-key` puts the auth key in
+    secrets/, encrypted.
 
     Example: tailnix init my-fleet
     """
     try:
-        report = write_fleet(directory, force=force)
-    except InitError as error:
+        check_directory(directory, force=force)
+        admin = find_or_make_admin_key(sops_age_key_file())
+        report = write_fleet(directory, force=force, admin_recipient=admin.recipient)
+    except (InitError, AdminKeyError) as error:
         raise click.ClickException(str(error)) from None
+    if admin.made:
+        click.echo(
+            f"made an admin age key in {admin.path} ({admin.recipient}): sops finds it there; back it up, "
+            "it never goes into the fleet repository"
+        )
+    else:
+        click.echo(f"using the admin age key in {admin.path} ({admin.recipient})")
     for path in report.written:
         click.echo(f"wrote {path}")
     for path in report.unchanged:
@@ -199,9 +210,9 @@ def init_command(directory: Path, force: bool) -> None:
     for path in report.kept:
         click.echo(f"kept {path}: it was there already, with other content; not overwritten")
     click.echo(
-        f"\nNext: put your age key in {directory / '.sops.yaml'} and your hosts in "
-        f"{directory / 'inventory.py'}, then follow {directory / 'README.md'}; the first command is\n"
-        f"  cd {directory} && sops --config .sops.yaml edit {DEFAULT_SECRETS_FILE}"
+        f"\nNext: create the secrets file with your auth key (typed without echo, or minted with --mint):\n"
+        f"  cd {directory} && tailnix rotate-key --no-deploy\n"
+        f"then put your hosts in {directory / 'inventory.py'} and follow {directory / 'README.md'}."
     )
 
 
@@ -390,10 +401,12 @@ def rotate_key_command(
         else:
             key = _read_new_key()
             expiry = expires.date() if expires is not None else date.today() + timedelta(days=days)
+        created = not location.secrets_file.exists()
         dates = rotate_key(location, key, expires=expiry)
     except (FleetError, AuthKeyError) as error:
         raise click.ClickException(str(error)) from None
-    click.echo(f"{location.secrets_file}: new auth key set on {dates.set_on}, expires on {dates.expires}")
+    done = "created with the new auth key" if created else "new auth key set"
+    click.echo(f"{location.secrets_file}: {done} on {dates.set_on}, expires on {dates.expires}")
     if not no_deploy and not _deploy(inventory_file, [h.name for h in chosen]).ok:
         sys.exit(1)
 

@@ -56,7 +56,13 @@ class Fleet:
 @pytest.fixture(scope="module")
 def fleet(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     directory = tmp_path_factory.mktemp("anywhere") / "fleet"
-    subprocess.run([str(BIN / "tailnix"), "init", str(directory)], check=True, capture_output=True)
+    # The lab's admin key stands for the one sops finds on an admin's machine.
+    subprocess.run(
+        [str(BIN / "tailnix"), "init", str(directory)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "SOPS_AGE_KEY_FILE": str(lab.layout.admin_agekey)},
+    )
     host = lab.add_host(os="nixos")
     write_secrets(lab, directory, [])  # the admin only: bootstrap adds the host
     lab.write_inventory(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -30,6 +31,15 @@ WRITTEN = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def own_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """init makes the admin age key where sops looks for it: in a home of the test's own (not in
+    tmp_path, which the tests init into)."""
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+    for name in ("XDG_CONFIG_HOME", "SOPS_AGE_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def init(*arguments: str) -> tuple[int, str]:
     result = CliRunner().invoke(main, ["init", *arguments])
     return result.exit_code, result.output
@@ -42,7 +52,7 @@ def test_init_writes_the_fleet_and_says_what_next(tmp_path: Path) -> None:
     assert sorted(str(p.relative_to(fleet)) for p in fleet.rglob("*") if p.is_file()) == sorted(WRITTEN)
     for name in WRITTEN:
         assert f"wrote {fleet / name}" in output
-    assert f"cd {fleet} && sops --config .sops.yaml edit {DEFAULT_SECRETS_FILE}" in output
+    assert f"cd {fleet} && tailnix rotate-key --no-deploy" in output
 
 
 def test_the_repository_is_what_init_writes() -> None:
