@@ -36,7 +36,7 @@ AUTH_KEY_PATTERN = r"tskey-(auth|client)-[A-Za-z0-9]{4,}-[A-Za-z0-9]{8,}"
 SECRETS_IN_CLEAR = {
     "an auth key": AUTH_KEY_PATTERN,
     "an age private key": r"AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}",
-    "an SSH private key": r"-----BEGIN (OPENSSH|RSA|EC|DSA) PRIVATE KEY-----",
+    "an SSH private key": r"-----BEGIN ((OPENSSH|RSA|EC|DSA) )?PRIVATE KEY-----",
 }
 
 OK, WARNING, BROKEN = 0, 1, 2
