@@ -47,7 +47,8 @@ from tailnix.fleet import (
     secrets_location,
     select_hosts,
 )
-from tailnix.recipients import RecipientUpdate, forget_recipient, record_recipients
+from tailnix.known_hosts import HostAddress, HostKeyScanError, NewHostKey, is_known, record, scan
+from tailnix.recipients import RecipientChange, RecipientUpdate, forget_recipient, record_recipients
 from tailnix.runner import DeployOutcome, HostDeployResult, dry_run, run_batched_deploy
 from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS
 from tailnix.skeleton import InitError, check_directory, write_fleet
@@ -216,12 +217,69 @@ def init_command(directory: Path, force: bool) -> None:
     )
 
 
+def _confirmed(question: str) -> bool:
+    try:
+        return click.confirm(question, default=False)
+    except click.Abort:  # no answer (end of input): not confirmed
+        click.echo("")
+        return False
+
+
+def _trust_new_host_keys(
+    hosts: list[FleetHost], base_dir: Path, *, yes: bool, known_hosts: Path | None
+) -> dict[str, str]:
+    """Show each host key not yet in its known-hosts file and record the confirmed ones; the rest, and why.
+
+    A host that does not answer is left to pyinfra, which says so.
+    """
+    new: list[NewHostKey] = []
+    for host in hosts:
+        address = HostAddress.of(host.name, host.data, base_dir)
+        if is_known(address):
+            continue
+        try:
+            new.append(scan(address))
+        except HostKeyScanError:
+            continue
+    if known_hosts is not None:
+        for key in new:
+            if key.address.known_hosts.resolve() != known_hosts.absolute().resolve():
+                raise click.UsageError(
+                    f"the inventory points {key.address.host} to {key.address.known_hosts} "
+                    f"(ssh_known_hosts_file), not {known_hosts}: pyinfra checks its host key there"
+                )
+    untrusted: dict[str, str] = {}
+    for key in new:
+        where = key.address.known_hosts
+        click.echo(
+            f"{key.address.host}: new host key, not in {where}: {key.key_type} {key.fingerprint} "
+            f"({key.address.hostname}:{key.address.port})"
+        )
+        if yes or _confirmed(f"Is this {key.address.host}'s key? Trust it and record it in {where}?"):
+            record(key)
+            click.echo(f"{key.address.host}: recorded its host key in {where}")
+        else:
+            untrusted[key.address.host] = "its host key was not confirmed; nothing was recorded"
+    return untrusted
+
+
 @click.command("bootstrap")
 @click.argument("hosts", nargs=-1, metavar="[HOST]...")
 @inventory_option
 @limit_option
 @click.option("--replace-key", is_flag=True, help="Accept a host key that differs from the recorded one.")
 @click.option("--no-deploy", is_flag=True, help="Record the recipients only; do not deploy.")
+@click.option(
+    "--yes",
+    "trust_new_keys",
+    is_flag=True,
+    help="Trust the new host keys shown without asking (needs --known-hosts).",
+)
+@click.option(
+    "--known-hosts",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The known-hosts file the inventory points the hosts to (ssh_known_hosts_file); new keys go there.",
+)
 @sops_options
 def bootstrap_command(
     hosts: tuple[str, ...],
@@ -229,6 +287,8 @@ def bootstrap_command(
     limits: tuple[str, ...],
     replace_key: bool,
     no_deploy: bool,
+    trust_new_keys: bool,
+    known_hosts: Path | None,
     secrets_file: Path | None,
     sops_config: Path | None,
 ) -> None:
@@ -240,10 +300,19 @@ def bootstrap_command(
     deploy. A host whose key differs from the recorded one is refused unless --replace-key. Safe to
     run again: nothing changes the second time.
 
+    A host key that is not in the host's known-hosts file yet (its ssh_known_hosts_file, or
+    ~/.ssh/known_hosts) is shown with its fingerprint and recorded there once you confirm it; --yes
+    with --known-hosts FILE records it without asking. Nothing is trusted silently.
+
     Example: tailnix bootstrap desk gateway
     """
     if not hosts and not limits:
         raise click.UsageError("name the hosts to bootstrap, or a group with --limit")
+    if trust_new_keys and known_hosts is None:
+        raise click.UsageError(
+            "--yes trusts new host keys only with --known-hosts FILE (the file the inventory points the "
+            "hosts to), so that what is trusted, and where, is said on the command line"
+        )
     try:
         chosen = _fleet(inventory_file, hosts, limits)
         location = secrets_location(
@@ -252,9 +321,18 @@ def bootstrap_command(
             secrets_file=secrets_file,
             sops_config=sops_config,
         )
-        update = record_recipients(inventory_file, chosen, location, replace_key=replace_key)
+        untrusted = _trust_new_host_keys(
+            chosen, inventory_directory(inventory_file), yes=trust_new_keys, known_hosts=known_hosts
+        )
+        trusted = [host for host in chosen if host.name not in untrusted]
+        update = (
+            record_recipients(inventory_file, trusted, location, replace_key=replace_key)
+            if trusted
+            else RecipientUpdate()
+        )
     except FleetError as error:
         raise click.ClickException(str(error)) from None
+    update.changes += [RecipientChange(name, "failed", reason) for name, reason in untrusted.items()]
     _print_recipients(update, location)
     ready = [change.host for change in update.changes if change.ok]
     deployed = DeployOutcome() if no_deploy else _deploy(inventory_file, ready)
