@@ -120,6 +120,12 @@ tailscale_ssh = {_python(defaults.ssh)}
 
 # How long the verify step waits for a host to report Running (seconds).
 tailnix_verify_timeout = {_python(defaults.verify_timeout)}
+
+# pyinfra's SSH: host keys are checked against known_hosts beside the inventory (commit it: it holds
+# public keys only), and a host whose key is not there is refused, never trusted silently.
+# `tailnix bootstrap HOST` shows a new host's key fingerprint and records it there once you confirm it.
+ssh_known_hosts_file = "known_hosts"
+ssh_strict_host_key_checking = "yes"
 """
 
 
@@ -182,7 +188,9 @@ tailnix is installed with `pipx install --include-deps`).
    ```
    tailnix rotate-key --no-deploy             # or: tailnix rotate-key --no-deploy --mint --tag tag:NAME
    ```
-4. **Bootstrap** the hosts: each one's SSH host key becomes a recipient of the file, then it is deployed.
+4. **Bootstrap** the hosts: each new host's SSH host key is shown with its fingerprint and, once you
+   confirm it, recorded in `known_hosts` (commit it); the key becomes a recipient of the file, then the
+   host is deployed.
 
    ```
    tailnix bootstrap desk laptop gateway      # or: tailnix bootstrap --limit GROUP

@@ -83,6 +83,16 @@ def test_group_data_holds_the_settings_defaults() -> None:
     )
 
 
+def test_the_fleet_checks_host_keys_against_its_own_file_and_never_trusts_one_silently() -> None:
+    """pyinfra's default (`accept-new`) would add a new host's key without a word: the fleet checks keys
+    strictly against `known_hosts` beside the inventory, where `tailnix bootstrap` records confirmed ones."""
+    written = {item.path: item.text for item in fleet_files()}
+    values: dict[str, object] = {}
+    exec(compile(written["group_data/all.py"], "group_data/all.py", "exec"), values)
+    assert values["ssh_known_hosts_file"] == "known_hosts"
+    assert values["ssh_strict_host_key_checking"] == "yes"
+
+
 def test_the_inventory_lists_no_host_until_the_user_does() -> None:
     written = {item.path: item.text for item in fleet_files()}
     values: dict[str, object] = {}
