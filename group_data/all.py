@@ -24,3 +24,9 @@ tailscale_ssh = False
 
 # How long the verify step waits for a host to report Running (seconds).
 tailnix_verify_timeout = 60
+
+# pyinfra's SSH: host keys are checked against known_hosts beside the inventory (commit it: it holds
+# public keys only), and a host whose key is not there is refused, never trusted silently.
+# `tailnix bootstrap HOST` shows a new host's key fingerprint and records it there once you confirm it.
+ssh_known_hosts_file = "known_hosts"
+ssh_strict_host_key_checking = "yes"

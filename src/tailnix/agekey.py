@@ -53,6 +53,45 @@ def _bech32_encode(hrp: str, data: bytes) -> str:
     return hrp + "1" + "".join(_BECH32_CHARSET[w] for w in words + checksum)
 
 
+def _bech32_decode(text: str) -> tuple[str, bytes]:
+    """The human-readable part and the data of a bech32 string (any case), checksum verified."""
+    lowered = text.strip().lower()
+    hrp, separator, rest = lowered.rpartition("1")
+    if not separator or not hrp or len(rest) < 6 or any(c not in _BECH32_CHARSET for c in rest):
+        raise KeyFormatError("not a bech32 string")
+    words = [_BECH32_CHARSET.index(c) for c in rest]
+    expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+    if _bech32_polymod(expanded + words) != 1:
+        raise KeyFormatError("bech32 checksum mismatch")
+    accumulator = bits = 0
+    data = bytearray()
+    for word in words[:-6]:
+        accumulator = (accumulator << 5) | word
+        bits += 5
+        if bits >= 8:
+            bits -= 8
+            data.append((accumulator >> bits) & 0xFF)
+    return hrp, bytes(data)
+
+
+def age_identity_bytes(identity: str) -> bytes:
+    """The 32-byte X25519 scalar of an `AGE-SECRET-KEY-1...` identity."""
+    hrp, data = _bech32_decode(identity)
+    if hrp != "age-secret-key-" or len(data) != 32:
+        raise KeyFormatError("not an age identity (AGE-SECRET-KEY-1...)")
+    return data
+
+
+def age_identity(scalar: bytes) -> str:
+    """The `AGE-SECRET-KEY-1...` text of a 32-byte X25519 scalar."""
+    return _bech32_encode("age-secret-key-", scalar).upper()
+
+
+def age_recipient(public: bytes) -> str:
+    """The `age1...` text of a 32-byte X25519 public key."""
+    return _bech32_encode("age", public)
+
+
 def _read_string(blob: bytes, offset: int) -> tuple[bytes, int]:
     if offset + 4 > len(blob):
         raise KeyFormatError("the key data is truncated")
@@ -90,7 +129,7 @@ def ssh_public_key_to_age(public_key_line: str) -> str:
     point = ed25519_public_bytes(public_key_line)
     y = int.from_bytes(point, "little") & ((1 << 255) - 1)
     u = (1 + y) * pow(1 - y, _FIELD_PRIME - 2, _FIELD_PRIME) % _FIELD_PRIME
-    return _bech32_encode("age", u.to_bytes(32, "little"))
+    return age_recipient(u.to_bytes(32, "little"))
 
 
 def _ed25519_seed(private_key_text: str) -> bytes:
@@ -129,5 +168,4 @@ def ssh_private_key_to_age_identity(private_key_text: str) -> str:
 
     As ssh-to-age: the first 32 bytes of sha512(seed), unclamped (age clamps when it uses it).
     """
-    scalar = hashlib.sha512(_ed25519_seed(private_key_text)).digest()[:32]
-    return _bech32_encode("age-secret-key-", scalar).upper()
+    return age_identity(hashlib.sha512(_ed25519_seed(private_key_text)).digest()[:32])

@@ -25,8 +25,8 @@ import yaml
 
 from tailnix.fleet import FleetHost, SecretsLocation
 from tailnix.keyform import ENV_PREFIX, bare_key, key_kind
-from tailnix.secrets_file import ClearSecretError, date_fields, read_sealed
-from tailnix.sops import NotEncryptedError, SopsError, decrypt_value, read_metadata, set_value
+from tailnix.secrets_file import ClearSecretError, date_fields, missing_file, read_sealed
+from tailnix.sops import NotEncryptedError, SopsError, decrypt_value, encrypt_values, read_metadata, set_value
 from tailnix.sops_config import SopsConfig, SopsConfigError
 
 OAUTH_CLIENT_PREFIX = "tskey-client-"
@@ -36,7 +36,7 @@ AUTH_KEY_PATTERN = r"tskey-(auth|client)-[A-Za-z0-9]{4,}-[A-Za-z0-9]{8,}"
 SECRETS_IN_CLEAR = {
     "an auth key": AUTH_KEY_PATTERN,
     "an age private key": r"AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}",
-    "an SSH private key": r"-----BEGIN (OPENSSH|RSA|EC|DSA) PRIVATE KEY-----",
+    "an SSH private key": r"-----BEGIN ((OPENSSH|RSA|EC|DSA) )?PRIVATE KEY-----",
 }
 
 OK, WARNING, BROKEN = 0, 1, 2
@@ -98,32 +98,31 @@ def normalise_key(text: str) -> str:
 def rotate_key(location: SecretsLocation, key: str, *, expires: date, today: date | None = None) -> KeyDates:
     """Write a new auth key into the secrets file, with its set and expiry dates in clear beside it.
 
-    The key keeps the form the file already used (bare, or `TAILSCALE_AUTH_KEY=...`). All writes go to a
-    private copy that replaces the file only when every write succeeded.
+    The key keeps the form the file already used (bare, or `TAILSCALE_AUTH_KEY=...`). A missing file is
+    created, for the recipients of the `.sops.yaml` rule that covers it. All writes go to a private copy
+    that replaces the file only when every write succeeded.
     """
     today = today or date.today()
     if expires <= today:
         raise AuthKeyError(f"the expiry date {expires} is not in the future")
     path = location.secrets_file
-    try:
-        suffix = read_sealed(path, location.secret_name).unencrypted_suffix
-    except (NotEncryptedError, OSError) as error:
-        raise AuthKeyError(str(error)) from None
-    try:
-        current = decrypt_value(path, location.secret_name)
-    except SopsError as error:
-        raise AuthKeyError(
-            f"cannot decrypt {path} to keep its format ({error}); set SOPS_AGE_KEY_FILE to the admin age key"
-        ) from None
-    value = ENV_PREFIX + key if current.startswith(ENV_PREFIX) else key
-    set_field, expires_field = date_fields(location.secret_name, suffix)
+    value = key if not path.exists() else _in_current_form(location, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(handle)
     temporary = Path(temporary_name)
     try:
-        shutil.copyfile(path, temporary)
-        os.chmod(temporary, 0o600)
-        set_value(temporary, location.secret_name, value, config=location.sops_config)
+        if path.exists():
+            shutil.copyfile(path, temporary)
+            os.chmod(temporary, 0o600)
+            set_value(temporary, location.secret_name, value, config=location.sops_config)
+        else:
+            # A first secrets file: encrypted by the rule of .sops.yaml that covers its real name.
+            encrypt_values(
+                {location.secret_name: value}, target=temporary, config=location.sops_config, rule_for=path
+            )
+        suffix = read_sealed(temporary, location.secret_name).unencrypted_suffix
+        set_field, expires_field = date_fields(location.secret_name, suffix)
         set_value(temporary, set_field, today.isoformat(), config=location.sops_config)
         set_value(temporary, expires_field, expires.isoformat(), config=location.sops_config)
         try:
@@ -136,11 +135,28 @@ def rotate_key(location: SecretsLocation, key: str, *, expires: date, today: dat
                 "from being stored in clear"
             )
         os.replace(temporary, path)
-    except SopsError as error:
-        raise AuthKeyError(f"{error}; {path} was left as it was") from None
+    except (SopsError, NotEncryptedError) as error:
+        outcome = "was left as it was" if path.exists() else "was not created"
+        raise AuthKeyError(f"{error}; {path} {outcome}") from None
     finally:
         temporary.unlink(missing_ok=True)
     return KeyDates(today, expires)
+
+
+def _in_current_form(location: SecretsLocation, key: str) -> str:
+    """`key` in the form the file already holds its key: bare, or `TAILSCALE_AUTH_KEY=...`."""
+    try:
+        read_sealed(location.secrets_file, location.secret_name)
+    except (NotEncryptedError, OSError) as error:
+        raise AuthKeyError(str(error)) from None
+    try:
+        current = decrypt_value(location.secrets_file, location.secret_name)
+    except SopsError as error:
+        raise AuthKeyError(
+            f"cannot decrypt {location.secrets_file} to keep its format ({error}); set SOPS_AGE_KEY_FILE "
+            "to the admin age key"
+        ) from None
+    return ENV_PREFIX + key if current.startswith(ENV_PREFIX) else key
 
 
 # --- check ----------------------------------------------------------------------------------------
@@ -158,13 +174,7 @@ def check_expiry(location: SecretsLocation, *, warn_days: int, today: date | Non
     """Is the file encrypted, does it hold the key, and how long until the key expires."""
     today = today or date.today()
     if not location.secrets_file.exists():
-        return [
-            Finding(
-                BROKEN,
-                f"{location.secrets_file} does not exist yet: write the auth key into it with "
-                f"`sops --config {location.sops_config} edit {location.secrets_file}`",
-            )
-        ]
+        return [Finding(BROKEN, missing_file(location.secrets_file))]
     try:
         metadata = read_sealed(location.secrets_file, location.secret_name)
     except (NotEncryptedError, OSError) as error:

@@ -13,8 +13,7 @@ import click
 
 from tailnix import commands
 from tailnix.flake import read_flake
-from tailnix.fleet import FleetError, load_fleet
-from tailnix.inventory import InventoryError, host_data
+from tailnix.fleet import FleetError, inventory_directory, load_fleet, select_hosts
 from tailnix.nix_imports import ImportEditError
 from tailnix.nixmodule import render_module
 from tailnix.runner import read_fact
@@ -80,9 +79,9 @@ def module_command(host: str, inventory_file: Path, offline: bool) -> None:
     Example: tailnix module desk -i inventory.py
     """
     try:
-        settings = parse_settings(host, host_data(inventory_file, host))
-        fleet = [member for member in load_fleet(inventory_file) if member.name == host]
-    except (InventoryError, SettingsError, FleetError) as error:
+        fleet = select_hosts(load_fleet(inventory_file), [host], [])
+        settings = parse_settings(host, fleet[0].data, base_dir=inventory_directory(inventory_file))
+    except (SettingsError, FleetError) as error:
         raise click.ClickException(str(error)) from None
     sops_nix_from_flake = False
     if not offline:

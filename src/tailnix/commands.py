@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import click
 
 from tailnix import mint
+from tailnix.adminkey import AdminKeyError, find_or_make_admin_key, sops_age_key_file
 from tailnix.authkey import (
     BROKEN,
     OK,
@@ -41,16 +42,17 @@ from tailnix.fleet import (
     FleetHost,
     SecretsLocation,
     UnknownHostsError,
+    inventory_directory,
     load_fleet,
     secrets_location,
     select_hosts,
 )
 from tailnix.interrupt import INTERRUPTED_EXIT
-from tailnix.recipients import RecipientUpdate, forget_recipient, record_recipients
+from tailnix.known_hosts import HostAddress, HostKeyScanError, NewHostKey, is_known, record, scan
+from tailnix.recipients import RecipientChange, RecipientUpdate, forget_recipient, record_recipients
 from tailnix.runner import DeployOutcome, HostDeployResult, dry_run, run_batched_deploy
 from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS
-from tailnix.settings import DEFAULT_SECRETS_FILE
-from tailnix.skeleton import InitError, write_fleet
+from tailnix.skeleton import InitError, check_directory, write_fleet
 from tailnix.status import fleet_status
 
 DEFAULT_KEY_DAYS = 90
@@ -241,15 +243,26 @@ def init_command(directory: Path, force: bool) -> None:
     """Write a fleet repository to DIRECTORY: inventory, settings, playbook, sops rules and next steps.
 
     DIRECTORY is made if missing and must be empty (a .git is fine) unless --force; a file that is
-    already there is never overwritten, and the output says which were kept. No secret is written:
-    the auth key goes into secrets/ encrypted, by sops, once .sops.yaml names your age key.
+    already there is never overwritten, and the output says which were kept. .sops.yaml names your
+    admin age key: the one sops finds ($SOPS_AGE_KEY_FILE, or ~/.config/sops/age/keys.txt), made there
+    if there is none. No secret is written into DIRECTORY: `tailnix rotate-key` puts the auth key in
+    secrets/, encrypted.
 
     Example: tailnix init my-fleet
     """
     try:
-        report = write_fleet(directory, force=force)
-    except InitError as error:
+        check_directory(directory, force=force)
+        admin = find_or_make_admin_key(sops_age_key_file())
+        report = write_fleet(directory, force=force, admin_recipient=admin.recipient)
+    except (InitError, AdminKeyError) as error:
         raise click.ClickException(str(error)) from None
+    if admin.made:
+        click.echo(
+            f"made an admin age key in {admin.path} ({admin.recipient}): sops finds it there; back it up, "
+            "it never goes into the fleet repository"
+        )
+    else:
+        click.echo(f"using the admin age key in {admin.path} ({admin.recipient})")
     for path in report.written:
         click.echo(f"wrote {path}")
     for path in report.unchanged:
@@ -257,10 +270,56 @@ def init_command(directory: Path, force: bool) -> None:
     for path in report.kept:
         click.echo(f"kept {path}: it was there already, with other content; not overwritten")
     click.echo(
-        f"\nNext: put your age key in {directory / '.sops.yaml'} and your hosts in "
-        f"{directory / 'inventory.py'}, then follow {directory / 'README.md'}; the first command is\n"
-        f"  cd {directory} && sops --config .sops.yaml edit {DEFAULT_SECRETS_FILE}"
+        f"\nNext: create the secrets file with your auth key (typed without echo, or minted with --mint):\n"
+        f"  cd {directory} && tailnix rotate-key --no-deploy\n"
+        f"then put your hosts in {directory / 'inventory.py'} and follow {directory / 'README.md'}."
     )
+
+
+def _confirmed(question: str) -> bool:
+    try:
+        return click.confirm(question, default=False)
+    except click.Abort:  # no answer (end of input): not confirmed
+        click.echo("")
+        return False
+
+
+def _trust_new_host_keys(
+    hosts: list[FleetHost], base_dir: Path, *, yes: bool, known_hosts: Path | None
+) -> dict[str, str]:
+    """Show each host key not yet in its known-hosts file and record the confirmed ones; the rest, and why.
+
+    A host that does not answer is left to pyinfra, which says so.
+    """
+    new: list[NewHostKey] = []
+    for host in hosts:
+        address = HostAddress.of(host.name, host.data, base_dir)
+        if is_known(address):
+            continue
+        try:
+            new.append(scan(address))
+        except HostKeyScanError:
+            continue
+    if known_hosts is not None:
+        for key in new:
+            if key.address.known_hosts.resolve() != known_hosts.absolute().resolve():
+                raise click.UsageError(
+                    f"the inventory points {key.address.host} to {key.address.known_hosts} "
+                    f"(ssh_known_hosts_file), not {known_hosts}: pyinfra checks its host key there"
+                )
+    untrusted: dict[str, str] = {}
+    for key in new:
+        where = key.address.known_hosts
+        click.echo(
+            f"{key.address.host}: new host key, not in {where}: {key.key_type} {key.fingerprint} "
+            f"({key.address.hostname}:{key.address.port})"
+        )
+        if yes or _confirmed(f"Is this {key.address.host}'s key? Trust it and record it in {where}?"):
+            record(key)
+            click.echo(f"{key.address.host}: recorded its host key in {where}")
+        else:
+            untrusted[key.address.host] = "its host key was not confirmed; nothing was recorded"
+    return untrusted
 
 
 @click.command("bootstrap")
@@ -270,6 +329,17 @@ def init_command(directory: Path, force: bool) -> None:
 @click.option("--replace-key", is_flag=True, help="Accept a host key that differs from the recorded one.")
 @click.option("--no-deploy", is_flag=True, help="Record the recipients only; do not deploy.")
 @quiet_option
+@click.option(
+    "--yes",
+    "trust_new_keys",
+    is_flag=True,
+    help="Trust the new host keys shown without asking (needs --known-hosts).",
+)
+@click.option(
+    "--known-hosts",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The known-hosts file the inventory points the hosts to (ssh_known_hosts_file); new keys go there.",
+)
 @sops_options
 def bootstrap_command(
     hosts: tuple[str, ...],
@@ -278,6 +348,8 @@ def bootstrap_command(
     replace_key: bool,
     no_deploy: bool,
     quiet: bool,
+    trust_new_keys: bool,
+    known_hosts: Path | None,
     secrets_file: Path | None,
     sops_config: Path | None,
 ) -> None:
@@ -289,17 +361,40 @@ def bootstrap_command(
     deploy. A host whose key differs from the recorded one is refused unless --replace-key. Safe to
     run again: nothing changes the second time.
 
+    A host key that is not in the host's known-hosts file yet (its ssh_known_hosts_file, or
+    ~/.ssh/known_hosts) is shown with its fingerprint and recorded there once you confirm it; --yes
+    with --known-hosts FILE records it without asking. Nothing is trusted silently.
+
     Example: tailnix bootstrap desk gateway
     """
     if not hosts and not limits:
         raise click.UsageError("name the hosts to bootstrap, or a group with --limit")
+    if trust_new_keys and known_hosts is None:
+        raise click.UsageError(
+            "--yes trusts new host keys only with --known-hosts FILE (the file the inventory points the "
+            "hosts to), so that what is trusted, and where, is said on the command line"
+        )
     try:
         fleet = load_fleet(inventory_file)
         chosen = _select(fleet, hosts, limits)
-        location = secrets_location(chosen, secrets_file=secrets_file, sops_config=sops_config)
-        update = record_recipients(inventory_file, chosen, location, replace_key=replace_key)
+        location = secrets_location(
+            chosen,
+            base_dir=inventory_directory(inventory_file),
+            secrets_file=secrets_file,
+            sops_config=sops_config,
+        )
+        untrusted = _trust_new_host_keys(
+            chosen, inventory_directory(inventory_file), yes=trust_new_keys, known_hosts=known_hosts
+        )
+        trusted = [host for host in chosen if host.name not in untrusted]
+        update = (
+            record_recipients(inventory_file, trusted, location, replace_key=replace_key)
+            if trusted
+            else RecipientUpdate()
+        )
     except FleetError as error:
         raise click.ClickException(str(error)) from None
+    update.changes += [RecipientChange(name, "failed", reason) for name, reason in untrusted.items()]
     _print_recipients(update, location, quiet=quiet)
     ready = [change.host for change in update.changes if change.ok]
     deployed = DeployOutcome() if no_deploy else _deploy(inventory_file, ready, quiet=quiet)
@@ -330,7 +425,12 @@ def forget_command(
     """
     try:
         fleet = load_fleet(inventory_file) if inventory_file.is_file() else []
-        location = secrets_location(fleet, secrets_file=secrets_file, sops_config=sops_config)
+        location = secrets_location(
+            fleet,
+            base_dir=inventory_directory(inventory_file),
+            secrets_file=secrets_file,
+            sops_config=sops_config,
+        )
         update = forget_recipient(location, host)
     except FleetError as error:
         raise click.ClickException(str(error)) from None
@@ -434,18 +534,25 @@ def rotate_key_command(
         raise click.UsageError("--tag, --single-use, --ephemeral and --oauth-file go with --mint")
     try:
         chosen = _fleet(inventory_file, (), limits)
-        location = secrets_location(chosen, secrets_file=secrets_file, sops_config=sops_config)
+        location = secrets_location(
+            chosen,
+            base_dir=inventory_directory(inventory_file),
+            secrets_file=secrets_file,
+            sops_config=sops_config,
+        )
         if mint_key:
             minted = _mint(tags, days, reusable, ephemeral, oauth_file, api_url, quiet=quiet)
             key, expiry = minted.key, minted.expires
         else:
             key = _read_new_key()
             expiry = expires.date() if expires is not None else date.today() + timedelta(days=days)
+        created = not location.secrets_file.exists()
         dates = rotate_key(location, key, expires=expiry)
     except (FleetError, AuthKeyError) as error:
         raise click.ClickException(str(error)) from None
+    done = "created with the new auth key" if created else "new auth key set"
     if not quiet:
-        click.echo(f"{location.secrets_file}: new auth key set on {dates.set_on}, expires on {dates.expires}")
+        click.echo(f"{location.secrets_file}: {done} on {dates.set_on}, expires on {dates.expires}")
     if not no_deploy and not _deploy(inventory_file, [h.name for h in chosen], quiet=quiet).ok:
         sys.exit(1)
 
@@ -514,7 +621,12 @@ def check_command(
     """
     try:
         chosen = _fleet(inventory_file, (), limits)
-        location = secrets_location(chosen, secrets_file=secrets_file, sops_config=sops_config)
+        location = secrets_location(
+            chosen,
+            base_dir=inventory_directory(inventory_file),
+            secrets_file=secrets_file,
+            sops_config=sops_config,
+        )
     except FleetError as error:
         raise CannotRun(str(error)) from None
     findings: list[Finding] = check_expiry(location, warn_days=warn_days)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +33,24 @@ class FleetHost:
     data: Mapping[str, Any]
 
 
+def inventory_directory(inventory_file: Path) -> Path:
+    """The fleet's directory: the inventory's. Its relative paths (the secrets file, SSH keys, known hosts)
+    start there, and pyinfra runs there for the fleet commands, whatever the current directory is."""
+    return inventory_file.absolute().parent.resolve()
+
+
 def load_fleet(inventory_file: Path) -> list[FleetHost]:
-    """Every host of a pyinfra inventory file, with group_data applied, in inventory order."""
+    """Every host of a pyinfra inventory file, with group_data applied, in inventory order.
+
+    The group_data read is the one a pyinfra run in the inventory's directory reads (`group_data/` there).
+    """
     if not inventory_file.is_file():
         raise FleetError(f"inventory {inventory_file} does not exist")
     try:
         with ctx_state.use(State()):
-            inventory = make_inventory(str(inventory_file), cwd=os.getcwd())
+            inventory = make_inventory(
+                str(inventory_file.absolute()), cwd=str(inventory_directory(inventory_file))
+            )
     except Exception as error:  # pyinfra raises many kinds for a broken inventory file
         raise FleetError(f"cannot load inventory {inventory_file}: {error}") from None
     return [
@@ -84,15 +94,20 @@ def find_sops_config(secrets_file: Path) -> Path:
 def secrets_location(
     hosts: list[FleetHost],
     *,
+    base_dir: Path,
     secrets_file: Path | None = None,
     sops_config: Path | None = None,
 ) -> SecretsLocation:
-    """Where the hosts' secrets are: from their settings, unless given; all hosts must share one file."""
+    """Where the hosts' secrets are: from their settings, unless given; all hosts must share one file.
+
+    + base_dir: the fleet's directory (`inventory_directory`), where a relative setting starts; a path
+      given on the command line starts in the current directory, as any command's argument does
+    """
     files: dict[Path, list[str]] = {}
     names: set[str] = set()
     for host in hosts:
         try:
-            settings = parse_settings(host.name, host.data)
+            settings = parse_settings(host.name, host.data, base_dir=base_dir)
         except SettingsError as error:
             raise FleetError(str(error)) from None
         files.setdefault(settings.secrets_file, []).append(host.name)
@@ -101,7 +116,7 @@ def secrets_location(
         if len(files) > 1:
             shown = "; ".join(f"{path} ({', '.join(members)})" for path, members in files.items())
             raise FleetError(f"the hosts use different secrets files: {shown}; name one with --secrets-file")
-        secrets_file = next(iter(files), Path(DEFAULT_SECRETS_FILE))
+        secrets_file = next(iter(files), base_dir / DEFAULT_SECRETS_FILE)
     if len(names) > 1:
         raise FleetError(f"the hosts use different secret names: {', '.join(sorted(names))}")
     secret_name = next(iter(names), DEFAULT_SECRET_NAME)

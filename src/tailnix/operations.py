@@ -539,8 +539,33 @@ def rebuild(plan: HostPlan) -> Commands:
     yield FunctionCommand(await_switch, (token, plan.settings.confirm_timeout, operation_arguments(host)), {})
 
 
+def _join_unit(settings: TailscaleSettings) -> str:
+    return paths.AUTOCONNECT_UNIT if settings.mode == "autoconnect" else paths.NATIVE_AUTOCONNECT_UNIT
+
+
 def _poll_script(settings: TailscaleSettings) -> str:
-    return host_scripts.command("verify-poll.sh", settings.verify_timeout, paths.AUTOCONNECT_UNIT)
+    return host_scripts.command("verify-poll.sh", settings.verify_timeout, _join_unit(settings))
+
+
+# What tailscaled puts in `Health` while logged out after a refused login (LoginStateWarnable,
+# health/warnings.go in tailscale v1.90.6); verify-poll.sh stops on it once the join unit has finished.
+LOGIN_ERROR_HEALTH = "The last login error was: "
+
+
+def _login_error(health: list[str]) -> str:
+    for message in health:
+        if LOGIN_ERROR_HEALTH in message:
+            return message.split(LOGIN_ERROR_HEALTH, 1)[1].strip()
+    return ""
+
+
+def _refused_login(settings: TailscaleSettings, error: str, poll: str) -> str:
+    polls = poll.split()[1] if len(poll.split()) == 2 else "?"
+    return (
+        f"Tailscale is NeedsLogin, not Running: control refused the auth key ({error}); the join unit has "
+        f"finished, so the verify stopped waiting after {polls} {'poll' if polls == '1' else 'polls'} "
+        f"instead of {settings.verify_timeout}s: rotate the key in the secrets file and deploy again"
+    )
 
 
 def _sections(lines: list[str]) -> dict[str, str]:
@@ -626,9 +651,14 @@ def _verify(state: State, host: Host, settings: TailscaleSettings, arguments: Co
         )
     backend = str(status.get("BackendState", "unknown"))
     health = "; ".join(str(h) for h in status.get("Health") or [])
+    poll = sections.get("poll", "")
     if backend != "Running":
         meaning = BACKEND_STATE_MEANINGS.get(backend, "an unknown state")
         message = f"Tailscale is {backend} after {settings.verify_timeout}s, not Running: {meaning}"
+        if poll.startswith("login-error "):
+            message = _refused_login(
+                settings, _login_error([str(h) for h in status.get("Health") or []]), poll
+            )
         missing = tags_not_granted(settings, status)
         if missing and "are invalid or not permitted" in health:
             message += f"; {_not_granted_sentence(missing, status)}"
@@ -636,7 +666,7 @@ def _verify(state: State, host: Host, settings: TailscaleSettings, arguments: Co
             message += f". Health: {health}"
         journal = sections.get("journal", "")
         if journal:
-            message += f"\n{paths.AUTOCONNECT_UNIT} journal:\n{journal}"
+            message += f"\n{_join_unit(settings)} journal:\n{journal}"
         return _report(state, host, message, False)
     missing = tags_not_granted(settings, status)
     if missing:

@@ -15,7 +15,7 @@ from pyinfra import logger
 from tailnix import paths
 from tailnix.keyform import key_problem
 from tailnix.nixmodule import render_module
-from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS, read_sealed, recorded_expiry
+from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS, missing_file, read_sealed, recorded_expiry
 from tailnix.settings import SettingsError, TailscaleSettings, parse_settings
 from tailnix.sops import NotEncryptedError, SopsError, SopsMetadata, decrypt_value
 
@@ -109,8 +109,7 @@ def plan_host(host: str, data: Mapping[str, Any], *, base_dir: Path | None = Non
     secrets_path = settings.secrets_file
     if not secrets_path.is_file():
         raise SettingsError(
-            f"host {host}: tailnix_secrets_file = {str(secrets_path)!r}: no such file "
-            "(create it with `sops encrypt`, see the README)"
+            f"host {host}: tailnix_secrets_file = {str(secrets_path)!r}: {missing_file(secrets_path)}"
         )
     try:
         metadata, secrets_sha256 = _secrets_file(secrets_path, settings.secret_name)

@@ -18,7 +18,7 @@ from tailnix import paths
 from tailnix.agekey import KeyFormatError, ssh_public_key_to_age
 from tailnix.fleet import FleetError, FleetHost, SecretsLocation
 from tailnix.runner import read_fact
-from tailnix.secrets_file import read_sealed
+from tailnix.secrets_file import missing_file, read_sealed
 from tailnix.sops import NotEncryptedError, SopsError, read_metadata, rotate_data_key, update_keys
 from tailnix.sops_config import SopsConfig, SopsConfigError, write_config
 
@@ -168,7 +168,7 @@ def forget_recipient(location: SecretsLocation, name: str) -> RecipientUpdate:
 
 def _read_config(location: SecretsLocation) -> SopsConfig:
     if not location.secrets_file.is_file():
-        raise FleetError(f"the secrets file {location.secrets_file} does not exist (see the README)")
+        raise FleetError(missing_file(location.secrets_file))
     try:
         return SopsConfig.read(location.sops_config, location.secrets_file)
     except SopsConfigError as error:

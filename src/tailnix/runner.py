@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tailnix import events, steps
-from tailnix.fleet import FleetError, FleetHost
+from tailnix.fleet import FleetError, FleetHost, inventory_directory
 from tailnix.interrupt import INTERRUPTED_EXIT
 from tailnix.sudo import login_user, password_refusal, sudo_refusal
 
@@ -40,12 +40,25 @@ def pyinfra_command() -> str:
     return str(beside) if beside.exists() else "pyinfra"
 
 
-def default_deploy_file() -> Path:
-    """`deploys/tailscale.py` of the current directory, or the installed package's (what `tailnix init` writes)."""
-    here = Path("deploys/tailscale.py")
-    if here.is_file():
-        return here
-    return Path(__file__).resolve().parent / "deploys" / "tailscale.py"
+INSTALLED = Path(__file__).resolve().parent / "deploys"
+"""The package's own deploy file and pyinfra config, for a fleet directory without its own."""
+
+
+def default_deploy_file(directory: Path) -> Path:
+    """The fleet's `deploys/tailscale.py` (in `directory`), or the installed package's."""
+    own = directory / "deploys" / "tailscale.py"
+    return own if own.is_file() else INSTALLED / "tailscale.py"
+
+
+def pyinfra_argv(inventory_file: Path, *options: str) -> list[str]:
+    """`pyinfra OPTIONS INVENTORY`, to run in the inventory's directory (`inventory_directory`).
+
+    pyinfra reads `config.py` from where it runs: the fleet's own, or the installed one when it has none.
+    """
+    command = [pyinfra_command(), *options]
+    if not (inventory_directory(inventory_file) / "config.py").is_file():
+        command += ["--config", str(INSTALLED / "config.py")]
+    return [*command, str(inventory_file.absolute())]
 
 
 def _limits(hosts: Iterable[str]) -> list[str]:
@@ -89,7 +102,8 @@ class FactReading:
 def _run_fact(inventory_file: Path, fact: str, hosts: list[str], *options: str) -> tuple[dict[str, Any], str]:
     """`pyinfra -y --json INVENTORY fact FACT` on `hosts`: the values it printed, and its stderr."""
     result = subprocess.run(
-        [pyinfra_command(), "-y", "--json", *options, str(inventory_file), "fact", fact, *_limits(hosts)],
+        [*pyinfra_argv(inventory_file, "-y", "--json", *options), "fact", fact, *_limits(hosts)],
+        cwd=inventory_directory(inventory_file),
         capture_output=True,
         text=True,
         check=False,
@@ -276,8 +290,9 @@ def _events_file() -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _run_with_events(command: list[str], progress: DeployProgress) -> tuple[int, str, str]:
-    """Run pyinfra with $TAILNIX_EVENTS set, following its events; its exit code, stdout and stderr."""
+def _run_with_events(command: list[str], directory: Path, progress: DeployProgress) -> tuple[int, str, str]:
+    """Run pyinfra in `directory` with $TAILNIX_EVENTS set, following its events; its exit code, stdout and
+    stderr."""
     # Output goes to files: a pipe nobody reads while the run is going could fill up and stall it.
     with (
         _events_file() as path,
@@ -286,7 +301,13 @@ def _run_with_events(command: list[str], progress: DeployProgress) -> tuple[int,
     ):
         environment = {**os.environ, events.EVENTS_ENV: str(path)}
         process = subprocess.Popen(
-            command, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, text=True, env=environment
+            command,
+            cwd=directory,
+            stdout=stdout,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=environment,
         )
         with path.open(encoding="utf-8") as feed:
             try:
@@ -316,18 +337,16 @@ def run_deploy(
 
     `on_step` hears of each host starting a step that takes time, `on_host` of each host as it finishes.
     """
+    directory = inventory_directory(inventory_file)
     command = [
-        pyinfra_command(),
-        "-y",
-        "--json",
-        str(inventory_file),
-        str(deploy_file or default_deploy_file()),
+        *pyinfra_argv(inventory_file, "-y", "--json"),
+        str((deploy_file or default_deploy_file(directory)).absolute()),
     ]
     command += _limits(hosts)
     if fail_percent is not None:
         command += ["--fail-percent", str(fail_percent)]
     progress = DeployProgress(on_step, on_host)
-    returncode, stdout, stderr = _run_with_events(command, progress)
+    returncode, stdout, stderr = _run_with_events(command, directory, progress)
     results = progress.finish(hosts, returncode, stderr)
     # pyinfra's own results have the last word on which hosts failed and switched.
     payload = (_json_payload(stdout) or {}).get("results") or {}
@@ -391,12 +410,14 @@ def dry_run(
 
     A host that would be refused or cannot be reached gets one entry, `refused: WHY` or `unreachable: WHY`.
     """
+    directory = inventory_directory(inventory_file)
     command = [
-        pyinfra_command(), "--dry", "--json", str(inventory_file),
-        str(deploy_file or default_deploy_file()), *_limits(hosts),
-    ]  # fmt: skip
+        *pyinfra_argv(inventory_file, "--dry", "--json"),
+        str((deploy_file or default_deploy_file(directory)).absolute()),
+        *_limits(hosts),
+    ]
     progress = DeployProgress()
-    returncode, stdout, stderr = _run_with_events(command, progress)
+    returncode, stdout, stderr = _run_with_events(command, directory, progress)
     if progress.stopped is not None:
         raise FleetError(f"the dry run failed: {progress.stopped.sentence}")
     payload = _json_payload(stdout)

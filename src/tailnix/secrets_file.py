@@ -19,6 +19,18 @@ KEY_EXPIRY_WARNING_DAYS = 14
 """How many days before the key's recorded expiry the deploy and `tailnix check` start warning."""
 
 
+CREATE_COMMAND = "tailnix rotate-key --no-deploy"
+"""The one command that creates a missing secrets file (it asks for the auth key without echo)."""
+
+
+def missing_file(path: Path) -> str:
+    """The sentence for a secrets file that does not exist yet."""
+    return (
+        f"the secrets file {path} does not exist: `{CREATE_COMMAND}` creates it "
+        "(it asks for the auth key without echo, or reads it from stdin)"
+    )
+
+
 class ClearSecretError(NotEncryptedError):
     """The secrets file holds something in clear that must not leave the workstation that way."""
 

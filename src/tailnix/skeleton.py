@@ -26,23 +26,8 @@ ADMIN_PLACEHOLDER = "AGE_PUBLIC_KEY_OF_THE_ADMIN"
 # The deploy file as the package installs it (`tailnix deploy` falls back to it): one text for both.
 DEPLOY_FILE = resources.files("tailnix.deploys").joinpath("tailscale.py").read_text(encoding="utf-8")
 
-CONFIG_FILE = """\
-# pyinfra's settings for the runs started from this directory (pyinfra reads ./config.py first).
-import logging
-
-from tailnix.interrupt import exit_nonzero_on_interrupt
-
-# pyinfra exits 0 on Ctrl-C; a deploy that was interrupted exits 130 instead (from here on, so also
-# while pyinfra loads the inventory and connects).
-exit_nonzero_on_interrupt()
-
-# A host whose SSH port never answers makes paramiko print a traceback of its own; the deploy reports
-# that host in one line instead ("not deployed: no SSH connection").
-logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-
-# Seconds to wait for a host's SSH connection.
-CONNECT_TIMEOUT = 10
-"""
+# pyinfra's settings, as the package installs them (`tailnix` runs pyinfra with them when a fleet has none).
+CONFIG_FILE = resources.files("tailnix.deploys").joinpath("config.py").read_text(encoding="utf-8")
 
 INVENTORY_FILE = """\
 # The fleet: a pyinfra inventory. Each module-level list is a group; each host is a name, or a
@@ -135,6 +120,12 @@ tailscale_ssh = {_python(defaults.ssh)}
 
 # How long the verify step waits for a host to report Running (seconds).
 tailnix_verify_timeout = {_python(defaults.verify_timeout)}
+
+# pyinfra's SSH: host keys are checked against known_hosts beside the inventory (commit it: it holds
+# public keys only), and a host whose key is not there is refused, never trusted silently.
+# `tailnix bootstrap HOST` shows a new host's key fingerprint and records it there once you confirm it.
+ssh_known_hosts_file = "known_hosts"
+ssh_strict_host_key_checking = "yes"
 """
 
 
@@ -142,25 +133,36 @@ tailnix_verify_timeout = {_python(defaults.verify_timeout)}
 MAKE_AGE_KEY = "mkdir -p ~/.config/sops/age && age-keygen -o ~/.config/sops/age/keys.txt"
 
 
-def render_sops_config(secrets_file: Path) -> str:
-    """`.sops.yaml`: one rule for the secrets file, one key group, and where each recipient comes from."""
+def render_sops_config(secrets_file: Path, admin_recipient: str | None = None) -> str:
+    """`.sops.yaml`: one rule for the secrets file, one key group, and where each recipient comes from.
+
+    + admin_recipient: the admin's `age1...` recipient; without it, a placeholder the admin replaces
+    """
     path_regex = re.escape(secrets_file.as_posix()) + "$"
-    return f"""\
-# Who can open {secrets_file.as_posix()}: you (the admin) and every host. sops reads this file when it
-# encrypts; `tailnix bootstrap` and `tailnix forget` edit it as text and keep these comments.
-#
+    if admin_recipient is None:
+        admin_step = f"""\
 # 1. Your age key, where sops looks for it. Make one (or use yours):
 #      {MAKE_AGE_KEY}
 #    and replace {ADMIN_PLACEHOLDER} below with its public half: the age1... line that
 #    `age-keygen -y ~/.config/sops/age/keys.txt` prints. The private AGE-SECRET-KEY-... line never goes
-#    here, nor anywhere in this repository.
+#    here, nor anywhere in this repository."""
+    else:
+        admin_step = """\
+# 1. The admins' age keys: the public half (age1...) of each. `tailnix init` put the one sops finds on the
+#    admin's machine below; another admin adds theirs as `- &NAME age1...` and `- *NAME`. The private
+#    AGE-SECRET-KEY-... line never goes here, nor anywhere in this repository."""
+    return f"""\
+# Who can open {secrets_file.as_posix()}: you (the admin) and every host. sops reads this file when it
+# encrypts; `tailnix bootstrap` and `tailnix forget` edit it as text and keep these comments.
+#
+{admin_step}
 # 2. The hosts. `tailnix bootstrap HOST...` reads each host's SSH host key and records it: `- &HOST age1...`
 #    under keys, `- *HOST` in the key group below.
 #
 # Keep every recipient in the ONE key group: a second `- age:` entry makes a second group, and a host would
 # then need a key from each to decrypt.
 keys:
-  - &admin {ADMIN_PLACEHOLDER}
+  - &admin {admin_recipient or ADMIN_PLACEHOLDER}
 creation_rules:
   - path_regex: {path_regex}
     key_groups:
@@ -181,17 +183,19 @@ tailnix is installed with `pipx install --include-deps`).
 
 ## Next steps
 
-1. **Your age key** in `.sops.yaml`: follow the comment at its top.
+1. **Your age key** in `.sops.yaml`: `tailnix init` put there the one sops finds on your machine
+   (`$SOPS_AGE_KEY_FILE` or `~/.config/sops/age/keys.txt`), and made it if there was none. Back that file
+   up: it never goes into this repository.
 2. **Your hosts** in `inventory.py` (and settings in `group_data/all.py`).
-3. **The auth key.** Make a reusable key in the Tailscale admin console (90 days at most) and write it into
-   the encrypted file; `sops` opens an editor on the plaintext and writes only the encrypted file:
+3. **The auth key.** Make a reusable key in the Tailscale admin console (90 days at most); this asks for it
+   without echo (or reads it from stdin) and writes `{secrets}` encrypted, as `{secret_name}`:
 
    ```
-   sops --config .sops.yaml edit {secrets}
+   tailnix rotate-key --no-deploy             # or: tailnix rotate-key --no-deploy --mint --tag tag:NAME
    ```
-
-   with the one line `{secret_name}: tskey-auth-...`.
-4. **Bootstrap** the hosts: each one's SSH host key becomes a recipient of the file, then it is deployed.
+4. **Bootstrap** the hosts: each new host's SSH host key is shown with its fingerprint and, once you
+   confirm it, recorded in `known_hosts` (commit it); the key becomes a recipient of the file, then the
+   host is deployed.
 
    ```
    tailnix bootstrap desk laptop gateway      # or: tailnix bootstrap --limit GROUP
@@ -219,15 +223,17 @@ class FleetFile:
     text: str
 
 
-def fleet_files(defaults: TailscaleSettings | None = None) -> list[FleetFile]:
-    """Every file `tailnix init` writes, in the order it lists them."""
+def fleet_files(
+    defaults: TailscaleSettings | None = None, *, admin_recipient: str | None = None
+) -> list[FleetFile]:
+    """Every file `tailnix init` writes, in the order it lists them (`.sops.yaml` names `admin_recipient`)."""
     defaults = defaults or TailscaleSettings(host="all")
     return [
         FleetFile("inventory.py", INVENTORY_FILE),
         FleetFile("group_data/all.py", render_group_data(defaults)),
         FleetFile("deploys/tailscale.py", DEPLOY_FILE),
         FleetFile("config.py", CONFIG_FILE),
-        FleetFile(".sops.yaml", render_sops_config(defaults.secrets_file)),
+        FleetFile(".sops.yaml", render_sops_config(defaults.secrets_file, admin_recipient)),
         FleetFile(f"{defaults.secrets_file.parent.as_posix()}/.gitkeep", ""),
         FleetFile(".gitignore", GITIGNORE_FILE),
         FleetFile("README.md", render_readme(defaults.secrets_file, defaults.secret_name)),
@@ -248,12 +254,8 @@ class InitReport:
     """Files that were there with other content: the user's, left alone."""
 
 
-def write_fleet(directory: Path, *, force: bool = False) -> InitReport:
-    """Write the fleet repository into `directory` (made if missing).
-
-    A directory with anything in it but `.git` is refused unless `force`; then the missing files are
-    added, and a file that is already there is never overwritten: it is reported as kept.
-    """
+def check_directory(directory: Path, *, force: bool = False) -> None:
+    """Refuse (InitError) a `directory` `write_fleet` would refuse, before anything else is made."""
     if directory.exists() and not directory.is_dir():
         raise InitError(f"{directory} is a file, not a directory: give a new or empty directory")
     present: list[str] = []
@@ -270,8 +272,17 @@ def write_fleet(directory: Path, *, force: bool = False) -> InitReport:
             f"{directory} is not empty ({shown}): give a new or empty directory, or --force to add the "
             "missing files there (files already there are kept, never overwritten)"
         )
+
+
+def write_fleet(directory: Path, *, force: bool = False, admin_recipient: str | None = None) -> InitReport:
+    """Write the fleet repository into `directory` (made if missing).
+
+    A directory with anything in it but `.git` is refused unless `force`; then the missing files are
+    added, and a file that is already there is never overwritten: it is reported as kept.
+    """
+    check_directory(directory, force=force)
     report = InitReport()
-    for item in fleet_files():
+    for item in fleet_files(admin_recipient=admin_recipient):
         target = directory / item.path
         if target.is_symlink() or target.exists():
             if target.is_file() and target.read_text(errors="replace") == item.text:

@@ -211,16 +211,18 @@ def encrypt_values(
     target: Path,
     config: Path,
     age_key_file: Path | None = None,
+    rule_for: Path | None = None,
 ) -> None:
     """Encrypt `values` as a YAML document into `target`, for the recipients `config` names for it.
 
     + values: top-level keys and their secret values
     + target: where the encrypted file goes; its path selects the creation rule in `config`
     + config: the `.sops.yaml` to use
+    + rule_for: the path that selects the rule instead (`target` is a temporary file beside it)
     """
     plaintext = yaml.safe_dump(dict(values), default_flow_style=False).encode()
     result = run_sops(
-        ["encrypt", "--filename-override", str(target.absolute())],
+        ["encrypt", "--filename-override", str((rule_for or target).absolute())],
         config=config,
         age_key_file=age_key_file,
         stdin=plaintext,

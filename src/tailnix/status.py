@@ -13,7 +13,7 @@ from typing import Any
 from pyinfra.api.facts import FactBase
 
 from tailnix import paths
-from tailnix.fleet import FleetHost
+from tailnix.fleet import FleetHost, inventory_directory
 from tailnix.plan import plan_host
 from tailnix.runner import read_fact
 from tailnix.settings import SettingsError
@@ -101,7 +101,7 @@ def fleet_status(inventory_file: Path, hosts: list[FleetHost]) -> dict[str, Any]
             entry["nixos_version"] = value["os_version"] or None
         entry["last_switch"] = _iso(value["applied_mtime"])
         try:
-            plan = plan_host(host.name, host.data)
+            plan = plan_host(host.name, host.data, base_dir=inventory_directory(inventory_file))
             # A flake host that brings its own sops-nix gets the module without the fetched copy.
             current = {plan.fingerprint, plan.fingerprint_for(plan.module_for_sops_nix_flake)}
             entry["module_current"] = value["applied"] in current

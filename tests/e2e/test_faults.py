@@ -230,7 +230,10 @@ def _bad_inputs(
         "encrypted for nobody": ({"tailnix_secrets_file": str(nobody)}, "encrypted for no age recipient"),
         "wrong secret name": ({"tailnix_secrets_file": str(wrong_name)}, "has no key 'tailscale_auth_key'"),
         "two key groups": ({"tailnix_secrets_file": str(two_groups)}, "2 key groups"),
-        "missing secrets file": ({"tailnix_secrets_file": str(directory / "nope.yaml")}, "no such file"),
+        "missing secrets file": (
+            {"tailnix_secrets_file": str(directory / "nope.yaml")},
+            "does not exist: `tailnix rotate-key --no-deploy` creates it",
+        ),
         "tag without tag:": ({"tailscale_advertise_tags": ["server"]}, "tag:name"),
         "tags as a string": ({"tailscale_advertise_tags": "tag:server"}, "must be a list of strings"),
         "route with host bits": (

@@ -31,7 +31,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return install_product(tmp_path_factory.mktemp("install"))
 
 
-def run(command: list[str], cwd: Path, bin_directory: Path) -> subprocess.CompletedProcess[str]:
+def run(command: list[str], cwd: Path, bin_directory: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """Run a command as a user of the installed tool: its virtualenv first on PATH, nothing of the checkout."""
     development = str(Path(sys.executable).parent)
     path = [str(bin_directory)] + [
@@ -43,7 +43,7 @@ def run(command: list[str], cwd: Path, bin_directory: Path) -> subprocess.Comple
     return subprocess.run(
         command,
         cwd=cwd,
-        env={**environment, "PATH": os.pathsep.join(path)},
+        env={**environment, **env, "PATH": os.pathsep.join(path)},
         capture_output=True,
         text=True,
         timeout=600,
@@ -65,7 +65,13 @@ def test_the_installed_wheel_is_the_product_alone(installed: Path, tmp_path: Pat
 def test_a_fleet_written_by_init_deploys_with_the_installed_tool(
     lab: Lab, installed: Path, tmp_path: Path
 ) -> None:
-    init = run([str(installed / "tailnix"), "init", "fleet"], tmp_path, installed)
+    # The lab's admin key stands for the one sops finds on an admin's machine.
+    init = run(
+        [str(installed / "tailnix"), "init", "fleet"],
+        tmp_path,
+        installed,
+        SOPS_AGE_KEY_FILE=str(lab.layout.admin_agekey),
+    )
     assert init.returncode == 0, init.stderr
     assert "wrote fleet/deploys/tailscale.py" in init.stdout
     fleet = tmp_path / "fleet"
@@ -88,7 +94,7 @@ def test_a_fleet_written_by_init_deploys_with_the_installed_tool(
         status = json.loads(lab.ssh(host.name, "tailscale status --json --peers=false").stdout)
         assert status["BackendState"] == "Running"
 
-        # `tailnix deploy` away from the fleet's directory runs the installed package's deploy file.
+        # `tailnix deploy` from another directory runs in the fleet's directory, with its files.
         again = run(
             [str(installed / "tailnix"), "deploy", "-i", str(fleet / "inventory.py")], tmp_path, installed
         )

@@ -137,8 +137,8 @@ def test_check_before_the_secrets_file_exists_says_how_to_make_it(location: Secr
     assert [(f.level, f.message) for f in findings] == [
         (
             BROKEN,
-            f"{location.secrets_file} does not exist yet: write the auth key into it with "
-            f"`sops --config {location.sops_config} edit {location.secrets_file}`",
+            f"the secrets file {location.secrets_file} does not exist: `tailnix rotate-key --no-deploy` "
+            "creates it (it asks for the auth key without echo, or reads it from stdin)",
         )
     ]
 
@@ -180,10 +180,16 @@ def test_check_finds_age_and_ssh_private_keys_tracked_by_git(
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "deploy_key")], check=True
     )
+    # The PKCS#8 form ("BEGIN PRIVATE KEY") that ssh-keygen -m PKCS8 and openssl write.
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ecdsa", "-m", "PKCS8", "-N", "", "-f", str(root / "pkcs8_key")],
+        check=True,
+    )
     # The admin age key the fixture made lies in the same directory.
-    subprocess.run(["git", "-C", str(root), "add", "admin.agekey", "deploy_key"], check=True)
+    subprocess.run(["git", "-C", str(root), "add", "admin.agekey", "deploy_key", "pkcs8_key"], check=True)
     messages = sorted(f.message for f in check_git(location) if f.level == BROKEN)
     assert messages == [
         "git tracks an SSH private key in clear in deploy_key",
+        "git tracks an SSH private key in clear in pkcs8_key",
         "git tracks an age private key in clear in admin.agekey",
     ]

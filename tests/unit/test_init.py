@@ -7,6 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -32,6 +33,15 @@ WRITTEN = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def own_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """init makes the admin age key where sops looks for it: in a home of the test's own (not in
+    tmp_path, which the tests init into)."""
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+    for name in ("XDG_CONFIG_HOME", "SOPS_AGE_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def init(*arguments: str) -> tuple[int, str]:
     result = CliRunner().invoke(main, ["init", *arguments])
     return result.exit_code, result.output
@@ -44,7 +54,7 @@ def test_init_writes_the_fleet_and_says_what_next(tmp_path: Path) -> None:
     assert sorted(str(p.relative_to(fleet)) for p in fleet.rglob("*") if p.is_file()) == sorted(WRITTEN)
     for name in WRITTEN:
         assert f"wrote {fleet / name}" in output
-    assert f"cd {fleet} && sops --config .sops.yaml edit {DEFAULT_SECRETS_FILE}" in output
+    assert f"cd {fleet} && tailnix rotate-key --no-deploy" in output
 
 
 def test_the_repository_is_what_init_writes() -> None:
@@ -73,6 +83,16 @@ def test_group_data_holds_the_settings_defaults() -> None:
     assert parse_settings("desk", {}) == TailscaleSettings(
         host="desk", secrets_file=Path.cwd() / DEFAULT_SECRETS_FILE
     )
+
+
+def test_the_fleet_checks_host_keys_against_its_own_file_and_never_trusts_one_silently() -> None:
+    """pyinfra's default (`accept-new`) would add a new host's key without a word: the fleet checks keys
+    strictly against `known_hosts` beside the inventory, where `tailnix bootstrap` records confirmed ones."""
+    written = {item.path: item.text for item in fleet_files()}
+    values: dict[str, object] = {}
+    exec(compile(written["group_data/all.py"], "group_data/all.py", "exec"), values)
+    assert values["ssh_known_hosts_file"] == "known_hosts"
+    assert values["ssh_strict_host_key_checking"] == "yes"
 
 
 def test_the_inventory_lists_no_host_until_the_user_does() -> None:

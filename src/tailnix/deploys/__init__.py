@@ -1,6 +1,7 @@
-"""The deploy file pyinfra runs, as installed: `tailscale.py` calls the playbook (`tailnix.playbook`).
+"""The files pyinfra runs, as installed: `tailscale.py` calls the playbook (`tailnix.playbook`), and
+`config.py` holds pyinfra's settings.
 
-`tailnix init` writes this same file into a fleet repository as `deploys/tailscale.py`, and `tailnix deploy`
-runs it when the current directory has no `deploys/tailscale.py` of its own. Nothing imports it: pyinfra
-executes it once per host.
+`tailnix init` writes these same files into a fleet repository (`deploys/tailscale.py`, `config.py`), and
+the `tailnix` commands run pyinfra with them when the inventory's directory has no copy of its own.
+Nothing imports them: pyinfra executes them.
 """

@@ -1,0 +1,15 @@
+# pyinfra's settings for the runs started from this directory (pyinfra reads ./config.py first).
+import logging
+
+from tailnix.interrupt import exit_nonzero_on_interrupt
+
+# pyinfra exits 0 on Ctrl-C; a deploy that was interrupted exits 130 instead (from here on, so also
+# while pyinfra loads the inventory and connects).
+exit_nonzero_on_interrupt()
+
+# A host whose SSH port never answers makes paramiko print a traceback of its own; the deploy reports
+# that host in one line instead ("not deployed: no SSH connection").
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+
+# Seconds to wait for a host's SSH connection.
+CONNECT_TIMEOUT = 10
