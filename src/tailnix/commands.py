@@ -46,6 +46,7 @@ from tailnix.fleet import (
     select_hosts,
 )
 from tailnix.recipients import RecipientUpdate, forget_recipient, record_recipients
+from tailnix.rotation import rotation_due
 from tailnix.runner import DeployOutcome, HostDeployResult, dry_run, run_batched_deploy
 from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS
 from tailnix.settings import DEFAULT_SECRETS_FILE
@@ -335,6 +336,15 @@ def _read_new_key() -> str:
     show_default=True,
     help=f"With --mint: the Tailscale API (also ${mint.BASE_URL_ENV}).",
 )
+@click.option(
+    "--if-expiring-within",
+    type=click.IntRange(0, 3650),
+    metavar="DAYS",
+    help=(
+        "With --mint, for cron or CI: rotate only when the recorded expiry is DAYS days away or less "
+        "(or passed, or not recorded); otherwise print how long the key has and exit 0."
+    ),
+)
 @click.option("--no-deploy", is_flag=True, help="Write the new key only; do not deploy.")
 @sops_options
 def rotate_key_command(
@@ -348,6 +358,7 @@ def rotate_key_command(
     ephemeral: bool,
     oauth_file: Path | None,
     api_url: str,
+    if_expiring_within: int | None,
     no_deploy: bool,
     secrets_file: Path | None,
     sops_config: Path | None,
@@ -359,8 +370,15 @@ def rotate_key_command(
     set and expiry dates in clear fields beside it (for `tailnix check`). Hosts that are already Running
     stay connected: only the secret changes, and they do not log in again.
 
+    For a cron job or CI schedule, --mint --if-expiring-within DAYS does nothing while the key has more
+    than DAYS days left. Exit 0: nothing to do, or rotated and deployed; 1: failed; 2: usage error.
+
     Example: tailnix rotate-key --days 90 < new-key.txt
     """
+    if if_expiring_within is not None and not mint_key:
+        raise click.UsageError(
+            "--if-expiring-within goes with --mint: a job that runs unattended has no key to read from stdin"
+        )
     if mint_key and expires is not None:
         raise click.UsageError("--expires is for a key made elsewhere; a minted key expires after --days")
     if not mint_key and (tags or oauth_file is not None or ephemeral or not reusable):
@@ -368,6 +386,11 @@ def rotate_key_command(
     try:
         chosen = _fleet(inventory_file, (), limits)
         location = secrets_location(chosen, secrets_file=secrets_file, sops_config=sops_config)
+        if if_expiring_within is not None:
+            due = rotation_due(location, within_days=if_expiring_within)
+            click.echo(due.message)
+            if not due.due:
+                return
         if mint_key:
             minted = _mint(tags, days, reusable, ephemeral, oauth_file, api_url)
             key, expiry = minted.key, minted.expires

@@ -1,0 +1,86 @@
+"""Keys over a fleet's life, end to end on lab hosts: rotation from cron before the key expires.
+
+One fleet of one fresh host (reached as root), bootstrapped once; the tests run in the order of a
+fleet's life, as in test_fleet.py, whose Fleet they use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tailnix.sops import decrypt_value, read_metadata
+from tailnix_lab.emulator.api import TailscaleApi
+from tailnix_lab.emulator.control import ControlPlane, parse_auth_key
+from tailnix_lab.hosts import Lab
+
+from .test_fleet import Fleet, backend_state, new_fleet
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def keys_fleet(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """One fresh host, bootstrapped and Running with a key whose recorded expiry is 60 days away."""
+    directory = tmp_path_factory.mktemp("keys-fleet")
+    hosts = [lab.add_host(os="nixos")]
+    first_key = ControlPlane(lab.layout.control).mint_key(reusable=True, tags=("tag:server",))
+    created = new_fleet(lab, directory, hosts, first_key)
+    created.write_inventory(**{h.name: {"tailscale_advertise_tags": ["tag:server"]} for h in hosts})
+    bootstrapped = created.tailnix("bootstrap", *(h.name for h in hosts), "-i", "inventory.py")
+    assert bootstrapped.returncode == 0, bootstrapped.stdout + bootstrapped.stderr
+    recorded = created.tailnix("rotate-key", "-i", "inventory.py", "--days", "60", stdin=first_key)
+    assert recorded.returncode == 0, recorded.stdout + recorded.stderr
+    yield created
+    for host in created.hosts:
+        lab.stop_host(host.name)
+
+
+def _api_env(api: TailscaleApi) -> dict[str, str]:
+    client_id, secret = api.add_client(("tag:server",))
+    return {"TS_API_CLIENT_ID": client_id, "TS_API_CLIENT_SECRET": secret, "TS_BASE_URL": api.url}
+
+
+CRON = ("rotate-key", "-i", "inventory.py", "--mint", "--tag", "tag:server", "--days", "90")
+
+
+def test_if_expiring_within_without_mint_is_a_usage_error(keys_fleet: Fleet) -> None:
+    before = keys_fleet.secrets.read_bytes()
+    result = keys_fleet.tailnix("rotate-key", "-i", "inventory.py", "--if-expiring-within", "30")
+    assert result.returncode == 2
+    assert "--if-expiring-within goes with --mint" in result.stderr
+    assert keys_fleet.secrets.read_bytes() == before
+
+
+def test_a_key_far_from_expiry_is_left_alone(keys_fleet: Fleet) -> None:
+    before = keys_fleet.secrets.read_bytes()
+    expires = read_metadata(keys_fleet.secrets).unencrypted["tailscale_auth_key_expires_unencrypted"]
+    with TailscaleApi(keys_fleet.lab.layout.control) as api:
+        result = keys_fleet.tailnix(*CRON, "--if-expiring-within", "30", env=_api_env(api))
+        asked = list(api.requests)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        f"{keys_fleet.secrets}: the auth key expires on {expires}, in 60 days, more than 30: nothing to do"
+    ]
+    assert result.stderr == ""
+    assert asked == []  # not even a token was asked for
+    assert keys_fleet.secrets.read_bytes() == before
+
+
+def test_a_key_within_the_window_is_minted_and_deployed(keys_fleet: Fleet) -> None:
+    with TailscaleApi(keys_fleet.lab.layout.control) as api:
+        result = keys_fleet.tailnix(*CRON, "--if-expiring-within", "60", env=_api_env(api))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[0].endswith("in 60 days, within 60: rotating")
+    key = decrypt_value(
+        keys_fleet.secrets, "tailscale_auth_key", age_key_file=keys_fleet.lab.layout.admin_agekey
+    )
+    assert key != keys_fleet.first_key
+    parsed = parse_auth_key(key)
+    assert parsed is not None
+    record = ControlPlane(keys_fleet.lab.layout.control).key(parsed.key_id)
+    assert record is not None and record["tags"] == ["tag:server"]
+    for host in keys_fleet.hosts:
+        assert f"{host.name}: ok, switched" in result.stdout
+        assert backend_state(keys_fleet.lab, host.name) == "Running"
