@@ -45,6 +45,7 @@ from tailnix.fleet import (
     secrets_location,
     select_hosts,
 )
+from tailnix.keyform import key_kind
 from tailnix.recipients import RecipientUpdate, forget_recipient, record_recipients
 from tailnix.rotation import rotation_due
 from tailnix.runner import DeployOutcome, HostDeployResult, dry_run, run_batched_deploy
@@ -391,18 +392,33 @@ def rotate_key_command(
             click.echo(due.message)
             if not due.due:
                 return
+        expiry: date | None
         if mint_key:
             minted = _mint(tags, days, reusable, ephemeral, oauth_file, api_url)
             key, expiry = minted.key, minted.expires
         else:
             key = _read_new_key()
-            expiry = expires.date() if expires is not None else date.today() + timedelta(days=days)
+            expiry = _expiry_of(key, expires, days)
         dates = rotate_key(location, key, expires=expiry)
     except (FleetError, AuthKeyError) as error:
         raise click.ClickException(str(error)) from None
-    click.echo(f"{location.secrets_file}: new auth key set on {dates.set_on}, expires on {dates.expires}")
+    if dates.expires is None:
+        click.echo(
+            f"{location.secrets_file}: new OAuth client secret set on {dates.set_on}; it does not expire"
+        )
+    else:
+        click.echo(f"{location.secrets_file}: new auth key set on {dates.set_on}, expires on {dates.expires}")
     if not no_deploy and not _deploy(inventory_file, [h.name for h in chosen]).ok:
         sys.exit(1)
+
+
+def _expiry_of(key: str, expires: Any, days: int) -> date | None:
+    """The recorded expiry of a key typed in: None for an OAuth client secret, which does not expire."""
+    if key_kind(key) == "OAuth client secret":
+        if expires is not None:
+            raise AuthKeyError("an OAuth client secret does not expire; --expires is for an auth key")
+        return None
+    return expires.date() if expires is not None else date.today() + timedelta(days=days)
 
 
 def _mint(

@@ -81,7 +81,8 @@ def key_problem(secret: str, settings: TailscaleSettings) -> str | None:
         )
     if kind == "OAuth client secret" and not settings.advertise_tags:
         return (
-            "is an OAuth client secret, and tailscale up refuses one without --advertise-tags: set "
-            "tailscale_advertise_tags (for example ['tag:server'])"
+            "is an OAuth client secret, and tailscale up refuses one without --advertise-tags (an OAuth "
+            "client mints tagged keys only), but this host has tailscale_advertise_tags = []: set it, for "
+            "example to ['tag:server'], a tag the client may apply"
         )
     return None

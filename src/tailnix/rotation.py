@@ -11,7 +11,7 @@ from datetime import date
 
 from tailnix.authkey import AuthKeyError, read_dates
 from tailnix.fleet import SecretsLocation
-from tailnix.secrets_file import read_sealed
+from tailnix.secrets_file import never_expires, read_sealed
 from tailnix.sops import NotEncryptedError
 
 
@@ -28,9 +28,13 @@ def rotation_due(location: SecretsLocation, *, within_days: int, today: date | N
     today = today or date.today()
     path = location.secrets_file
     try:
-        read_sealed(path, location.secret_name)
+        metadata = read_sealed(path, location.secret_name)
     except (NotEncryptedError, OSError) as error:
         raise AuthKeyError(str(error)) from None
+    if never_expires(metadata, location.secret_name):
+        return RotationDue(
+            False, f"{path}: the secret is an OAuth client secret, which does not expire: nothing to do"
+        )
     expires = read_dates(location).expires
     if expires is None:
         return RotationDue(True, f"{path}: the auth key's expiry is not recorded: rotating")

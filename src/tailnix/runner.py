@@ -133,6 +133,12 @@ def read_fact(inventory_file: Path, fact: str, hosts: list[FleetHost]) -> FactRe
 
 
 def _last_words(stderr: str) -> str:
+    # A refusal while the deploy file loads (a SettingsError) is pyinfra's own last line:
+    # "--> pyinfra error in FILE line N: host H: ...".
+    for line in reversed(stderr.splitlines()):
+        error = re.match(r"--> pyinfra error(?: in \S+ line \d+)?: (.+)", line.strip())
+        if error:
+            return error.group(1)
     lines = [line.strip() for line in stderr.splitlines() if line.strip() and not line.startswith("-->")]
     return lines[-1] if lines else ""
 

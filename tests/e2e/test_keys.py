@@ -84,3 +84,56 @@ def test_a_key_within_the_window_is_minted_and_deployed(keys_fleet: Fleet) -> No
     for host in keys_fleet.hosts:
         assert f"{host.name}: ok, switched" in result.stdout
         assert backend_state(keys_fleet.lab, host.name) == "Running"
+
+
+@pytest.fixture(scope="module")
+def oauth_fleet(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """One fresh host, recorded in .sops.yaml but not deployed to; the file holds an auth key."""
+    directory = tmp_path_factory.mktemp("oauth-fleet")
+    first_key = ControlPlane(lab.layout.control).mint_key(reusable=True)
+    created = new_fleet(lab, directory, [lab.add_host(os="nixos")], first_key)
+    created.write_inventory()
+    recorded = created.tailnix(
+        "bootstrap", *(h.name for h in created.hosts), "-i", "inventory.py", "--no-deploy"
+    )
+    assert recorded.returncode == 0, recorded.stdout + recorded.stderr
+    yield created
+    for host in created.hosts:
+        lab.stop_host(host.name)
+
+
+def test_a_fleet_joins_with_an_oauth_client_secret(oauth_fleet: Fleet) -> None:
+    fleet, host = oauth_fleet, oauth_fleet.hosts[0]
+    control = ControlPlane(fleet.lab.layout.control)
+    with TailscaleApi(fleet.lab.layout.control) as api:
+        _, client_secret = api.add_client(("tag:server",))
+        secret = f"{client_secret}?ephemeral=false&preauthorized=true"
+        stored = fleet.tailnix("rotate-key", "-i", "inventory.py", "--no-deploy", stdin=secret + "\n")
+        assert stored.returncode == 0, stored.stdout + stored.stderr
+        assert "new OAuth client secret set on" in stored.stdout and "it does not expire" in stored.stdout
+        assert read_metadata(fleet.secrets).unencrypted["tailscale_auth_key_expires_unencrypted"] == "never"
+        checked = fleet.tailnix("check", "-i", "inventory.py")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert "ok: the secret is an OAuth client secret: OAuth clients do not expire" in checked.stdout
+
+        # Without tags the CLI would refuse it on the host: the deploy refuses before any host.
+        refused = fleet.tailnix("deploy", "-i", "inventory.py")
+        assert refused.returncode == 1
+        assert f"host {host.name}: the secret 'tailscale_auth_key'" in refused.stdout + refused.stderr
+        assert "tailscale_advertise_tags = []" in refused.stdout + refused.stderr
+        assert (
+            fleet.lab.ssh(host.name, "test -e /etc/nixos/tailscale-autoconnect.nix", check=False).returncode
+            == 1
+        )
+
+        fleet.write_inventory(**{host.name: {"tailscale_advertise_tags": ["tag:server"]}})
+        deployed = fleet.tailnix("deploy", "-i", "inventory.py")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert backend_state(fleet.lab, host.name) == "Running"
+    # The host's tailscale exchanged the secret for a key of its own: single-use, tagged, not ephemeral.
+    [node] = [n for n in control.nodes() if n["HostName"] == host.name]
+    assert node["Tags"] == ["tag:server"] and not node["Ephemeral"]
+    key = control.key(node["KeyID"])
+    assert key is not None and not key["reusable"] and key["preauthorized"]
+    assert [r.path for r in api.requests] == ["/api/v2/oauth/token", "/api/v2/tailnet/-/keys"]
+    assert client_secret not in deployed.stdout + deployed.stderr
