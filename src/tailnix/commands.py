@@ -52,7 +52,7 @@ from tailnix.runner import DeployOutcome, HostDeployResult, dry_run, run_batched
 from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS
 from tailnix.settings import DEFAULT_SECRETS_FILE
 from tailnix.skeleton import InitError, write_fleet
-from tailnix.status import fleet_status
+from tailnix.status import fleet_status, node_key_findings
 
 DEFAULT_KEY_DAYS = 90
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -86,6 +86,17 @@ def limit_option(command: Command) -> Command:
         metavar="GROUP",
         help="Only the hosts of this inventory group (or this host); repeat for more.",
     )(command)
+
+
+def warn_days_option(help_text: str) -> Callable[[Command], Command]:
+    """`--warn-days N`, 0 to 365, default KEY_EXPIRY_WARNING_DAYS."""
+    return click.option(
+        "--warn-days",
+        type=click.IntRange(0, 365),
+        default=KEY_EXPIRY_WARNING_DAYS,
+        show_default=True,
+        help=help_text,
+    )
 
 
 def sops_options(command: Command) -> Command:
@@ -452,18 +463,19 @@ _LEVEL_WORDS = {OK: "ok", WARNING: "warning", BROKEN: "error"}
 @click.command("check")
 @inventory_option
 @limit_option
+@warn_days_option("Warn this many days ahead.")
 @click.option(
-    "--warn-days",
-    type=click.IntRange(0, 365),
-    default=KEY_EXPIRY_WARNING_DAYS,
-    show_default=True,
-    help="Warn this many days ahead.",
+    "--hosts",
+    "read_hosts",
+    is_flag=True,
+    help="Also read each host over SSH (as status does) and warn on node keys that expire within --warn-days.",
 )
 @sops_options
 def check_command(
     inventory_file: Path,
     limits: tuple[str, ...],
     warn_days: int,
+    read_hosts: bool,
     secrets_file: Path | None,
     sops_config: Path | None,
 ) -> None:
@@ -484,6 +496,8 @@ def check_command(
     findings += check_no_oauth_client(location)
     findings += check_recipients(location, chosen)
     findings += check_git(location)
+    if read_hosts:
+        findings += node_key_findings(fleet_status(inventory_file, chosen, warn_days=warn_days), warn_days)
     for finding in findings:
         click.echo(f"{_LEVEL_WORDS[finding.level]}: {finding.message}", err=finding.level != OK)
     sys.exit(max(finding.level for finding in findings))
@@ -526,11 +540,13 @@ def deploy_command(
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the documented JSON document instead of a table."
 )
-def status_command(inventory_file: Path, limits: tuple[str, ...], as_json: bool) -> None:
-    """Show each host's NixOS version, Tailscale state, IPs, node key expiry and last switch, and the mesh.
+@warn_days_option("Warn when a node key expires within this many days.")
+def status_command(inventory_file: Path, limits: tuple[str, ...], as_json: bool, warn_days: int) -> None:
+    """Show each host's NixOS version, Tailscale state, IPs, tags, node key expiry and last switch, and the mesh.
 
     Exit 0 when every host is Running with the current module and sees every other joined fleet host as
-    an Online peer; 1 otherwise; 2 when the status cannot be read.
+    an Online peer; 1 otherwise; 2 when the status cannot be read. A node key that expires within
+    --warn-days is a warning, not a failure.
 
     Example: tailnix status --json
     """
@@ -538,11 +554,11 @@ def status_command(inventory_file: Path, limits: tuple[str, ...], as_json: bool)
         chosen = _fleet(inventory_file, (), limits)
     except FleetError as error:
         raise CannotRun(str(error)) from None
-    document = fleet_status(inventory_file, chosen)
+    document = fleet_status(inventory_file, chosen, warn_days=warn_days)
     if as_json:
         click.echo(json.dumps(document, indent=2))
     else:
-        rows = [("HOST", "NIXOS", "STATE", "IPV4", "MODULE", "LAST SWITCH", "NODE KEY EXPIRY")]
+        rows = [("HOST", "NIXOS", "STATE", "IPV4", "TAGS", "MODULE", "LAST SWITCH", "NODE KEY EXPIRY")]
         for host in document["hosts"]:
             module = {True: "current", False: "stale", None: "?"}[host["module_current"]]
             rows.append(
@@ -551,9 +567,10 @@ def status_command(inventory_file: Path, limits: tuple[str, ...], as_json: bool)
                     host["nixos_version"] or "-",
                     host["backend_state"] or "-",
                     (host["tailscale_ips"] or ["-"])[0],
+                    ",".join(host["tags"]) or "-",
                     module,
                     host["last_switch"] or "-",
-                    host["node_key_expiry"] or "-",
+                    _node_key_expiry_cell(host),
                 )
             )
         widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
@@ -564,6 +581,8 @@ def status_command(inventory_file: Path, limits: tuple[str, ...], as_json: bool)
         for host in document["hosts"]:
             for problem in host["problems"]:
                 click.echo(f"{host['name']}: {problem}", err=True)
+            for warning in host["warnings"]:
+                click.echo(f"{host['name']}: warning: {warning}", err=True)
         healthy = sum(host["healthy"] for host in document["hosts"])
         total, members = len(document["hosts"]), len(document["mesh"]["members"])
         # The mesh is complete only when every host is in it, not merely when the Running ones agree.
@@ -575,3 +594,10 @@ def status_command(inventory_file: Path, limits: tuple[str, ...], as_json: bool)
             mesh = "mesh incomplete: see above"
         click.echo(f"\n{healthy} of {total} hosts healthy; {mesh}")
     sys.exit(0 if document["healthy"] else 1)
+
+
+def _node_key_expiry_cell(host: dict[str, Any]) -> str:
+    # A Running node without Self.KeyExpiry is a device whose key expiry is disabled.
+    if host["node_key_expiry"]:
+        return str(host["node_key_expiry"])
+    return "never" if host["backend_state"] == "Running" else "-"

@@ -6,6 +6,7 @@ fleet's life, as in test_fleet.py, whose Fleet they use.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -137,3 +138,57 @@ def test_a_fleet_joins_with_an_oauth_client_secret(oauth_fleet: Fleet) -> None:
     assert key is not None and not key["reusable"] and key["preauthorized"]
     assert [r.path for r in api.requests] == ["/api/v2/oauth/token", "/api/v2/tailnet/-/keys"]
     assert client_secret not in deployed.stdout + deployed.stderr
+
+
+def _node_id(fleet: Fleet, name: str) -> str:
+    [node] = [n for n in ControlPlane(fleet.lab.layout.control).nodes() if n["HostName"] == name]
+    return str(node["ID"])
+
+
+def test_status_shows_granted_tags_and_warns_before_the_node_key_expires(keys_fleet: Fleet) -> None:
+    host = keys_fleet.hosts[0].name
+    fine = keys_fleet.tailnix("status", "-i", "inventory.py", "--json")
+    assert fine.returncode == 0, fine.stdout + fine.stderr
+    [entry] = json.loads(fine.stdout)["hosts"]
+    assert entry["tags"] == ["tag:server"] and entry["warnings"] == []
+    assert entry["node_key_expiry"].endswith("Z")
+
+    # The node key expires in 10 days, within the 14 of --warn-days.
+    control = ControlPlane(keys_fleet.lab.layout.control)
+    control.set_node_key_expiry(_node_id(keys_fleet, host), days_from_now=10)
+    expiry = str(control.node(_node_id(keys_fleet, host))["KeyExpiry"])  # type: ignore[index]
+    warned = keys_fleet.tailnix("status", "-i", "inventory.py", "--json")
+    assert warned.returncode == 0, warned.stdout + warned.stderr  # a warning, not a failure
+    [entry] = json.loads(warned.stdout)["hosts"]
+    assert entry["node_key_expiry"] == expiry and entry["healthy"] is True
+    [warning] = entry["warnings"]
+    assert warning.startswith(f"its node key expires on {expiry[:10]}, in ")
+    assert warning.endswith(
+        " days: the node will have to log in again (re-authenticate it, or disable key expiry for the device)"
+    )
+
+    table = keys_fleet.tailnix("status", "-i", "inventory.py", "--warn-days", "30")
+    assert table.returncode == 0, table.stdout + table.stderr
+    assert "TAGS" in table.stdout.splitlines()[0] and "tag:server" in table.stdout
+    assert f"{host}: warning: its node key expires on {expiry[:10]}" in table.stderr
+    quiet = keys_fleet.tailnix("status", "-i", "inventory.py", "--warn-days", "5")
+    assert "warning" not in quiet.stderr
+
+    checked = keys_fleet.tailnix("check", "-i", "inventory.py", "--hosts")
+    assert checked.returncode == 1
+    assert f"warning: {host}: its node key expires on {expiry[:10]}" in checked.stderr
+    offline = keys_fleet.tailnix("check", "-i", "inventory.py")
+    assert offline.returncode == 0 and "node key" not in offline.stdout + offline.stderr
+
+
+def test_a_device_whose_key_expiry_is_disabled_shows_never(keys_fleet: Fleet) -> None:
+    host = keys_fleet.hosts[0].name
+    ControlPlane(keys_fleet.lab.layout.control).set_key_expiry_disabled(_node_id(keys_fleet, host), True)
+    try:
+        result = keys_fleet.tailnix("status", "-i", "inventory.py", "--json")
+        [entry] = json.loads(result.stdout)["hosts"]
+        assert entry["node_key_expiry"] is None and entry["warnings"] == []
+        table = keys_fleet.tailnix("status", "-i", "inventory.py")
+        assert "never" in table.stdout.splitlines()[1]
+    finally:
+        ControlPlane(keys_fleet.lab.layout.control).set_key_expiry_disabled(_node_id(keys_fleet, host), False)
