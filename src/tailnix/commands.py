@@ -5,8 +5,9 @@ Exit codes (also in the README):
 - init: 0 written; 1 refused or not written (the message names the path and what to do); 2 a usage error.
 - bootstrap, forget, rotate-key, deploy: 0 done on every host; 1 something failed (named in the output);
   2 a usage error.
-- check: 0 fine; 1 a warning (the key expires within --warn-days, or its expiry is not recorded);
-  2 expired or broken (or the check could not run).
+- check: 0 fine; 1 a warning (the key expires within --warn-days, or its expiry is not recorded; with
+  --hosts, a node key that expires within --warn-days); 2 expired or broken (or the check could not run).
+- rotate-key --mint --if-expiring-within DAYS: 0 also when there is nothing to do yet.
 - status: 0 every host healthy and the mesh complete; 1 a host is not healthy; 2 the status could not be
   read (bad inventory, usage error).
 """

@@ -14,6 +14,11 @@ It speaks the documented shapes of the calls `tailnix rotate-key --mint` makes, 
   NeedsMachineAuth (device approval); `POST /api/v2/device/{id}/key` with `{"keyExpiryDisabled": BOOL}`:
   turn the expiry of its node key off or on. 200 `{}`, 401 for a bad token, 404 for an unknown device.
 
+While it runs it writes its address into the control plane's directory (`oauthkey.API_URL_FILE`): the
+lab's hosts have no internet, and their `tailscale up` with an OAuth client secret reaches
+https://api.tailscale.com there. A secret names its client (`tskey-client-<id>-...`), so the token call
+takes it with any client id, as the CLI's "some-client-id".
+
 Every request is kept (method, path, and the names of its headers and fields, never their values), so
 that tests can see what was asked.
 """
