@@ -109,3 +109,29 @@ def key_problem(secret: str, settings: TailscaleSettings) -> str | None:
             "example to ['tag:server'], a tag the client may apply"
         )
     return None
+
+
+def oauth_defaults_warning(secret: str) -> str | None:
+    """What an OAuth client secret without its attributes does to a fleet; None for any other secret.
+
+    The CLI mints keys that are ephemeral and not pre-authorized unless the secret says otherwise
+    (`feature/oauthkey/oauthkey.go`): an ephemeral node is removed from the tailnet once offline, and one
+    not pre-authorized waits for an admin where the tailnet asks for device approval.
+    """
+    key = bare_key(secret)
+    if key_kind(key) != "OAuth client secret":
+        return None
+    attributes = dict(parse_qsl(key.partition("?")[2], keep_blank_values=True))
+    ephemeral = attributes.get("ephemeral") or "true"
+    preauthorized = attributes.get("preauthorized") or "false"
+    effects = []
+    if ephemeral.lower() in ("1", "t", "true"):
+        effects.append("ephemeral (removed from the tailnet once offline)")
+    if preauthorized.lower() in ("0", "f", "false"):
+        effects.append("not pre-authorized (waiting for an admin where the tailnet asks for device approval)")
+    if not effects:
+        return None
+    return (
+        f"is an OAuth client secret whose hosts join {' and '.join(effects)}; for a fleet, store it with "
+        "?ephemeral=false&preauthorized=true after it"
+    )
