@@ -136,7 +136,7 @@ def _last_words(stderr: str) -> str:
     # A refusal while the deploy file loads (a SettingsError) is pyinfra's own last line:
     # "--> pyinfra error in FILE line N: host H: ...".
     for line in reversed(stderr.splitlines()):
-        error = re.match(r"--> pyinfra error(?: in \S+ line \d+)?: (.+)", line.strip())
+        error = re.match(r"--> pyinfra error in \S+ line \d+: (.+)", line.strip())
         if error:
             return error.group(1)
     lines = [line.strip() for line in stderr.splitlines() if line.strip() and not line.startswith("-->")]
