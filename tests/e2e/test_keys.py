@@ -156,7 +156,9 @@ def test_status_shows_granted_tags_and_warns_before_the_node_key_expires(keys_fl
     # The node key expires in 10 days, within the 14 of --warn-days.
     control = ControlPlane(keys_fleet.lab.layout.control)
     control.set_node_key_expiry(_node_id(keys_fleet, host), days_from_now=10)
-    expiry = str(control.node(_node_id(keys_fleet, host))["KeyExpiry"])  # type: ignore[index]
+    node = control.node(_node_id(keys_fleet, host))
+    assert node is not None
+    expiry = str(node["KeyExpiry"])
     warned = keys_fleet.tailnix("status", "-i", "inventory.py", "--json")
     assert warned.returncode == 0, warned.stdout + warned.stderr  # a warning, not a failure
     [entry] = json.loads(warned.stdout)["hosts"]
