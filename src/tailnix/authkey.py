@@ -25,11 +25,17 @@ import yaml
 
 from tailnix.fleet import FleetHost, SecretsLocation
 from tailnix.keyform import ENV_PREFIX, bare_key, key_kind
-from tailnix.secrets_file import ClearSecretError, date_fields, missing_file, read_sealed
+from tailnix.secrets_file import (
+    NEVER,
+    ClearSecretError,
+    date_fields,
+    missing_file,
+    never_expires,
+    read_sealed,
+)
 from tailnix.sops import NotEncryptedError, SopsError, decrypt_value, encrypt_values, read_metadata, set_value
 from tailnix.sops_config import SopsConfig, SopsConfigError
 
-OAUTH_CLIENT_PREFIX = "tskey-client-"
 # Tailscale's own auth keys: tskey-auth-<id>-<secret>. Used to find one committed in clear.
 AUTH_KEY_PATTERN = r"tskey-(auth|client)-[A-Za-z0-9]{4,}-[A-Za-z0-9]{8,}"
 # What must never be committed in clear, as `git grep -E` finds it: what it is -> pattern.
@@ -83,27 +89,27 @@ def normalise_key(text: str) -> str:
         raise AuthKeyError("no auth key was given")
     if any(character.isspace() for character in key):
         raise AuthKeyError("an auth key is one word with no spaces or line breaks")
-    if key.startswith(OAUTH_CLIENT_PREFIX):
-        raise AuthKeyError(
-            "that is an OAuth client secret, not an auth key; mint an auth key with it first (see the README)"
-        )
     if key_kind(key) is None:
         raise AuthKeyError(
-            "that is not an auth key: a Tailscale auth key is tskey-auth-<id>-<secret>, a headscale "
+            "that is not an auth key: a Tailscale auth key is tskey-auth-<id>-<secret>, an OAuth client "
+            "secret tskey-client-<id>-<secret> (optionally ?ephemeral=false&preauthorized=true), a headscale "
             "pre-auth key hskey-auth-<prefix>-<secret> (or 48 hex digits in older releases)"
         )
     return key
 
 
-def rotate_key(location: SecretsLocation, key: str, *, expires: date, today: date | None = None) -> KeyDates:
+def rotate_key(
+    location: SecretsLocation, key: str, *, expires: date | None, today: date | None = None
+) -> KeyDates:
     """Write a new auth key into the secrets file, with its set and expiry dates in clear beside it.
 
     The key keeps the form the file already used (bare, or `TAILSCALE_AUTH_KEY=...`). A missing file is
-    created, for the recipients of the `.sops.yaml` rule that covers it. All writes go to a private copy
-    that replaces the file only when every write succeeded.
+    created, for the recipients of the `.sops.yaml` rule that covers it. `expires` is None for an OAuth
+    client secret, which does not expire (recorded as `never`). All writes go to a private copy that
+    replaces the file only when every write succeeded.
     """
     today = today or date.today()
-    if expires <= today:
+    if expires is not None and expires <= today:
         raise AuthKeyError(f"the expiry date {expires} is not in the future")
     path = location.secrets_file
     value = key if not path.exists() else _in_current_form(location, key)
@@ -124,7 +130,8 @@ def rotate_key(location: SecretsLocation, key: str, *, expires: date, today: dat
         suffix = read_sealed(temporary, location.secret_name).unencrypted_suffix
         set_field, expires_field = date_fields(location.secret_name, suffix)
         set_value(temporary, set_field, today.isoformat(), config=location.sops_config)
-        set_value(temporary, expires_field, expires.isoformat(), config=location.sops_config)
+        recorded = expires.isoformat() if expires is not None else NEVER
+        set_value(temporary, expires_field, recorded, config=location.sops_config)
         try:
             written = read_sealed(temporary, location.secret_name)
         except NotEncryptedError as error:
@@ -181,6 +188,8 @@ def check_expiry(location: SecretsLocation, *, warn_days: int, today: date | Non
         return [Finding(BROKEN, str(error))]
     if location.secret_name not in metadata.keys:
         return [Finding(BROKEN, f"{location.secrets_file} has no key {location.secret_name!r}")]
+    if never_expires(metadata, location.secret_name):
+        return [Finding(OK, "the secret is an OAuth client secret: OAuth clients do not expire")]
     dates = read_dates(location)
     if dates.expires is None:
         return [

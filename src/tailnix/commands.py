@@ -5,8 +5,9 @@ Exit codes (also in the README):
 - init: 0 written; 1 refused or not written (the message names the path and what to do); 2 a usage error.
 - bootstrap, forget, rotate-key, deploy: 0 done on every host; 1 something failed (named in the output);
   2 a usage error.
-- check: 0 fine; 1 a warning (the key expires within --warn-days, or its expiry is not recorded);
-  2 expired or broken (or the check could not run).
+- check: 0 fine; 1 a warning (the key expires within --warn-days, or its expiry is not recorded; with
+  --hosts, a node key that expires within --warn-days); 2 expired or broken (or the check could not run).
+- rotate-key --mint --if-expiring-within DAYS: 0 also when there is nothing to do yet.
 - status: 0 every host healthy and the mesh complete; 1 a host is not healthy; 2 the status could not be
   read (bad inventory, usage error).
 """
@@ -48,12 +49,14 @@ from tailnix.fleet import (
     select_hosts,
 )
 from tailnix.interrupt import INTERRUPTED_EXIT
+from tailnix.keyform import key_kind
 from tailnix.known_hosts import HostAddress, HostKeyScanError, NewHostKey, is_known, record, scan
 from tailnix.recipients import RecipientChange, RecipientUpdate, forget_recipient, record_recipients
+from tailnix.rotation import rotation_due
 from tailnix.runner import DeployOutcome, HostDeployResult, dry_run, run_batched_deploy
 from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS
 from tailnix.skeleton import InitError, check_directory, write_fleet
-from tailnix.status import fleet_status
+from tailnix.status import fleet_status, node_key_findings
 
 DEFAULT_KEY_DAYS = 90
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -96,6 +99,17 @@ quiet_option = click.option(
     help="Print only errors and the last line of the summary (for cron); the exit code is the same.",
 )
 """`-q/--quiet` of the commands that deploy: only errors and the summary's last line."""
+
+
+def warn_days_option(help_text: str) -> Callable[[Command], Command]:
+    """`--warn-days N`, 0 to 365, default KEY_EXPIRY_WARNING_DAYS."""
+    return click.option(
+        "--warn-days",
+        type=click.IntRange(0, 365),
+        default=KEY_EXPIRY_WARNING_DAYS,
+        show_default=True,
+        help=help_text,
+    )
 
 
 def sops_options(command: Command) -> Command:
@@ -500,6 +514,15 @@ def _read_new_key() -> str:
     show_default=True,
     help=f"With --mint: the Tailscale API (also ${mint.BASE_URL_ENV}).",
 )
+@click.option(
+    "--if-expiring-within",
+    type=click.IntRange(0, 3650),
+    metavar="DAYS",
+    help=(
+        "With --mint, for cron or CI: rotate only when the recorded expiry is DAYS days away or less "
+        "(or passed, or not recorded); otherwise print how long the key has and exit 0."
+    ),
+)
 @click.option("--no-deploy", is_flag=True, help="Write the new key only; do not deploy.")
 @quiet_option
 @sops_options
@@ -514,6 +537,7 @@ def rotate_key_command(
     ephemeral: bool,
     oauth_file: Path | None,
     api_url: str,
+    if_expiring_within: int | None,
     no_deploy: bool,
     quiet: bool,
     secrets_file: Path | None,
@@ -526,8 +550,15 @@ def rotate_key_command(
     set and expiry dates in clear fields beside it (for `tailnix check`). Hosts that are already Running
     stay connected: only the secret changes, and they do not log in again.
 
+    For a cron job or CI schedule, --mint --if-expiring-within DAYS does nothing while the key has more
+    than DAYS days left. Exit 0: nothing to do, or rotated and deployed; 1: failed; 2: usage error.
+
     Example: tailnix rotate-key --days 90 < new-key.txt
     """
+    if if_expiring_within is not None and not mint_key:
+        raise click.UsageError(
+            "--if-expiring-within goes with --mint: a job that runs unattended has no key to read from stdin"
+        )
     if mint_key and expires is not None:
         raise click.UsageError("--expires is for a key made elsewhere; a minted key expires after --days")
     if not mint_key and (tags or oauth_file is not None or ephemeral or not reusable):
@@ -540,21 +571,41 @@ def rotate_key_command(
             secrets_file=secrets_file,
             sops_config=sops_config,
         )
+        if if_expiring_within is not None:
+            due = rotation_due(location, within_days=if_expiring_within)
+            click.echo(due.message)
+            if not due.due:
+                return
+        expiry: date | None
         if mint_key:
             minted = _mint(tags, days, reusable, ephemeral, oauth_file, api_url, quiet=quiet)
             key, expiry = minted.key, minted.expires
         else:
             key = _read_new_key()
-            expiry = expires.date() if expires is not None else date.today() + timedelta(days=days)
+            expiry = _expiry_of(key, expires, days)
         created = not location.secrets_file.exists()
         dates = rotate_key(location, key, expires=expiry)
     except (FleetError, AuthKeyError) as error:
         raise click.ClickException(str(error)) from None
-    done = "created with the new auth key" if created else "new auth key set"
-    if not quiet:
+    if quiet:
+        pass
+    elif dates.expires is None:
+        done = "created with the new OAuth client secret" if created else "new OAuth client secret set"
+        click.echo(f"{location.secrets_file}: {done} on {dates.set_on}; it does not expire")
+    else:
+        done = "created with the new auth key" if created else "new auth key set"
         click.echo(f"{location.secrets_file}: {done} on {dates.set_on}, expires on {dates.expires}")
     if not no_deploy and not _deploy(inventory_file, [h.name for h in chosen], quiet=quiet).ok:
         sys.exit(1)
+
+
+def _expiry_of(key: str, expires: Any, days: int) -> date | None:
+    """The recorded expiry of a key typed in: None for an OAuth client secret, which does not expire."""
+    if key_kind(key) == "OAuth client secret":
+        if expires is not None:
+            raise AuthKeyError("an OAuth client secret does not expire; --expires is for an auth key")
+        return None
+    return expires.date() if expires is not None else date.today() + timedelta(days=days)
 
 
 def _mint(
@@ -596,18 +647,19 @@ _LEVEL_WORDS = {OK: "ok", WARNING: "warning", BROKEN: "error"}
 @click.command("check")
 @inventory_option
 @limit_option
+@warn_days_option("Warn this many days ahead.")
 @click.option(
-    "--warn-days",
-    type=click.IntRange(0, 365),
-    default=KEY_EXPIRY_WARNING_DAYS,
-    show_default=True,
-    help="Warn this many days ahead.",
+    "--hosts",
+    "read_hosts",
+    is_flag=True,
+    help="Also read each host over SSH (as status does) and warn on node keys that expire within --warn-days.",
 )
 @sops_options
 def check_command(
     inventory_file: Path,
     limits: tuple[str, ...],
     warn_days: int,
+    read_hosts: bool,
     secrets_file: Path | None,
     sops_config: Path | None,
 ) -> None:
@@ -633,6 +685,8 @@ def check_command(
     findings += check_no_oauth_client(location)
     findings += check_recipients(location, chosen)
     findings += check_git(location)
+    if read_hosts:
+        findings += node_key_findings(fleet_status(inventory_file, chosen, warn_days=warn_days), warn_days)
     for finding in findings:
         click.echo(f"{_LEVEL_WORDS[finding.level]}: {finding.message}", err=finding.level != OK)
     sys.exit(max(finding.level for finding in findings))
@@ -685,11 +739,13 @@ def deploy_command(
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the documented JSON document instead of a table."
 )
-def status_command(inventory_file: Path, limits: tuple[str, ...], as_json: bool) -> None:
-    """Show each host's NixOS version, Tailscale state, IPs, node key expiry and last switch, and the mesh.
+@warn_days_option("Warn when a node key expires within this many days.")
+def status_command(inventory_file: Path, limits: tuple[str, ...], as_json: bool, warn_days: int) -> None:
+    """Show each host's NixOS version, Tailscale state, IPs, tags, node key expiry and last switch, and the mesh.
 
     Exit 0 when every host is Running with the current module and sees every other joined fleet host as
-    an Online peer; 1 otherwise; 2 when the status cannot be read.
+    an Online peer; 1 otherwise; 2 when the status cannot be read. A node key that expires within
+    --warn-days is a warning, not a failure.
 
     Example: tailnix status --json
     """
@@ -697,11 +753,11 @@ def status_command(inventory_file: Path, limits: tuple[str, ...], as_json: bool)
         chosen = _fleet(inventory_file, (), limits)
     except FleetError as error:
         raise CannotRun(str(error)) from None
-    document = fleet_status(inventory_file, chosen)
+    document = fleet_status(inventory_file, chosen, warn_days=warn_days)
     if as_json:
         click.echo(json.dumps(document, indent=2))
     else:
-        rows = [("HOST", "NIXOS", "STATE", "IPV4", "MODULE", "LAST SWITCH", "NODE KEY EXPIRY")]
+        rows = [("HOST", "NIXOS", "STATE", "IPV4", "TAGS", "MODULE", "LAST SWITCH", "NODE KEY EXPIRY")]
         for host in document["hosts"]:
             module = {True: "current", False: "stale", None: "?"}[host["module_current"]]
             rows.append(
@@ -710,9 +766,10 @@ def status_command(inventory_file: Path, limits: tuple[str, ...], as_json: bool)
                     host["nixos_version"] or "-",
                     host["backend_state"] or "-",
                     (host["tailscale_ips"] or ["-"])[0],
+                    ",".join(host["tags"]) or "-",
                     module,
                     host["last_switch"] or "-",
-                    host["node_key_expiry"] or "-",
+                    _node_key_expiry_cell(host),
                 )
             )
         widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
@@ -723,6 +780,8 @@ def status_command(inventory_file: Path, limits: tuple[str, ...], as_json: bool)
         for host in document["hosts"]:
             for problem in host["problems"]:
                 click.echo(f"{host['name']}: {problem}", err=True)
+            for warning in host["warnings"]:
+                click.echo(f"{host['name']}: warning: {warning}", err=True)
         healthy = sum(host["healthy"] for host in document["hosts"])
         total, members = len(document["hosts"]), len(document["mesh"]["members"])
         # The mesh is complete only when every host is in it, not merely when the Running ones agree.
@@ -734,3 +793,10 @@ def status_command(inventory_file: Path, limits: tuple[str, ...], as_json: bool)
             mesh = "mesh incomplete: see above"
         click.echo(f"\n{healthy} of {total} hosts healthy; {mesh}")
     sys.exit(0 if document["healthy"] else 1)
+
+
+def _node_key_expiry_cell(host: dict[str, Any]) -> str:
+    # A Running node without Self.KeyExpiry is a device whose key expiry is disabled.
+    if host["node_key_expiry"]:
+        return str(host["node_key_expiry"])
+    return "never" if host["backend_state"] == "Running" else "-"

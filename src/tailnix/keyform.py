@@ -4,7 +4,7 @@ The forms `tailscale up --auth-key` takes:
 
 - a Tailscale auth key, `tskey-auth-<id>-<secret>`;
 - a Tailscale OAuth client secret, `tskey-client-<id>-<secret>`, optionally followed by the key
-  parameters the CLI reads from it (`?ephemeral=false&preauthorized=true`; tailscale's
+  attributes the CLI reads from it (`?ephemeral=false&preauthorized=true`, and `baseURL`; tailscale's
   `feature/oauthkey/oauthkey.go`); the CLI refuses it without `--advertise-tags`;
 - with a self-hosted login server, a headscale pre-auth key: `hskey-auth-<prefix>-<secret>` (headscale
   0.26 and later) or 48 hex digits (earlier releases).
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from typing import Literal
+from urllib.parse import parse_qsl
 
 from tailnix.settings import TailscaleSettings
 
@@ -24,10 +25,32 @@ ENV_PREFIX = "TAILSCALE_AUTH_KEY="
 KeyKind = Literal["auth key", "OAuth client secret", "headscale pre-auth key"]
 
 _AUTH_KEY = re.compile(r"tskey-auth-[A-Za-z0-9]+-[A-Za-z0-9]+")
-_OAUTH_CLIENT = re.compile(
-    r"tskey-client-[A-Za-z0-9]+-[A-Za-z0-9]+(\?(ephemeral|preauthorized)=(true|false)"
-    r"(&(ephemeral|preauthorized)=(true|false))?)?"
-)
+_OAUTH_CLIENT = re.compile(r"tskey-client-[A-Za-z0-9]+-[A-Za-z0-9]+(\?(?P<attributes>[^\s]*))?")
+# The attributes tailscale's `feature/oauthkey/oauthkey.go` reads after `?`, and what each takes:
+# booleans as Go's strconv.ParseBool reads them, baseURL an http(s) URL.
+_GO_BOOLS = frozenset({"1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False"})
+_BASE_URL = re.compile(r"https?://[^\s/?#]+[^\s?#]*")
+
+
+def _attribute_ok(name: str, value: str) -> bool:
+    if name in ("ephemeral", "preauthorized"):
+        return value in _GO_BOOLS
+    return name == "baseURL" and _BASE_URL.fullmatch(value) is not None
+
+
+def _oauth_client_form(key: str) -> bool:
+    match = _OAUTH_CLIENT.fullmatch(key)
+    if match is None:
+        return False
+    try:
+        attributes = parse_qsl(match.group("attributes") or "", keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        return match.group("attributes") == ""
+    # An empty value is the attribute's default there; an unknown name is refused by the CLI.
+    known = ("ephemeral", "preauthorized", "baseURL")
+    return all(name in known and (not value or _attribute_ok(name, value)) for name, value in attributes)
+
+
 _HEADSCALE = re.compile(r"hskey-auth-[A-Za-z0-9_]+-[A-Za-z0-9_-]+|[0-9a-f]{48}")
 
 
@@ -41,7 +64,7 @@ def key_kind(key: str) -> KeyKind | None:
     """Which form of key `key` (a bare key) has; None when it has none of them."""
     if _AUTH_KEY.fullmatch(key):
         return "auth key"
-    if _OAUTH_CLIENT.fullmatch(key):
+    if _oauth_client_form(key):
         return "OAuth client secret"
     if _HEADSCALE.fullmatch(key):
         return "headscale pre-auth key"
@@ -81,7 +104,34 @@ def key_problem(secret: str, settings: TailscaleSettings) -> str | None:
         )
     if kind == "OAuth client secret" and not settings.advertise_tags:
         return (
-            "is an OAuth client secret, and tailscale up refuses one without --advertise-tags: set "
-            "tailscale_advertise_tags (for example ['tag:server'])"
+            "is an OAuth client secret, and tailscale up refuses one without --advertise-tags (an OAuth "
+            "client mints tagged keys only), but this host has tailscale_advertise_tags = []: set it, for "
+            "example to ['tag:server'], a tag the client may apply"
         )
     return None
+
+
+def oauth_defaults_warning(secret: str) -> str | None:
+    """What an OAuth client secret without its attributes does to a fleet; None for any other secret.
+
+    The CLI mints keys that are ephemeral and not pre-authorized unless the secret says otherwise
+    (`feature/oauthkey/oauthkey.go`): an ephemeral node is removed from the tailnet once offline, and one
+    not pre-authorized waits for an admin where the tailnet asks for device approval.
+    """
+    key = bare_key(secret)
+    if key_kind(key) != "OAuth client secret":
+        return None
+    attributes = dict(parse_qsl(key.partition("?")[2], keep_blank_values=True))
+    ephemeral = attributes.get("ephemeral") or "true"
+    preauthorized = attributes.get("preauthorized") or "false"
+    effects = []
+    if ephemeral.lower() in ("1", "t", "true"):
+        effects.append("ephemeral (removed from the tailnet once offline)")
+    if preauthorized.lower() in ("0", "f", "false"):
+        effects.append("not pre-authorized (waiting for an admin where the tailnet asks for device approval)")
+    if not effects:
+        return None
+    return (
+        f"is an OAuth client secret whose hosts join {' and '.join(effects)}; for a fleet, store it with "
+        "?ephemeral=false&preauthorized=true after it"
+    )

@@ -13,7 +13,7 @@ from typing import Any
 from pyinfra import logger
 
 from tailnix import paths
-from tailnix.keyform import key_problem
+from tailnix.keyform import key_problem, oauth_defaults_warning
 from tailnix.nixmodule import render_module
 from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS, missing_file, read_sealed, recorded_expiry
 from tailnix.settings import SettingsError, TailscaleSettings, parse_settings
@@ -79,6 +79,11 @@ def _decrypted_secret(path: Path, secret_name: str) -> str | None:
 
 
 @cache
+def _warn_once(message: str) -> None:
+    logger.warning(message)
+
+
+@cache
 def _warn_expiry(path: Path, expires: date, today: date) -> None:
     left = (expires - today).days
     if left < 0:
@@ -133,6 +138,9 @@ def plan_host(host: str, data: Mapping[str, Any], *, base_dir: Path | None = Non
     problem = key_problem(secret, settings) if secret is not None else None
     if problem is not None:
         raise SettingsError(f"host {host}: the secret {settings.secret_name!r} in {secrets_path} {problem}")
+    defaults = oauth_defaults_warning(secret) if secret is not None else None
+    if defaults is not None:
+        _warn_once(f"The secret {settings.secret_name!r} in {secrets_path} {defaults}.")
     expires = recorded_expiry(metadata, settings.secret_name)
     if expires is not None:
         _warn_expiry(secrets_path, expires, date.today())

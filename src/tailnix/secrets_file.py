@@ -4,7 +4,8 @@ A sops file records in its `sops:` block which values it left in clear (`unencry
 `unencrypted_regex`, `encrypted_suffix`, `encrypted_regex`, the comment regexes, `mac_only_encrypted`).
 That is the file speaking for itself, and a file is not trusted to do that: the file is uploaded to every
 host, and a flake host copies it into the world-readable Nix store. So the secret must be an `ENC[...]`
-string, and the only values allowed in clear are the two dates tailnix itself records beside the key.
+string, and the only values allowed in clear are the two dates tailnix itself records beside the key
+(the expiry may be `never`, for an OAuth client secret).
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ class ClearSecretError(NotEncryptedError):
 def date_fields(secret_name: str, suffix: str) -> tuple[str, str]:
     """The names of the clear fields that record when the secret was set and when it expires."""
     return f"{secret_name}_set{suffix}", f"{secret_name}_expires{suffix}"
+
+
+NEVER = "never"
+"""The expiry recorded for an OAuth client secret: OAuth clients do not expire."""
+
+
+def never_expires(metadata: SopsMetadata, secret_name: str) -> bool:
+    """Whether the secret is recorded as never expiring (an OAuth client secret, set by rotate-key)."""
+    _, expires_field = date_fields(secret_name, metadata.unencrypted_suffix)
+    return metadata.unencrypted.get(expires_field) == NEVER
 
 
 def recorded_expiry(metadata: SopsMetadata, secret_name: str) -> date | None:
@@ -92,7 +103,7 @@ def sealed_problems(path: Path, metadata: SopsMetadata, secret_name: str) -> lis
     for key, value in metadata.unencrypted.items():
         if key == secret_name:
             continue
-        if key in allowed and _is_date(value):
+        if key in allowed and (_is_date(value) or (key == allowed[1] and value == NEVER)):
             continue
         problems.append(
             f"{path}: {key!r} is in clear, and the only values kept in clear are the key's dates "

@@ -13,9 +13,11 @@ from typing import Any
 from pyinfra.api.facts import FactBase
 
 from tailnix import paths
+from tailnix.authkey import OK, WARNING, Finding
 from tailnix.fleet import FleetHost, inventory_directory
 from tailnix.plan import plan_host
 from tailnix.runner import read_fact
+from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS
 from tailnix.settings import SettingsError
 
 FLEET_STATUS_FACT = "tailnix.status.FleetHostStatus"
@@ -66,7 +68,29 @@ def _iso(epoch: int | None) -> str | None:
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def fleet_status(inventory_file: Path, hosts: list[FleetHost]) -> dict[str, Any]:
+def node_key_warning(key_expiry: object, *, warn_days: int, now: datetime | None = None) -> str | None:
+    """A sentence when the node key (`Self.KeyExpiry`) expires within `warn_days`; None otherwise.
+
+    A passed expiry is no warning here: the node is then NeedsLogin, which status reports as a problem.
+    """
+    if not isinstance(key_expiry, str):
+        return None  # not logged in, or the device's key expiry is disabled (KeyExpiry is omitted)
+    try:
+        expires = datetime.fromisoformat(key_expiry.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    left = expires - (now or datetime.now(UTC))
+    if not 0 < left.total_seconds() <= warn_days * 86400:
+        return None
+    return (
+        f"its node key expires on {expires.date()}, in {left.days} days: the node will have to log in again "
+        "(re-authenticate it, or disable key expiry for the device)"
+    )
+
+
+def fleet_status(
+    inventory_file: Path, hosts: list[FleetHost], *, warn_days: int = KEY_EXPIRY_WARNING_DAYS
+) -> dict[str, Any]:
     """The health of every host and of the mesh, as the documented `tailnix status --json` document."""
     reading = read_fact(inventory_file, FLEET_STATUS_FACT, hosts)
     entries: list[dict[str, Any]] = []
@@ -81,6 +105,8 @@ def fleet_status(inventory_file: Path, hosts: list[FleetHost]) -> dict[str, Any]
             "tailscale_ips": [],
             "dns_name": None,
             "node_key_expiry": None,
+            "tags": [],
+            "warnings": [],
             "module_current": None,
             "last_switch": None,
             "problems": [],
@@ -122,6 +148,10 @@ def fleet_status(inventory_file: Path, hosts: list[FleetHost]) -> dict[str, Any]
         entry["tailscale_ips"] = list(own.get("TailscaleIPs") or [])
         entry["dns_name"] = own.get("DNSName") or None
         entry["node_key_expiry"] = own.get("KeyExpiry")
+        entry["tags"] = list(own.get("Tags") or [])
+        warning = node_key_warning(entry["node_key_expiry"], warn_days=warn_days)
+        if warning is not None:
+            entry["warnings"].append(warning)
         if entry["backend_state"] != "Running":
             problems.append(f"BackendState is {entry['backend_state']}")
             continue
@@ -157,3 +187,21 @@ def fleet_status(inventory_file: Path, hosts: list[FleetHost]) -> dict[str, Any]
             "problems": mesh,
         },
     }
+
+
+def node_key_findings(document: dict[str, Any], warn_days: int) -> list[Finding]:
+    """`tailnix check --hosts`: a warning per node key that expires within `warn_days`, from a status."""
+    findings = []
+    for host in document["hosts"]:
+        if not host["reachable"]:
+            findings.append(
+                Finding(WARNING, f"{host['name']}: its node key could not be read: {host['problems'][0]}")
+            )
+        findings += [Finding(WARNING, f"{host['name']}: {warning}") for warning in host["warnings"]]
+    if not findings:
+        findings.append(
+            Finding(
+                OK, f"no node key expires within {warn_days} days on the {len(document['hosts'])} hosts read"
+            )
+        )
+    return findings

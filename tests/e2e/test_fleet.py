@@ -90,6 +90,24 @@ class Fleet:
         return ssh_public_key_to_age(host.host_key_public)
 
 
+def new_fleet(lab: Lab, directory: Path, hosts: list[LabHost], first_key: str, *, comment: str = "") -> Fleet:
+    """A fleet directory: a logging sops wrapper, `.sops.yaml` for the admin only, the key encrypted."""
+    wrapper = directory / "sops"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {directory}/sops-argv.log\nexec {sops_binary()} "$@"\n')
+    wrapper.chmod(0o755)
+    admin = subprocess.run(
+        ["age-keygen", "-y", str(lab.layout.admin_agekey)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (directory / ".sops.yaml").write_text(comment + render_sops_config({"admin": admin}))
+    encrypt_values(
+        {"tailscale_auth_key": first_key},
+        target=directory / "secrets" / "tailscale.yaml",
+        config=directory / ".sops.yaml",
+        age_key_file=lab.layout.admin_agekey,
+    )
+    return Fleet(lab, directory, hosts, first_key)
+
+
 def backend_state(lab: Lab, host: str) -> str:
     return str(json.loads(lab.ssh(host, "tailscale status --json --peers=false").stdout)["BackendState"])
 
@@ -113,21 +131,8 @@ def fleet(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]
     """
     directory = tmp_path_factory.mktemp("fleet")
     hosts = [lab.add_host(os="nixos"), lab.add_host(os="nixos", sudo_user=SUDO_USER)]
-    wrapper = directory / "sops"
-    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {directory}/sops-argv.log\nexec {sops_binary()} "$@"\n')
-    wrapper.chmod(0o755)
-    admin = subprocess.run(
-        ["age-keygen", "-y", str(lab.layout.admin_agekey)], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    (directory / ".sops.yaml").write_text(COMMENT + render_sops_config({"admin": admin}))
     first_key = ControlPlane(lab.layout.control).mint_key(reusable=True)
-    encrypt_values(
-        {"tailscale_auth_key": first_key},
-        target=directory / "secrets" / "tailscale.yaml",
-        config=directory / ".sops.yaml",
-        age_key_file=lab.layout.admin_agekey,
-    )
-    created = Fleet(lab, directory, hosts, first_key)
+    created = new_fleet(lab, directory, hosts, first_key, comment=COMMENT)
     created.write_inventory()
     yield created
     for host in created.hosts:
@@ -342,7 +347,7 @@ def test_status_json_follows_the_documented_schema(fleet: Fleet, rotated: tuple[
     for host in document["hosts"]:
         assert set(host) == {
             "name", "reachable", "nixos_version", "backend_state", "tailscale_ips", "dns_name",
-            "node_key_expiry", "module_current", "last_switch", "problems", "healthy",
+            "node_key_expiry", "tags", "warnings", "module_current", "last_switch", "problems", "healthy",
         }  # fmt: skip
         assert host["reachable"] is True and host["healthy"] is True and host["problems"] == []
         assert host["nixos_version"] == "25.11" and host["backend_state"] == "Running"

@@ -14,6 +14,11 @@ It speaks the documented shapes of the calls `tailnix rotate-key --mint` makes, 
   NeedsMachineAuth (device approval); `POST /api/v2/device/{id}/key` with `{"keyExpiryDisabled": BOOL}`:
   turn the expiry of its node key off or on. 200 `{}`, 401 for a bad token, 404 for an unknown device.
 
+While it runs it writes its address into the control plane's directory (`oauthkey.API_URL_FILE`): the
+lab's hosts have no internet, and their `tailscale up` with an OAuth client secret reaches
+https://api.tailscale.com there. A secret names its client (`tskey-client-<id>-...`), so the token call
+takes it with any client id, as the CLI's "some-client-id".
+
 Every request is kept (method, path, and the names of its headers and fields, never their values), so
 that tests can see what was asked.
 """
@@ -33,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from tailnix_lab.emulator.control import ControlPlane, parse_auth_key, tags_refusal
+from tailnix_lab.emulator.oauthkey import API_URL_FILE
 
 MAX_EXPIRY_SECONDS = 90 * 86400
 TOKEN_LIFETIME_SECONDS = 3600
@@ -103,16 +109,21 @@ class TailscaleApi:
 
     def __enter__(self) -> TailscaleApi:
         self._thread.start()
+        # The lab's hosts have no internet: their `tailscale up` reaches https://api.tailscale.com here.
+        self.control.root.mkdir(parents=True, exist_ok=True)
+        (self.control.root / API_URL_FILE).write_text(self.url + "\n")
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        (self.control.root / API_URL_FILE).unlink(missing_ok=True)
         self._server.shutdown()
         self._server.server_close()
 
     def add_client(self, tags: tuple[str, ...] = ("tag:server",)) -> tuple[str, str]:
         """A new OAuth client allowed to apply `tags`; returns its id and secret (`tskey-client-...`)."""
         client_id = f"k{secrets.token_hex(5)}CNTRL"
-        secret = f"tskey-client-{client_id}-{secrets.token_urlsafe(24)}"
+        # Letters and digits only, as Tailscale's secrets are (token_urlsafe's - and _ are not).
+        secret = f"tskey-client-{client_id}-{secrets.token_hex(16)}"
         self.clients[client_id] = OAuthClientRecord(client_id, secret, tags)
         return client_id, secret
 
@@ -162,6 +173,10 @@ class TailscaleApi:
                 "error": "unsupported_grant_type",
                 "error_description": "grant_type must be client_credentials",
             }
+        if secret.startswith("tskey-client-"):
+            # The secret names its client (`tskey-client-<id>-...`): the tailscale CLI sends the client id
+            # "some-client-id", which the API ignores (feature/oauthkey/oauthkey.go).
+            client_id = secret[len("tskey-client-") :].partition("-")[0]
         client = self.clients.get(client_id)
         if client is None or not secrets.compare_digest(client.secret, secret):
             return 401, {"error": "invalid_client", "error_description": "invalid client id or secret"}

@@ -386,6 +386,11 @@ class ControlPlane:
             if not disabled:
                 _set_key_expiry(node, time.time() + NODE_KEY_EXPIRY_DAYS * SECONDS_PER_DAY)
 
+    def set_node_key_expiry(self, node_id: str, *, days_from_now: float) -> None:
+        """Make one device's node key expire `days_from_now` days from now (negative: already expired)."""
+        with self._locked() as state:
+            _set_key_expiry(self._require_node(state, node_id), time.time() + days_from_now * SECONDS_PER_DAY)
+
     def age_node_keys(self, *, days: float) -> None:
         """Let `days` pass for every node key whose expiry is not disabled."""
         with self._locked() as state:

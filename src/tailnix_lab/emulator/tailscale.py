@@ -20,6 +20,7 @@ from tailnix.tailscale_flags import ALIASES, BOOL_VALUES, SET_FLAGS, TAILSCALE_R
 from tailnix_lab.emulator import tailscaled
 from tailnix_lab.emulator.control import MAGIC_DNS_SUFFIX, TAILNET_NAME, KeyRejected, node_key_expired
 from tailnix_lab.emulator.hostroot import host_path
+from tailnix_lab.emulator.oauthkey import ResolveError, resolve_auth_key
 from tailnix_lab.emulator.tailscaled import (
     NEEDS_LOGIN,
     NEEDS_MACHINE_AUTH,
@@ -824,7 +825,13 @@ def start_with_prefs(
     an auth key the login happens at once; without one control hands out a login URL. Returns that
     URL and the control server's refusal (both empty when neither happened).
     """
-    auth_key = read_secret_value(values["auth-key"])
+    # up.go: the auth key takes precedence over --client-secret; an OAuth client secret in either is
+    # exchanged for an auth key before Start, so a refusal leaves the prefs as they were.
+    auth_key = read_secret_value(values["auth-key"]) or read_secret_value(values["client-secret"])
+    try:
+        auth_key = resolve_auth_key(auth_key, values["advertise-tags"].split(","))
+    except ResolveError as error:
+        raise CommandFailed(str(error)) from None
     node = tailscaled.control_plane().node(state.node_id) if state.logged_in and state.node_id else None
     holds_valid_key = node is not None and not node.get("LoggedOut") and not node_key_expired(node)
     prefs["LoggedOut"] = False
