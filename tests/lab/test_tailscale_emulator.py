@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from unit.names_corpus import HOSTNAME_CORPUS, TAG_CORPUS
 
 from tailnix_lab.emulator.control import ControlPlane
 
@@ -294,6 +295,25 @@ def test_bad_values_are_refused_before_any_login(
     result = host.tailscale("up", flag)
     assert result.returncode == 1
     assert message in result.stderr
+    assert control.logins() == []
+
+
+def test_tags_and_hostnames_are_refused_in_the_real_cli_s_words(host: Host, control: ControlPlane) -> None:
+    """Every refusal of the corpus the settings share: stderr is the CLI's sentence, exit 1, no login.
+
+    Source: tailscale v1.90.6 `cmd/tailscale/cli/up.go` (`prefsFromUpArgs`: `tag: %q: %s` from
+    `tailcfg.CheckTag`, `dnsname.ValidHostname`'s error as it is; `fatalf`, exit 1), `tailcfg/tailcfg.go`,
+    `util/dnsname/dnsname.go`.
+    """
+    host.start_and_settle()
+    cases = [(f"--advertise-tags=tag:ok,{tag}", refusal) for tag, refusal in TAG_CORPUS if refusal]
+    cases += [(f"--hostname={name}", refusal) for name, refusal in HOSTNAME_CORPUS if refusal]
+    wrong = []
+    for flag, refusal in cases:
+        result = host.tailscale("up", flag)
+        if (result.returncode, result.stderr) != (1, refusal + "\n"):
+            wrong.append(f"{flag!r}: exit {result.returncode}, {result.stderr!r}")
+    assert not wrong, "\n".join(wrong)
     assert control.logins() == []
 
 

@@ -165,9 +165,12 @@ class ControlPlane:
         expiry_days: float = 90,
     ) -> str:
         """Create an auth key and return it in clear, once (`tskey-auth-<id>-<secret>`)."""
+        from tailnix.tailnet_names import check_tag
+
         for tag in tags:
-            if not tag.startswith("tag:") or len(tag) == len("tag:"):
-                raise ValueError(f"auth key tags must look like 'tag:name', got {tag!r}")
+            reason = check_tag(tag)
+            if reason:
+                raise ValueError(f"auth key tag {tag!r}: {reason}")
         refused = tags_not_permitted(tags)
         if refused:
             raise ValueError(tags_refusal(refused))

@@ -456,35 +456,13 @@ def calc_advertise_routes(routes: str, exit_node: bool) -> list[str] | None:
     return [str(p) for p in found] or None
 
 
-def check_tag(tag: str) -> str | None:
-    """The reason a tag is invalid, or None."""
-    if not tag.startswith("tag:"):
-        return "tags must start with 'tag:'"
-    name = tag[4:]
-    if not name:
-        return "tag names must not be empty"
-    if not (name[0].isascii() and name[0].isalpha()):
-        return "tag names must start with a letter, after 'tag:'"
-    if not all(c.isascii() and (c.isalnum() or c == "-") for c in name):
-        return "tag names can only contain numbers, letters, or dashes"
-    return None
+def check_names(advertise_tags: str, hostname: str) -> None:
+    """Refuse `--advertise-tags` and `--hostname` values as `prefsFromUpArgs` does (fatal, exit 1)."""
+    from tailnix.tailnet_names import hostname_error, tags_error
 
-
-def check_hostname(hostname: str) -> str | None:
-    """The reason a `--hostname` is not a valid DNS name, or None."""
-    if len(hostname) > 253:
-        return f'"{hostname}" is too long to be a DNS name'
-    for label in hostname.rstrip(".").split("."):
-        if not 1 <= len(label) <= 63:
-            return f'"{label}" is not a valid DNS label: must be between 1 and 63 characters long'
-        if not (label[0].isascii() and label[0].isalnum()):
-            return f'"{label}" is not a valid DNS label: must start with a letter or number'
-        if not (label[-1].isascii() and label[-1].isalnum()):
-            return f'"{label}" is not a valid DNS label: must end with a letter or number'
-        for c in label:
-            if not (c.isascii() and (c.isalnum() or c == "-")):
-                return f'"{label}" is not a valid DNS label: contains invalid character "{c}"'
-    return None
+    error = tags_error(advertise_tags) or hostname_error(hostname)
+    if error:
+        raise CommandFailed(error)
 
 
 def netfilter_mode(value: str) -> tuple[int, str]:
@@ -623,17 +601,8 @@ def prefs_from_up_args(values: dict[str, Any], state: DaemonState) -> dict[str, 
     routes = calc_advertise_routes(values["advertise-routes"], values["advertise-exit-node"])
     if not values["exit-node"] and values["exit-node-allow-lan-access"]:
         raise CommandFailed("--exit-node-allow-lan-access can only be used with --exit-node")
-    tags: list[str] | None = None
-    if values["advertise-tags"]:
-        tags = values["advertise-tags"].split(",")
-        for tag in tags:
-            reason = check_tag(tag)
-            if reason:
-                raise CommandFailed(f'tag: "{tag}": {reason}')
-    if values["hostname"]:
-        reason = check_hostname(values["hostname"])
-        if reason:
-            raise CommandFailed(reason)
+    check_names(values["advertise-tags"], values["hostname"])
+    tags = values["advertise-tags"].split(",") if values["advertise-tags"] else None
     prefs = tailscaled.default_prefs()
     prefs["ControlURL"] = values["login-server"]
     prefs["WantRunning"] = True
