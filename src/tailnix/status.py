@@ -81,6 +81,7 @@ def fleet_status(inventory_file: Path, hosts: list[FleetHost]) -> dict[str, Any]
             "tailscale_ips": [],
             "dns_name": None,
             "node_key_expiry": None,
+            "health": [],
             "module_current": None,
             "last_switch": None,
             "problems": [],
@@ -122,6 +123,9 @@ def fleet_status(inventory_file: Path, hosts: list[FleetHost]) -> dict[str, Any]
         entry["tailscale_ips"] = list(own.get("TailscaleIPs") or [])
         entry["dns_name"] = own.get("DNSName") or None
         entry["node_key_expiry"] = own.get("KeyExpiry")
+        # What tailscaled itself warns about: a Running node that lost its relay stays Running.
+        entry["health"] = [str(warning) for warning in status.get("Health") or []]
+        problems.extend(f"tailscale health: {warning}" for warning in entry["health"])
         if entry["backend_state"] != "Running":
             problems.append(f"BackendState is {entry['backend_state']}")
             continue

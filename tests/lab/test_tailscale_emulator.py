@@ -603,6 +603,65 @@ def test_a_node_without_a_path_to_peers_or_derp_stays_starting(
     assert alone.tailscale("up").returncode == 0
 
 
+NO_RELAY_CONNECTION = (
+    "Tailscale could not connect to the 'Lab' relay server. Your Internet connection might be down, "
+    "or the server might be temporarily unavailable."
+)
+NO_HOME_RELAY = "Tailscale could not connect to any relay server. Check your Internet connection."
+
+
+def test_a_running_node_that_loses_its_path_stays_running_with_a_health_warning(
+    running_host: Host, control: ControlPlane
+) -> None:
+    """Once Running, a node stays Running when its path goes; a health warning says what is wrong.
+
+    Source: tailscale v1.90.6 `ipn/ipnlocal/local.go`, `nextStateLocked` (`state == ipn.Running` stays
+    Running; only Starting looks at `NumLive`/`LiveDERPs`) and `Status` (`s.Health = b.health.Strings()`);
+    `health/health.go`, `updateBuiltinWarnablesLocked` (a home DERP region not connected:
+    `noDERPConnectionWarnable`), `health/warnings.go` (its text, `TimeToVisible: 10 * time.Second`).
+    """
+    control.set_derp_reachable(False)
+    status = running_host.status()
+    assert status["BackendState"] == "Running"
+    assert status["Health"] == []
+    assert self_of(status)["Online"] is True
+
+    control.set_derp_reachable(False, since=time.time() - 11)
+    status = running_host.status()
+    assert (status["BackendState"], status["Health"]) == ("Running", [NO_RELAY_CONNECTION])
+    plain = running_host.tailscale("status")
+    assert plain.returncode == 0
+    assert f"#     - {NO_RELAY_CONNECTION}" in plain.stdout
+    # Still Running, so `up` with the node's own flags only edits prefs and returns at once.
+    assert running_host.tailscale("up", "--timeout=0.3s").returncode == 0
+
+    control.set_derp_reachable(True)
+    assert (running_host.status()["BackendState"], running_host.status()["Health"]) == ("Running", [])
+
+
+def test_a_node_that_stops_needs_a_path_again_to_be_running(
+    running_host: Host, control: ControlPlane
+) -> None:
+    """Running is kept only while the node stays up: after `down`, `up` starts over in Starting.
+
+    Source: tailscale v1.90.6 `ipn/ipnlocal/local.go`, `nextStateLocked` (`!wantRunning` -> Stopped;
+    from Stopped, Starting; Starting -> Running only with `NumLive > 0 || LiveDERPs > 0`);
+    `health/health.go` (no home DERP region at all: `noDERPHomeWarnable`), `health/warnings.go`.
+    """
+    control.set_derp_reachable(False, since=time.time() - 11)
+    assert running_host.status()["BackendState"] == "Running"
+    assert running_host.tailscale("down").returncode == 0
+    assert running_host.status()["BackendState"] == "Stopped"
+    again = running_host.tailscale("up", "--timeout=0.3s")
+    assert again.returncode == 1
+    assert "timeout waiting for Tailscale service to enter a Running state" in again.stderr
+    status = running_host.status()
+    assert (status["BackendState"], status["Health"]) == ("Starting", [NO_HOME_RELAY])
+
+    control.set_derp_reachable(True)
+    assert running_host.status()["BackendState"] == "Running"
+
+
 def test_logout_then_up_with_a_key_logs_in_again(
     running_host: Host, control: ControlPlane, tmp_path: Path
 ) -> None:

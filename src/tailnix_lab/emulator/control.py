@@ -17,7 +17,8 @@ The tailnet has a policy and settings of its own, as a real one does:
   `Authorized` false, until `authorize` (the API's `POST /api/v2/device/{id}/authorized`);
 - node keys expire after 180 days (`age_node_keys` moves time on for them) unless expiry is disabled
   for the device (`set_key_expiry_disabled`, the API's `POST /api/v2/device/{id}/key`);
-- DERP: while `set_derp_reachable(False)`, a node has a path only to peers that are online.
+- DERP: while `set_derp_reachable(False)`, a node has a path only to peers that are online; the lab's
+  one DERP region is `DERP_REGION_NAME`.
 """
 
 from __future__ import annotations
@@ -123,6 +124,9 @@ def _empty_state() -> dict[str, Any]:
         "settings": dict(DEFAULT_SETTINGS),
     }
 
+
+# The region of the lab's DERP map every node takes as its home (derper's RegionName).
+DERP_REGION_NAME = "Lab"
 
 # The tailnet's settings in the admin console: device approval off, DERP servers reachable.
 DEFAULT_SETTINGS: dict[str, bool] = {"device_approval": False, "derp_reachable": True}
@@ -396,19 +400,30 @@ class ControlPlane:
                 if not node.get("KeyExpiryDisabled") and "KeyExpiresAt" in node:
                     _set_key_expiry(node, node["KeyExpiresAt"] - days * SECONDS_PER_DAY)
 
-    def set_derp_reachable(self, reachable: bool) -> None:
-        """Make the DERP relays reachable or not for every node of the tailnet."""
+    def set_derp_reachable(self, reachable: bool, *, since: float | None = None) -> None:
+        """Make the DERP relays reachable or not for every node of the tailnet.
+
+        + since: when they became unreachable (default: now, or when they already were), so that a
+          test sees what nodes show once an outage has lasted (health warnings wait 10 s)
+        """
         with self._locked() as state:
             _settings(state)["derp_reachable"] = reachable
+            if reachable:
+                state["derp_down_since"] = None
+            elif since is not None or state.get("derp_down_since") is None:
+                state["derp_down_since"] = time.time() if since is None else since
 
-    def node_and_path(self, node_id: str) -> tuple[dict[str, Any] | None, bool]:
-        """One node, and whether it has a live path: a reachable DERP or another node online."""
+    def node_and_path(self, node_id: str) -> tuple[dict[str, Any] | None, bool, float | None]:
+        """One node; whether it has a live path (a reachable DERP or another node online); and since
+        when the DERP relays have been unreachable (None while they are reachable)."""
         with self._locked() as state:
             node = self._find_node(state, node_id=node_id)
-            path = _settings(state)["derp_reachable"] or any(
+            derp = _settings(state)["derp_reachable"]
+            path = derp or any(
                 n["ID"] != node_id and n.get("Online") and not n.get("LoggedOut") for n in state["nodes"]
             )
-            return (dict(node) if node is not None else None), path
+            down_since = None if derp else float(state.get("derp_down_since") or 0.0)
+            return (dict(node) if node is not None else None), path, down_since
 
     def _require_node(self, state: dict[str, Any], node_id: str) -> dict[str, Any]:
         node = self._find_node(state, node_id=node_id)

@@ -791,8 +791,10 @@ def start_with_prefs(
     A node logs in when it holds no valid node key (never logged in, logged out, key expired), with
     --force-reauth, and when its requested tags changed: control grants tags only at a login. With
     an auth key the login happens at once; without one control hands out a login URL. Returns that
-    URL and the control server's refusal (both empty when neither happened).
+    URL and the control server's refusal (both empty when neither happened). The backend starts
+    over (`LocalBackend.Start`: NoState), so the node must find a path again to be Running.
     """
+    state.running_in = None
     auth_key = read_secret_value(values["auth-key"])
     node = tailscaled.control_plane().node(state.node_id) if state.logged_in and state.node_id else None
     holds_valid_key = node is not None and not node.get("LoggedOut") and not node_key_expired(node)
