@@ -662,6 +662,32 @@ def test_a_node_that_stops_needs_a_path_again_to_be_running(
     assert running_host.status()["BackendState"] == "Running"
 
 
+def test_a_host_cut_off_from_derp_and_peers_stays_starting_while_others_run(
+    make_host: Callable[[str], Host], control: ControlPlane, tmp_path: Path
+) -> None:
+    """A host whose network lets it reach control only (a firewall that drops UDP and the relays):
+    logged in, no live peer, no DERP, so Starting, with the relay warning once it is 10 s old.
+
+    Source: tailscale v1.90.6 `ipn/ipnlocal/local.go` (`nextStateLocked`: Starting until `NumLive > 0 ||
+    LiveDERPs > 0`); `health/health.go` (`noDERPHomeWarnable`: no home region found).
+    """
+    key = key_file(tmp_path, control.mint_key(reusable=True))
+    other = make_host("other")
+    other.start_and_settle()
+    assert other.tailscale("up", f"--auth-key={key}").returncode == 0
+    control.set_path_blocked("alpha", True, since=time.time() - 11)
+    alone = make_host("alpha")
+    alone.start_and_settle()
+    joined = alone.tailscale("up", f"--auth-key={key}", "--timeout=0.3s")
+    assert joined.returncode == 1
+    status = alone.status()
+    assert (status["BackendState"], status["Health"]) == ("Starting", [NO_HOME_RELAY])
+    assert other.status()["BackendState"] == "Running"
+
+    control.set_path_blocked("alpha", False)
+    assert (alone.status()["BackendState"], alone.status()["Health"]) == ("Running", [])
+
+
 def test_logout_then_up_with_a_key_logs_in_again(
     running_host: Host, control: ControlPlane, tmp_path: Path
 ) -> None:

@@ -18,7 +18,7 @@ The tailnet has a policy and settings of its own, as a real one does:
 - node keys expire after 180 days (`age_node_keys` moves time on for them) unless expiry is disabled
   for the device (`set_key_expiry_disabled`, the API's `POST /api/v2/device/{id}/key`);
 - DERP: while `set_derp_reachable(False)`, a node has a path only to peers that are online; the lab's
-  one DERP region is `DERP_REGION_NAME`.
+  one DERP region is `DERP_REGION_NAME`. `set_path_blocked(HOSTNAME, True)` cuts one node off from both.
 """
 
 from __future__ import annotations
@@ -413,14 +413,32 @@ class ControlPlane:
             elif since is not None or state.get("derp_down_since") is None:
                 state["derp_down_since"] = time.time() if since is None else since
 
+    def set_path_blocked(self, hostname: str, blocked: bool, *, since: float | None = None) -> None:
+        """Cut the node named `hostname` off from DERP and its peers (or let it reach them again), as a
+        firewall that lets only control through would; `since` dates the cut as for DERP."""
+        with self._locked() as state:
+            cut: dict[str, float] = state.setdefault("blocked_paths", {})
+            if not blocked:
+                cut.pop(hostname, None)
+            elif since is not None or hostname not in cut:
+                cut[hostname] = time.time() if since is None else since
+
     def node_and_path(self, node_id: str) -> tuple[dict[str, Any] | None, bool, float | None]:
         """One node; whether it has a live path (a reachable DERP or another node online); and since
-        when the DERP relays have been unreachable (None while they are reachable)."""
+        when it has been unable to reach DERP (None while it can)."""
         with self._locked() as state:
             node = self._find_node(state, node_id=node_id)
+            blocked = state.get("blocked_paths", {})
+            cut = blocked.get(node["HostName"]) if node is not None else None
+            if cut is not None:
+                return dict(node or {}), False, float(cut)
             derp = _settings(state)["derp_reachable"]
             path = derp or any(
-                n["ID"] != node_id and n.get("Online") and not n.get("LoggedOut") for n in state["nodes"]
+                n["ID"] != node_id
+                and n.get("Online")
+                and not n.get("LoggedOut")
+                and n["HostName"] not in blocked
+                for n in state["nodes"]
             )
             down_since = None if derp else float(state.get("derp_down_since") or 0.0)
             return (dict(node) if node is not None else None), path, down_since
