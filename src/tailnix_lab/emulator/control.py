@@ -393,10 +393,12 @@ class ControlPlane:
             if not disabled:
                 _set_key_expiry(node, time.time() + NODE_KEY_EXPIRY_DAYS * SECONDS_PER_DAY)
 
-    def age_node_keys(self, *, days: float) -> None:
-        """Let `days` pass for every node key whose expiry is not disabled."""
+    def age_node_keys(self, *, days: float, node_ids: tuple[str, ...] | None = None) -> None:
+        """Let `days` pass for every node key whose expiry is not disabled (or for those of `node_ids`)."""
         with self._locked() as state:
             for node in state["nodes"]:
+                if node_ids is not None and node["ID"] not in node_ids:
+                    continue
                 if not node.get("KeyExpiryDisabled") and "KeyExpiresAt" in node:
                     _set_key_expiry(node, node["KeyExpiresAt"] - days * SECONDS_PER_DAY)
 
