@@ -233,10 +233,14 @@ def test_set_changes_prefs_without_a_login(running_host: Host, control: ControlP
 
 
 def test_down_stops_and_up_brings_back_running(running_host: Host) -> None:
+    """Source: tailscale v1.90.6 `cmd/tailscale/cli/status.go` (`runStatus`: in a state that is not
+    Running or Starting, the health check is printed only in NoState; `isRunningOrStarting`)."""
     assert running_host.tailscale("down").returncode == 0
     status = running_host.status()
     assert status["BackendState"] == "Stopped"
     assert status["Health"] == ["Tailscale is stopped."]
+    plain = running_host.tailscale("status")
+    assert (plain.returncode, plain.stdout) == (1, "Tailscale is stopped.\n")
     assert running_host.tailscale("up").returncode == 0
     assert running_host.status()["BackendState"] == "Running"
 
@@ -465,7 +469,7 @@ def test_a_node_waits_for_device_approval_in_needs_machine_auth(
     is not `MachineAuthorized` gives `NeedsMachineAuth`; `cmd/tailscale/cli/up.go`,
     `printDeviceApprovalInfo`: "To approve your machine, visit (as admin):" and `Prefs.AdminPageURL`
     (`ipn/prefs.go`: the control URL + "/admin"), then `up` waits for Running; `cmd/tailscale/cli/status.go`
-    prints "Machine is not yet authorized by tailnet admin." and exits 1.
+    (`isRunningOrStarting`) prints "Machine is not yet approved by tailnet admin." and exits 1.
     """
     control.set_device_approval(True)
     key = key_file(tmp_path, control.mint_key(preauthorized=False))
@@ -479,7 +483,7 @@ def test_a_node_waits_for_device_approval_in_needs_machine_auth(
     assert host.status()["BackendState"] == "NeedsMachineAuth"
     plain = host.tailscale("status")
     assert plain.returncode == 1
-    assert "Machine is not yet authorized by tailnet admin." in plain.stdout
+    assert plain.stdout == "Machine is not yet approved by tailnet admin.\n"
 
     # A bare `up` now waits for the approval, and says Success once an admin gives it.
     process = subprocess.Popen(
@@ -631,7 +635,10 @@ def test_a_running_node_that_loses_its_path_stays_running_with_a_health_warning(
     assert (status["BackendState"], status["Health"]) == ("Running", [NO_RELAY_CONNECTION])
     plain = running_host.tailscale("status")
     assert plain.returncode == 0
-    assert f"#     - {NO_RELAY_CONNECTION}" in plain.stdout
+    # After the nodes, as `runStatus` (`cmd/tailscale/cli/status.go`) prints them.
+    node_line, blank, *health = plain.stdout.splitlines()
+    assert node_line.startswith("100.64.0.1 ") and blank == ""
+    assert health == ["# Health check:", f"#     - {NO_RELAY_CONNECTION}"]
     # Still Running, so `up` with the node's own flags only edits prefs and returns at once.
     assert running_host.tailscale("up", "--timeout=0.3s").returncode == 0
 

@@ -24,6 +24,7 @@ from tailnix_lab.emulator.tailscaled import (
     NEEDS_LOGIN,
     NEEDS_MACHINE_AUTH,
     NETFILTER_MODES,
+    NO_STATE,
     RUNNING,
     STARTING,
     STOPPED,
@@ -1141,25 +1142,27 @@ def run_status(args: list[str], socket_path: str) -> int:
             status["Peer"] = {k: p for k, p in status["Peer"].items() if p["Active"]}
         sys.stdout.write(json.dumps(status, indent="  "))
         return 0
-    out: list[str] = []
-    if status["Health"]:
-        out.append("# Health check:")
-        out.extend(f"#     - {m}" for m in status["Health"])
-        out.append("")
+    # As `runStatus` prints it: the health check after the nodes, and in a state that is neither
+    # Running nor Starting only the state's description (with the health check in NoState alone).
+    health = ["# Health check:", *(f"#     - {m}" for m in status["Health"])] if status["Health"] else []
     backend = status["BackendState"]
     description = {
         STOPPED: "Tailscale is stopped.",
         NEEDS_LOGIN: "Logged out." + (f"\nLog in at: {status['AuthURL']}" if status["AuthURL"] else ""),
-        NEEDS_MACHINE_AUTH: "Machine is not yet authorized by tailnet admin.",
+        NEEDS_MACHINE_AUTH: "Machine is not yet approved by tailnet admin.",
     }.get(backend, f"unexpected state: {backend}")
     if backend not in (RUNNING, STARTING):
-        print("\n".join([*out, description]))
+        context = [*health, ""] if health and backend == NO_STATE else []
+        print("\n".join([*context, description]))
         return 1
+    out: list[str] = []
     if values["self"]:
         out.append(status_line(status, status["Self"]))
     if values["peers"] and status["Peer"]:
         peers = sorted(status["Peer"].values(), key=lambda p: p["TailscaleIPs"][0])
         out.extend(status_line(status, p) for p in peers if not values["active"] or p["Active"])
+    if health:
+        out += ["", *health]
     print("\n".join(out))
     return 0
 
