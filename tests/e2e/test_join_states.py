@@ -154,12 +154,20 @@ def test_a_running_node_that_loses_its_relay_is_reported_with_the_health_warning
         control.set_path_blocked(host.name, False)
 
 
+@pytest.mark.parametrize("mode", ["autoconnect", "native"])
 def test_a_node_whose_key_expired_logs_in_again_with_the_fleets_key_on_the_rerun(
-    lab: Lab, host: LabHost, control: ControlPlane, tmp_path: Path
+    lab: Lab, host: LabHost, control: ControlPlane, tmp_path: Path, mode: str
 ) -> None:
-    secrets, _ = write_secrets(lab, tmp_path, [host], key_options={"reusable": True})
+    key = control.mint_key(reusable=True)
+    # NixOS's own unit (native mode) passes the file's content as the key: the secret holds it bare.
+    secrets, _ = write_secrets(
+        lab, tmp_path, [host], value=key if mode == "native" else f"TAILSCALE_AUTH_KEY={key}"
+    )
     inventory = lab.write_inventory(
-        tmp_path / "inventory.py", hosts=[host.name], secrets_file=secrets, host_data={host.name: QUICK}
+        tmp_path / "inventory.py",
+        hosts=[host.name],
+        secrets_file=secrets,
+        host_data={host.name: {**QUICK, "tailnix_mode": mode}},
     )
     assert deploy(inventory).returncode == 0
     control.age_node_keys(days=181, node_ids=(_self_id(lab, host.name),))
@@ -169,7 +177,11 @@ def test_a_node_whose_key_expired_logs_in_again_with_the_fleets_key_on_the_rerun
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.ran(SWITCH) == set()
     assert rerun.changed(CONVERGED) == {host.name}
-    assert rerun.said(host.name, "Tailscale is NeedsLogin: logging in again with the fleet's key")
+    unit = "tailscale-autoconnect" if mode == "autoconnect" else "tailscaled-autoconnect"
+    assert rerun.said(
+        host.name,
+        f"Tailscale is NeedsLogin: logging in again with the fleet's key (restarting {unit}.service)",
+    )
     assert rerun.said(host.name, f"Tailscale is Running as {host.name}")
     status = _status(lab, host.name)
     assert status["BackendState"] == "Running"
