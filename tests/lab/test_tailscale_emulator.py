@@ -612,6 +612,7 @@ NO_RELAY_CONNECTION = (
     "or the server might be temporarily unavailable."
 )
 NO_HOME_RELAY = "Tailscale could not connect to any relay server. Check your Internet connection."
+WARMING_UP = "Tailscale is starting. Please wait."
 
 
 def test_a_running_node_that_loses_its_path_stays_running_with_a_health_warning(
@@ -622,7 +623,8 @@ def test_a_running_node_that_loses_its_path_stays_running_with_a_health_warning(
     Source: tailscale v1.90.6 `ipn/ipnlocal/local.go`, `nextStateLocked` (`state == ipn.Running` stays
     Running; only Starting looks at `NumLive`/`LiveDERPs`) and `Status` (`s.Health = b.health.Strings()`);
     `health/health.go`, `updateBuiltinWarnablesLocked` (a home DERP region not connected:
-    `noDERPConnectionWarnable`), `health/warnings.go` (its text, `TimeToVisible: 10 * time.Second`).
+    `noDERPConnectionWarnable`; nothing in the 5 s after the node is turned on, `recentlyOn`),
+    `health/warnings.go` (its text, `TimeToVisible: 10 * time.Second`).
     """
     control.set_derp_reachable(False)
     status = running_host.status()
@@ -630,7 +632,10 @@ def test_a_running_node_that_loses_its_path_stays_running_with_a_health_warning(
     assert status["Health"] == []
     assert self_of(status)["Online"] is True
 
-    control.set_derp_reachable(False, since=time.time() - 11)
+    # Visible 10 s after it became unhealthy, which is never before 5 s after the node was turned on.
+    control.let_time_pass(14)
+    assert running_host.status()["Health"] == []
+    control.let_time_pass(1.5)
     status = running_host.status()
     assert (status["BackendState"], status["Health"]) == ("Running", [NO_RELAY_CONNECTION])
     plain = running_host.tailscale("status")
@@ -653,15 +658,20 @@ def test_a_node_that_stops_needs_a_path_again_to_be_running(
 
     Source: tailscale v1.90.6 `ipn/ipnlocal/local.go`, `nextStateLocked` (`!wantRunning` -> Stopped;
     from Stopped, Starting; Starting -> Running only with `NumLive > 0 || LiveDERPs > 0`);
-    `health/health.go` (no home DERP region at all: `noDERPHomeWarnable`), `health/warnings.go`.
+    `health/health.go` (`SetIPNState`: turned on again, `warmingUpWarnable` for 5 s until Running; then no
+    home DERP region at all: `noDERPHomeWarnable`), `health/warnings.go`.
     """
-    control.set_derp_reachable(False, since=time.time() - 11)
+    control.set_derp_reachable(False)
+    control.let_time_pass(60)
     assert running_host.status()["BackendState"] == "Running"
     assert running_host.tailscale("down").returncode == 0
     assert running_host.status()["BackendState"] == "Stopped"
     again = running_host.tailscale("up", "--timeout=0.3s")
     assert again.returncode == 1
     assert "timeout waiting for Tailscale service to enter a Running state" in again.stderr
+    status = running_host.status()
+    assert (status["BackendState"], status["Health"]) == ("Starting", [WARMING_UP])
+    control.let_time_pass(16)
     status = running_host.status()
     assert (status["BackendState"], status["Health"]) == ("Starting", [NO_HOME_RELAY])
 
@@ -682,11 +692,13 @@ def test_a_host_cut_off_from_derp_and_peers_stays_starting_while_others_run(
     other = make_host("other")
     other.start_and_settle()
     assert other.tailscale("up", f"--auth-key={key}").returncode == 0
-    control.set_path_blocked("alpha", True, since=time.time() - 11)
+    control.set_path_blocked("alpha", True)
     alone = make_host("alpha")
     alone.start_and_settle()
     joined = alone.tailscale("up", f"--auth-key={key}", "--timeout=0.3s")
     assert joined.returncode == 1
+    assert alone.status()["Health"] == [WARMING_UP]
+    control.let_time_pass(16)
     status = alone.status()
     assert (status["BackendState"], status["Health"]) == ("Starting", [NO_HOME_RELAY])
     assert other.status()["BackendState"] == "Running"

@@ -19,6 +19,7 @@ The tailnet has a policy and settings of its own, as a real one does:
   for the device (`set_key_expiry_disabled`, the API's `POST /api/v2/device/{id}/key`);
 - DERP: while `set_derp_reachable(False)`, a node has a path only to peers that are online; the lab's
   one DERP region is `DERP_REGION_NAME`. `set_path_blocked(HOSTNAME, True)` cuts one node off from both.
+- the daemons' clock, which their health timers read: `let_time_pass` moves it on.
 """
 
 from __future__ import annotations
@@ -402,38 +403,45 @@ class ControlPlane:
                 if not node.get("KeyExpiryDisabled") and "KeyExpiresAt" in node:
                     _set_key_expiry(node, node["KeyExpiresAt"] - days * SECONDS_PER_DAY)
 
-    def set_derp_reachable(self, reachable: bool, *, since: float | None = None) -> None:
-        """Make the DERP relays reachable or not for every node of the tailnet.
+    def let_time_pass(self, seconds: float) -> None:
+        """Move the daemons' clock on (what their health timers see: `now`); node keys age with
+        `age_node_keys`."""
+        with self._locked() as state:
+            state["clock_offset"] = float(state.get("clock_offset") or 0.0) + seconds
 
-        + since: when they became unreachable (default: now, or when they already were), so that a
-          test sees what nodes show once an outage has lasted (health warnings wait 10 s)
-        """
+    def now(self) -> float:
+        """The time on the daemons' clock: the real time plus what `let_time_pass` added."""
+        with self._locked() as state:
+            return _now(state)
+
+    def set_derp_reachable(self, reachable: bool) -> None:
+        """Make the DERP relays reachable or not for every node of the tailnet (from `now` on)."""
         with self._locked() as state:
             _settings(state)["derp_reachable"] = reachable
             if reachable:
                 state["derp_down_since"] = None
-            elif since is not None or state.get("derp_down_since") is None:
-                state["derp_down_since"] = time.time() if since is None else since
+            elif state.get("derp_down_since") is None:
+                state["derp_down_since"] = _now(state)
 
-    def set_path_blocked(self, hostname: str, blocked: bool, *, since: float | None = None) -> None:
+    def set_path_blocked(self, hostname: str, blocked: bool) -> None:
         """Cut the node named `hostname` off from DERP and its peers (or let it reach them again), as a
-        firewall that lets only control through would; `since` dates the cut as for DERP."""
+        firewall that lets only control through would."""
         with self._locked() as state:
             cut: dict[str, float] = state.setdefault("blocked_paths", {})
             if not blocked:
                 cut.pop(hostname, None)
-            elif since is not None or hostname not in cut:
-                cut[hostname] = time.time() if since is None else since
+            elif hostname not in cut:
+                cut[hostname] = _now(state)
 
-    def node_and_path(self, node_id: str) -> tuple[dict[str, Any] | None, bool, float | None]:
-        """One node; whether it has a live path (a reachable DERP or another node online); and since
-        when it has been unable to reach DERP (None while it can)."""
+    def node_and_path(self, node_id: str) -> tuple[dict[str, Any] | None, bool, float | None, float]:
+        """One node; whether it has a live path (a reachable DERP or another node online); since when
+        it has been unable to reach DERP (None while it can); and `now`."""
         with self._locked() as state:
             node = self._find_node(state, node_id=node_id)
             blocked = state.get("blocked_paths", {})
             cut = blocked.get(node["HostName"]) if node is not None else None
             if cut is not None:
-                return dict(node or {}), False, float(cut)
+                return dict(node or {}), False, float(cut), _now(state)
             derp = _settings(state)["derp_reachable"]
             path = derp or any(
                 n["ID"] != node_id
@@ -443,7 +451,7 @@ class ControlPlane:
                 for n in state["nodes"]
             )
             down_since = None if derp else float(state.get("derp_down_since") or 0.0)
-            return (dict(node) if node is not None else None), path, down_since
+            return (dict(node) if node is not None else None), path, down_since, _now(state)
 
     def _require_node(self, state: dict[str, Any], node_id: str) -> dict[str, Any]:
         node = self._find_node(state, node_id=node_id)
@@ -471,6 +479,10 @@ class ControlPlane:
         """The log of refused logins: time, key id (None when malformed), host name, reason."""
         with self._locked() as state:
             return [dict(e) for e in state["rejections"]]
+
+
+def _now(state: dict[str, Any]) -> float:
+    return time.time() + float(state.get("clock_offset") or 0.0)
 
 
 def _settings(state: dict[str, Any]) -> dict[str, bool]:

@@ -49,6 +49,9 @@ RUNNING = "Running"
 STOPPED_HEALTH = "Tailscale is stopped."
 # health.Warnable.TimeToVisible of the relay warnings.
 DERP_WARNING_SECONDS = 10.0
+# warmingUpWarnableDuration, also how long `recentlyOn` keeps the relay warnings quiet.
+WARMING_UP_SECONDS = 5.0
+WARMING_UP_HEALTH = "Tailscale is starting. Please wait."
 
 
 class NotRunning(Exception):
@@ -101,6 +104,7 @@ class DaemonState:
         last_login_error: str = "",
         login_required: bool = False,
         running_in: float | None = None,
+        turned_on: tuple[float, float] | None = None,
     ) -> None:
         self.node_key = node_key
         self.prefs: dict[str, Any] = default_prefs() if prefs is None else prefs
@@ -113,8 +117,12 @@ class DaemonState:
         # The daemon run (its start time) in which the node reached Running: it stays Running for
         # the rest of that run unless it stops, logs out or must log in again.
         self.running_in = running_in
+        # (daemon run, time) when the node was last turned on (WantRunning false -> true, or the
+        # daemon started with it): the health tracker's `ipnWantRunningLastTrue`.
+        self.turned_on = turned_on
         # Read from control with the state, for the health warnings (not saved).
         self.derp_down_since: float | None = None
+        self.now = time.time()
 
     def to_json(self) -> dict[str, Any]:
         """The on-disk form."""
@@ -126,6 +134,7 @@ class DaemonState:
             "LastLoginError": self.last_login_error,
             "LoginRequired": self.login_required,
             "RunningIn": self.running_in,
+            "TurnedOn": list(self.turned_on) if self.turned_on else None,
         }
 
     @classmethod
@@ -141,6 +150,7 @@ class DaemonState:
             last_login_error=data.get("LastLoginError") or "",
             login_required=bool(data.get("LoginRequired")),
             running_in=data.get("RunningIn"),
+            turned_on=tuple(data["TurnedOn"]) if data.get("TurnedOn") else None,
         )
 
     @property
@@ -248,15 +258,20 @@ def backend_state(state: DaemonState) -> str:
     state.derp_down_since = None
     backend = _next_state(state, started)
     state.running_in = started if backend == RUNNING else None
+    if not state.prefs["WantRunning"]:
+        state.turned_on = None
+    elif state.turned_on is None or state.turned_on[0] != started:
+        state.turned_on = (started, state.now)
     return backend
 
 
 def _next_state(state: DaemonState, started: float) -> str:
-    if not state.logged_in or state.node_id is None:
-        return NEEDS_LOGIN
     if not state.prefs["WantRunning"]:
-        return STOPPED
-    node, path, state.derp_down_since = control_plane().node_and_path(state.node_id)
+        return STOPPED if state.logged_in and state.node_id is not None else NEEDS_LOGIN
+    if not state.logged_in or state.node_id is None:
+        state.now = control_plane().now()
+        return NEEDS_LOGIN
+    node, path, state.derp_down_since, state.now = control_plane().node_and_path(state.node_id)
     if node is None or node.get("LoggedOut") or node_key_expired(node):
         return NEEDS_LOGIN
     if not node.get("Authorized", True):
@@ -265,28 +280,39 @@ def _next_state(state: DaemonState, started: float) -> str:
 
 
 def health_messages(state: DaemonState, backend: str) -> list[str]:
-    """The `Health` strings the real daemon shows for a node in this state."""
-    if backend in (RUNNING, STARTING):
-        return derp_health(state, backend)
+    """The `Health` strings the real daemon shows for a node in this state (call `backend_state` first).
+
+    From tailscale v1.90.6 `health/health.go` (`SetIPNState`, `updateBuiltinWarnablesLocked`) and
+    `health/warnings.go`: for 5 s after the node is turned on, until it is Running, `warmingUpWarnable`;
+    the relay warnings (`derp_health`).
+    """
     if backend == NO_STATE:
         return []
     if not state.prefs["WantRunning"]:
         return [STOPPED_HEALTH]
+    messages = []
     if backend == NEEDS_LOGIN and state.last_login_error:
-        return [f"You are logged out. The last login error was: {state.last_login_error}"]
-    return []
+        messages.append(f"You are logged out. The last login error was: {state.last_login_error}")
+    on_since = state.turned_on[1] if state.turned_on else state.now
+    if backend != RUNNING and state.now - on_since < WARMING_UP_SECONDS:
+        messages.append(WARMING_UP_HEALTH)
+    if backend in (RUNNING, STARTING):
+        messages += derp_health(state, backend, on_since)
+    return messages
 
 
-def derp_health(state: DaemonState, backend: str) -> list[str]:
-    """The relay warning of a node that cannot reach DERP, once the outage is 10 s old (`TimeToVisible`).
+def derp_health(state: DaemonState, backend: str, on_since: float) -> list[str]:
+    """The relay warning of a node that cannot reach DERP, 10 s (`TimeToVisible`) after it became
+    unhealthy: when the outage began, but never in the first 5 s after the node was turned on
+    (`recentlyOn`).
 
-    From tailscale v1.90.6 `health/health.go` (`updateBuiltinWarnablesLocked`) and `health/warnings.go`:
-    a Running node keeps its home region and cannot connect to it (`noDERPConnectionWarnable`); a
-    Starting one never found a home region (`noDERPHomeWarnable`). The 5 s of quiet after the node is
-    turned on (`recentlyOn`) are not emulated.
+    A Running node keeps its home region and cannot connect to it (`noDERPConnectionWarnable`); a
+    Starting one never found a home region (`noDERPHomeWarnable`).
     """
-    since = state.derp_down_since
-    if since is None or time.time() - since < DERP_WARNING_SECONDS:
+    if state.derp_down_since is None:
+        return []
+    broken_since = max(state.derp_down_since, on_since + WARMING_UP_SECONDS)
+    if state.now - broken_since < DERP_WARNING_SECONDS:
         return []
     if backend == RUNNING:
         return [
