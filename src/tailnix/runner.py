@@ -151,13 +151,18 @@ def read_fact(inventory_file: Path, fact: str, hosts: list[FleetHost]) -> FactRe
     errors = {}
     for name in asked:
         if values.get(name) is None:
-            errors[name] = failures.get(name) or _last_words(stderr) or "no answer"
+            errors[name] = failures.get(name) or _last_words(stderr, name) or "no answer"
     found = {k: v for k, v in values.items() if v is not None and k in asked}
     return FactReading(found, errors, refused)
 
 
-def _last_words(stderr: str) -> str:
-    lines = [line.strip() for line in stderr.splitlines() if line.strip() and not line.startswith("-->")]
+def _last_words(stderr: str, host: str) -> str:
+    """pyinfra's last line that is about `host` or about no host in particular (never another host's)."""
+    lines = []
+    for line in stderr.splitlines():
+        about = _HOST_LINE.match(line)
+        if line.strip() and not line.startswith("-->") and (about is None or about["host"] == host):
+            lines.append(line.strip())
     return lines[-1] if lines else ""
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tailnix import events, steps
+from tailnix import events, runner, steps
 from tailnix.commands import DeployReport
 from tailnix.events import Event
 from tailnix.runner import DeployOutcome, DeployProgress, HostDeployResult, _events_file
@@ -220,3 +220,15 @@ def test_without_the_variable_nothing_is_registered(monkeypatch: pytest.MonkeyPa
     assert events.record_events(state) is None
     assert not hasattr(state, "handler")
     events.host_said(state, "desk", "said to nobody")  # no run records events: nothing happens
+
+
+def test_a_host_without_its_own_line_is_not_given_another_hosts_error() -> None:
+    """A fact run that failed on two hosts: each gets its own line, never the other's."""
+    stderr = (
+        "--> Connecting to hosts...\n"
+        "    [nixos-4] Could not connect (timed out)\n"
+        "    [nixos-5] SSH error: Authentication failed\n"
+        "--> pyinfra error: No hosts remaining!\n"
+    )
+    assert runner._last_words(stderr, "nixos-4") == "[nixos-4] Could not connect (timed out)"
+    assert runner._last_words(stderr, "nixos-6") == ""
