@@ -99,9 +99,9 @@ _AUTOCONNECT_SCRIPT = """\
       case "$state" in
         Running|Starting)
           # Control grants tags at a login only: `tailscale up` with other tags would ask for an
-          # interactive one, so new tags mean logging in again with the key.
+          # interactive one, so new tags mean logging in again with the key.{server_comment}
           tags=$(tailscale debug prefs | jq -r '(.AdvertiseTags // []) | sort | join(",")')
-          if [ "$tags" != ${{lib.escapeShellArg advertiseTags}} ]; then
+{server_read}          if [ "$tags" != ${{lib.escapeShellArg advertiseTags}} ]{server_changed}; then
             up_with_key --force-reauth
           else
             # Joined already: apply the flags without logging in again (in Starting, `up` also
@@ -165,6 +165,7 @@ def render_module(settings: TailscaleSettings, *, sops_nix_from_flake: bool = Fa
             [
                 "  # The tags control should grant (sorted): other ones need a new login.",
                 f"  advertiseTags = {nix_string(','.join(sorted(settings.advertise_tags)))};",
+                *([f"  loginServer = {nix_string(settings.login_server)};"] if settings.login_server else []),
             ]
             if settings.mode == "autoconnect"
             else []
@@ -203,7 +204,17 @@ def render_module(settings: TailscaleSettings, *, sops_nix_from_flake: bool = Fa
         return "\n".join(lines)
 
     polls = DAEMON_WAIT_SECONDS * 2
+    server = settings.login_server
     script = _AUTOCONNECT_SCRIPT.format(
+        server_comment=(
+            "\n          # Another login server too: `up` changes it only with --force-reauth."
+            if server
+            else ""
+        ),
+        server_read=(
+            "          server=$(tailscale debug prefs | jq -r '.ControlURL // \"\"')\n" if server else ""
+        ),
+        server_changed=' || [ "$server" != ${lib.escapeShellArg loginServer} ]' if server else "",
         polls=polls,
         timeout=settings.up_timeout,
         secret_path=secret_path,
