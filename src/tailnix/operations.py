@@ -538,11 +538,10 @@ def rebuild(plan: HostPlan) -> Commands:
             confirm_timeout=plan.settings.confirm_timeout,
         )
     )
+    arguments = operation_arguments(host)
     reauth = planned_reauthentication(state, plan)
-    check = _came_back_check(reauth, plan.settings) if reauth is not None else None
-    yield FunctionCommand(
-        await_switch, (token, plan.settings.confirm_timeout, operation_arguments(host), check), {}
-    )
+    check = _came_back_check(reauth, plan.settings, arguments) if reauth is not None else None
+    yield FunctionCommand(await_switch, (token, plan.settings.confirm_timeout, arguments, check), {})
 
 
 def planned_reauthentication(state: HostState, plan: HostPlan) -> Reauthentication | None:
@@ -555,14 +554,18 @@ def planned_reauthentication(state: HostState, plan: HostPlan) -> Reauthenticati
     return reauthentication(plan.settings, state.tailscale_status, state.tailscale_prefs)
 
 
-def _node_status(host: Host, settings: TailscaleSettings, timeout: int) -> dict[str, Any] | None:
+def _node_status(
+    host: Host, settings: TailscaleSettings, timeout: int, arguments: ConnectorArguments
+) -> dict[str, Any] | None:
     """The node's `tailscale status` once Running or refused by control (verify-poll.sh), bounded."""
     script = host_scripts.command("verify-poll.sh", max(timeout, 1), _join_unit(settings))
-    ok, output = host.run_shell_command(StringCommand(script), **operation_arguments(host))
+    ok, output = host.run_shell_command(StringCommand(script), **arguments)
     return _load_json(_sections(list(output.stdout_lines) if ok else []).get("status", ""))
 
 
-def _came_back_check(reauth: Reauthentication, settings: TailscaleSettings) -> ConfirmCheck:
+def _came_back_check(
+    reauth: Reauthentication, settings: TailscaleSettings, arguments: ConnectorArguments
+) -> ConfirmCheck:
     """The switch is confirmed only once the node is Running again with the new tags (tailnix.reauth).
 
     The join unit has logged in again during the switch, so the wait is short; it stays within the
@@ -571,12 +574,12 @@ def _came_back_check(reauth: Reauthentication, settings: TailscaleSettings) -> C
     wait = min(settings.verify_timeout, settings.confirm_timeout // 2)
 
     def before(host: Host) -> str | None:
-        return reauth.refusal(_node_status(host, settings, wait))
+        return reauth.refusal(_node_status(host, settings, wait, arguments))
 
     def after_rollback(host: Host) -> str:
         # The previous join unit logs the node in again with the tags it had.
         previous = Reauthentication(reauth.host, (), reauth.granted, reauth.wanted_server, reauth.server)
-        problem = previous.refusal(_node_status(host, settings, settings.verify_timeout))
+        problem = previous.refusal(_node_status(host, settings, settings.verify_timeout, arguments))
         if problem is None:
             return (
                 f"Tailscale is Running again with its previous tags ({', '.join(reauth.granted) or 'none'})"

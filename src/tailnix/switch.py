@@ -308,7 +308,10 @@ def _follow(
                 True, "switched, and confirmed over a new SSH connection" + _already_failed(host, arguments)
             )
         if final[0] == "rolled-back" and refusal is not None and check is not None:
-            back = check.after_rollback(host)
+            try:
+                back = check.after_rollback(host)
+            except Exception:  # a dead connection raises whatever paramiko meets
+                back = "its Tailscale state could not be read after the rollback"
             return SwitchOutcome(
                 False,
                 f"{refusal}\nrolled back: the host is back on its previous configuration, /etc/nixos "
