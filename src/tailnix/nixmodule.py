@@ -89,7 +89,14 @@ _AUTOCONNECT_SCRIPT = """\
           case "$(tailscale status --json --peers=false 2>/dev/null | jq -r .BackendState || true)" in
             NeedsMachineAuth) echo "tailscale-autoconnect: logged in; waits for an admin to approve this device" >&2 ;;
             Starting) echo "tailscale-autoconnect: logged in; no path to peers or DERP yet" >&2 ;;
-            *) echo "tailscale-autoconnect: login failed; replace the auth key in the secrets file and deploy again" >&2 ;;
+            *)
+              # Control's own words: a bad key, or tags its owner may not apply (tagOwners).
+              refused=$(tailscale status --json --peers=false 2>/dev/null |
+                jq -r '[.Health[]? | select(contains("The last login error was: "))] | first // "" |
+                  sub(".*The last login error was: "; "")' || true)
+              echo "tailscale-autoconnect: login failed: ''${{refused:-control gave no reason}}" >&2
+              echo "tailscale-autoconnect: replace the auth key, or fix the tags, and deploy again" >&2
+              ;;
           esac
         elif [ "$status" -ne 0 ]; then
           exit "$status"

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tailnix import paths
 from tailnix.runner import default_deploy_file, pyinfra_argv
 from tailnix_lab.emulator.control import ControlPlane
 from tailnix_lab.hosts import Lab
@@ -145,3 +146,6 @@ def test_a_tag_the_key_owner_does_not_own_is_refused_and_the_host_is_put_back(
     assert _status(lab, name)["BackendState"] == "Running"
     node = _self(lab, name)
     assert node["Tags"] == ["tag:web"] and node["ID"] == node_before["ID"]
+    # The join unit's journal on the host says it too.
+    journal = lab.ssh(name, f"journalctl -u {paths.AUTOCONNECT_UNIT} --no-pager").stdout
+    assert "login failed: requested tags [tag:db] are invalid or not permitted" in journal
