@@ -12,8 +12,8 @@ What the real system does, read in tailscale v1.90.6:
   words as its last login error ("requested tags [tag:x] are invalid or not permitted" for a tag the
   key's owner does not own in `tagOwners`, the lab's `control.tags_refusal`).
 
-One fresh host, bootstrapped with tag:server; the tests run in order: dry run, retag to tag:web, retag to a
-tag the admin does not own.
+Two fresh hosts, one reached as root and one as a non-root admin with sudo, bootstrapped with tag:server;
+the tests run in order: dry run, retag to tag:web, retag to a tag the admin does not own.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tailnix.runner import default_deploy_file, pyinfra_argv
 from tailnix_lab.emulator.control import ControlPlane
 from tailnix_lab.hosts import Lab
 
-from .deploying import etc_nixos
+from .deploying import SUDO_USER, etc_nixos
 from .test_fleet import Fleet, new_fleet
 
 pytestmark = pytest.mark.lab
@@ -38,9 +38,9 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture(scope="module")
 def tagged(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    """One fresh host, Running with tag:server, joined with a reusable key of the admin's."""
+    """Two fresh hosts (root, sudo), Running with tag:server, joined with a reusable key of the admin's."""
     directory = tmp_path_factory.mktemp("retag-fleet")
-    hosts = [lab.add_host(os="nixos")]
+    hosts = [lab.add_host(os="nixos"), lab.add_host(os="nixos", sudo_user=SUDO_USER)]
     key = ControlPlane(lab.layout.control).mint_key(reusable=True)
     created = new_fleet(lab, directory, hosts, key)
     created.write_inventory(**{h.name: {"tailscale_advertise_tags": ["tag:server"]} for h in hosts})
@@ -75,17 +75,18 @@ def _retag(fleet: Fleet, *tags: str) -> None:
 
 
 def test_dry_run_names_the_re_authentication(tagged: Fleet, lab: Lab) -> None:
-    name = tagged.hosts[0].name
+    names = [host.name for host in tagged.hosts]
     _retag(tagged, "tag:web")
-    before = etc_nixos(lab, name)
+    before = {name: etc_nixos(lab, name) for name in names}
 
     dry = tagged.tailnix("deploy", "-i", "inventory.py", "--dry")
     assert dry.returncode == 0, dry.stdout + dry.stderr
-    line = next(line for line in dry.stdout.splitlines() if line.startswith(f"{name}: "))
-    assert "re-authenticate: tags tag:server -> tag:web" in line
-    assert "nixos-rebuild switch" in line
+    for name in names:
+        line = next(line for line in dry.stdout.splitlines() if line.startswith(f"{name}: "))
+        assert "re-authenticate: tags tag:server -> tag:web" in line
+        assert "nixos-rebuild switch" in line
 
-    # pyinfra's own dry run names it among the operations too.
+    # pyinfra's own dry run names it for each host too.
     plain = subprocess.run(
         [*pyinfra_argv(tagged.inventory, "--dry"), str(default_deploy_file(tagged.directory))],
         cwd=tagged.directory,
@@ -95,57 +96,69 @@ def test_dry_run_names_the_re_authentication(tagged: Fleet, lab: Lab) -> None:
         env={**os.environ, "SOPS_AGE_KEY_FILE": str(lab.layout.admin_agekey)},
     )
     assert plain.returncode == 0, plain.stderr
-    assert "re-authenticate: tags tag:server -> tag:web" in plain.stdout + plain.stderr
-    assert etc_nixos(lab, name) == before
-    assert _self(lab, name)["Tags"] == ["tag:server"]
+    for name in names:
+        assert f"[{name}] re-authenticate: tags tag:server -> tag:web" in plain.stdout + plain.stderr
+        assert etc_nixos(lab, name) == before[name]
+        assert _self(lab, name)["Tags"] == ["tag:server"]
 
 
 def test_retag_changes_the_granted_tags_of_the_same_node(tagged: Fleet, lab: Lab) -> None:
-    name = tagged.hosts[0].name
+    names = [host.name for host in tagged.hosts]
     _retag(tagged, "tag:web")
-    node_before = _self(lab, name)
-    generation = _generation(lab, name)
+    nodes_before = {name: _self(lab, name) for name in names}
+    generations = {name: _generation(lab, name) for name in names}
 
     deployed = tagged.tailnix("deploy", "-i", "inventory.py")
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
 
-    after = _status(lab, name)
-    node = _self(lab, name)
-    assert after["BackendState"] == "Running"
-    assert node["Tags"] == ["tag:web"]
-    # The same machine logged in again: the same node and addresses.
-    assert (node["ID"], node["TailscaleIPs"]) == (node_before["ID"], node_before["TailscaleIPs"])
-    # One switch: the next generation, and a second deploy changes nothing.
-    switched = _generation(lab, name)
-    assert _number(switched) == _number(generation) + 1
+    for name in names:
+        node = _self(lab, name)
+        assert _status(lab, name)["BackendState"] == "Running"
+        assert node["Tags"] == ["tag:web"]
+        # The same machine logged in again: the same node and addresses.
+        before = nodes_before[name]
+        assert (node["ID"], node["TailscaleIPs"]) == (before["ID"], before["TailscaleIPs"])
+        # One switch: the next generation.
+        assert _number(_generation(lab, name)) == _number(generations[name]) + 1
+    switched = {name: _generation(lab, name) for name in names}
+
+    # A second deploy changes nothing.
     again = tagged.tailnix("deploy", "-i", "inventory.py")
     assert again.returncode == 0, again.stdout + again.stderr
-    assert _generation(lab, name) == switched and _self(lab, name)["Tags"] == ["tag:web"]
-    assert f"{name}: nothing to do" in tagged.tailnix("deploy", "-i", "inventory.py", "--dry").stdout
+    dry = tagged.tailnix("deploy", "-i", "inventory.py", "--dry").stdout
+    for name in names:
+        assert _generation(lab, name) == switched[name] and _self(lab, name)["Tags"] == ["tag:web"]
+        assert f"{name}: nothing to do" in dry
 
 
 def test_a_tag_the_key_owner_does_not_own_is_refused_and_the_host_is_put_back(
     tagged: Fleet, lab: Lab
 ) -> None:
-    name = tagged.hosts[0].name
-    node_before = _self(lab, name)
-    assert node_before["Tags"] == ["tag:web"]
-    generation = _generation(lab, name)
-    files = etc_nixos(lab, name)
+    names = [host.name for host in tagged.hosts]
+    nodes_before = {name: _self(lab, name) for name in names}
+    assert all(node["Tags"] == ["tag:web"] for node in nodes_before.values())
+    generations = {name: _generation(lab, name) for name in names}
+    files = {name: etc_nixos(lab, name) for name in names}
     _retag(tagged, "tag:db")
 
     deployed = tagged.tailnix("deploy", "-i", "inventory.py")
 
     assert deployed.returncode == 1, deployed.stdout + deployed.stderr
-    said = deployed.stdout + deployed.stderr
-    assert "tag:db" in said and "requested tags [tag:db] are invalid or not permitted" in said
-    assert any(name in line and "tag:db" in line for line in said.splitlines())
-    # Back as it was: the old configuration, /etc/nixos, and the node Running with its old tags.
-    assert _generation(lab, name) == generation
-    assert etc_nixos(lab, name) == files
-    assert _status(lab, name)["BackendState"] == "Running"
-    node = _self(lab, name)
-    assert node["Tags"] == ["tag:web"] and node["ID"] == node_before["ID"]
-    # The join unit's journal on the host says it too.
-    journal = lab.ssh(name, f"journalctl -u {paths.AUTOCONNECT_UNIT} --no-pager").stdout
-    assert "login failed: requested tags [tag:db] are invalid or not permitted" in journal
+    lines = (deployed.stdout + deployed.stderr).splitlines()
+    for name in names:
+        # The host, the tag and control's words, on one line.
+        assert any(
+            name in line
+            and "tag:db" in line
+            and "requested tags [tag:db] are invalid or not permitted" in line
+            for line in lines
+        ), lines
+        # Back as it was: the old configuration, /etc/nixos, and the node Running with its old tags.
+        assert _generation(lab, name) == generations[name]
+        assert etc_nixos(lab, name) == files[name]
+        assert _status(lab, name)["BackendState"] == "Running"
+        node = _self(lab, name)
+        assert node["Tags"] == ["tag:web"] and node["ID"] == nodes_before[name]["ID"]
+        # The join unit's journal on the host says it too.
+        journal = lab.ssh(name, f"journalctl -u {paths.AUTOCONNECT_UNIT} --no-pager").stdout
+        assert "login failed: requested tags [tag:db] are invalid or not permitted" in journal
