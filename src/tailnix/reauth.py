@@ -83,6 +83,13 @@ class Reauthentication:
             return (
                 f"{self.host} is {backend}, not Running, after logging in again with {_tag_list(self.wanted)}"
             )
+        extra = [tag for tag in granted if tag not in self.wanted]
+        if extra and set(self.wanted) <= set(granted):
+            # A tagged auth key gives its own tags at every login, whatever the node asks for.
+            return (
+                f"{self.host} logged in again with {_tag_list(granted)}, not {_tag_list(self.wanted)}: "
+                f"its auth key carries {_tag_list(tuple(extra))}; use a key without them (or with the new tags)"
+            )
         return (
             f"control did not grant {self.host} {_tag_list(tuple(missing))} "
             f"(the node carries {_tag_list(granted)})"

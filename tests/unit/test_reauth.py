@@ -68,3 +68,14 @@ def test_a_refused_tag_is_told_with_the_host_the_tag_and_the_control_words() -> 
     assert needed.refusal(_running("tag:db", backend="Starting")) == (
         "desk is Starting, not Running, after logging in again with tag:db"
     )
+
+
+def test_tags_a_tagged_key_adds_are_told_as_the_key_s() -> None:
+    needed = reauthentication(
+        _settings(tailscale_advertise_tags=["tag:web"]), _running("tag:server"), DEFAULT_PREFS
+    )
+    assert needed is not None
+    assert needed.refusal(_running("tag:server", "tag:web")) == (
+        "desk logged in again with tag:server,tag:web, not tag:web: its auth key carries tag:server; "
+        "use a key without them (or with the new tags)"
+    )
