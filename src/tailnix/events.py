@@ -40,6 +40,8 @@ REFUSED = "refused"
 """The host was refused before any step (not NixOS, cannot decrypt, ...); nothing was changed on it."""
 UNREACHABLE = "unreachable"
 """pyinfra could not connect to the host; nothing was done on it."""
+PLANNED = "planned"
+"""While the deploy is prepared: a change the host will see that its step's name alone does not say."""
 INVALID = "invalid"
 """The host's settings or secrets file are wrong: the whole run stops before any host is changed."""
 
@@ -182,3 +184,10 @@ def host_ended(state: State, host: str, outcome: str, message: str) -> None:
         return
     first, _, rest = message.strip().partition("\n")
     events.write(Event(host, "", outcome, first, tuple(rest.splitlines())))
+
+
+def host_planned(state: State, host: str, step: str, sentence: str) -> None:
+    """Record, while the deploy is prepared, what `step` will change on `host` (for `tailnix deploy --dry`)."""
+    events = _FILES.get(id(state))
+    if events is not None:
+        events.write(Event(host, step, PLANNED, sentence))

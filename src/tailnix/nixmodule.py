@@ -89,7 +89,14 @@ _AUTOCONNECT_SCRIPT = """\
           case "$(tailscale status --json --peers=false 2>/dev/null | jq -r .BackendState || true)" in
             NeedsMachineAuth) echo "tailscale-autoconnect: logged in; waits for an admin to approve this device" >&2 ;;
             Starting) echo "tailscale-autoconnect: logged in; no path to peers or DERP yet" >&2 ;;
-            *) echo "tailscale-autoconnect: login failed; replace the auth key in the secrets file and deploy again" >&2 ;;
+            *)
+              # Control's own words: a bad key, or tags its owner may not apply (tagOwners).
+              refused=$(tailscale status --json --peers=false 2>/dev/null |
+                jq -r '[.Health[]? | select(contains("The last login error was: "))] | first // "" |
+                  sub(".*The last login error was: "; "")' || true)
+              echo "tailscale-autoconnect: login failed: ''${{refused:-control gave no reason}}" >&2
+              echo "tailscale-autoconnect: replace the auth key, or fix the tags, and deploy again" >&2
+              ;;
           esac
         elif [ "$status" -ne 0 ]; then
           exit "$status"
@@ -99,9 +106,9 @@ _AUTOCONNECT_SCRIPT = """\
       case "$state" in
         Running|Starting)
           # Control grants tags at a login only: `tailscale up` with other tags would ask for an
-          # interactive one, so new tags mean logging in again with the key.
+          # interactive one, so new tags mean logging in again with the key.{server_comment}
           tags=$(tailscale debug prefs | jq -r '(.AdvertiseTags // []) | sort | join(",")')
-          if [ "$tags" != ${{lib.escapeShellArg advertiseTags}} ]; then
+{server_read}          if [ "$tags" != ${{lib.escapeShellArg advertiseTags}} ]{server_changed}; then
             up_with_key --force-reauth
           else
             # Joined already: apply the flags without logging in again (in Starting, `up` also
@@ -165,6 +172,7 @@ def render_module(settings: TailscaleSettings, *, sops_nix_from_flake: bool = Fa
             [
                 "  # The tags control should grant (sorted): other ones need a new login.",
                 f"  advertiseTags = {nix_string(','.join(sorted(settings.advertise_tags)))};",
+                *([f"  loginServer = {nix_string(settings.login_server)};"] if settings.login_server else []),
             ]
             if settings.mode == "autoconnect"
             else []
@@ -203,7 +211,17 @@ def render_module(settings: TailscaleSettings, *, sops_nix_from_flake: bool = Fa
         return "\n".join(lines)
 
     polls = DAEMON_WAIT_SECONDS * 2
+    server = settings.login_server
     script = _AUTOCONNECT_SCRIPT.format(
+        server_comment=(
+            "\n          # Another login server too: `up` changes it only with --force-reauth."
+            if server
+            else ""
+        ),
+        server_read=(
+            "          server=$(tailscale debug prefs | jq -r '.ControlURL // \"\"')\n" if server else ""
+        ),
+        server_changed=' || [ "$server" != ${lib.escapeShellArg loginServer} ]' if server else "",
         polls=polls,
         timeout=settings.up_timeout,
         secret_path=secret_path,

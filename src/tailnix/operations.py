@@ -30,12 +30,13 @@ from pyinfra.api.state import State, StateStage
 from pyinfra.context import host
 from pyinfra.context import state as pyinfra_state
 
-from tailnix import events, host_scripts, paths
+from tailnix import events, host_scripts, paths, steps
 from tailnix.agekey import KeyFormatError, ssh_public_key_to_age
 from tailnix.facts import HostState, TailnixHostState
 from tailnix.flake import FlakeShape, read_flake
 from tailnix.nix_imports import ImportEditError, add_import, has_import, manual_instruction
 from tailnix.plan import HostPlan, ModuleFile
+from tailnix.reauth import Reauthentication, login_error, reauthentication
 from tailnix.settings import TailscaleSettings
 from tailnix.sudo import (
     SudoAccess,
@@ -50,6 +51,7 @@ from tailnix.switch import (
     ABSENT_SUFFIX,
     JOB_UNIT,
     LOG_FILE,
+    ConfirmCheck,
     await_switch,
     new_token,
     start_command,
@@ -539,7 +541,76 @@ def rebuild(plan: HostPlan) -> Commands:
             confirm_timeout=plan.settings.confirm_timeout,
         )
     )
-    yield FunctionCommand(await_switch, (token, plan.settings.confirm_timeout, operation_arguments(host)), {})
+    arguments = operation_arguments(host)
+    reauth = planned_reauthentication(state, plan)
+    check = _came_back_check(reauth, plan.settings, arguments) if reauth is not None else None
+    yield FunctionCommand(await_switch, (token, plan.settings.confirm_timeout, arguments, check), {})
+
+
+def planned_reauthentication(state: HostState, plan: HostPlan) -> Reauthentication | None:
+    """The new login this run's switch makes a Running node do (other tags or login server); None for none.
+
+    Only tailnix's own join unit logs a Running node in again (NixOS's leaves a joined node alone).
+    """
+    if plan.settings.mode != "autoconnect" or not needs_switch(state, plan):
+        return None
+    return reauthentication(plan.settings, state.tailscale_status, state.tailscale_prefs)
+
+
+def _node_status(
+    host: Host, settings: TailscaleSettings, timeout: int, arguments: ConnectorArguments
+) -> dict[str, Any] | None:
+    """The node's `tailscale status` once Running or refused by control (verify-poll.sh), bounded."""
+    script = host_scripts.command("verify-poll.sh", max(timeout, 1), _join_unit(settings))
+    ok, output = host.run_shell_command(StringCommand(script), **arguments)
+    return _load_json(_sections(list(output.stdout_lines) if ok else []).get("status", ""))
+
+
+def _came_back_check(
+    reauth: Reauthentication, settings: TailscaleSettings, arguments: ConnectorArguments
+) -> ConfirmCheck:
+    """The switch is confirmed only once the node is Running again with the new tags (tailnix.reauth).
+
+    The join unit has logged in again during the switch, so the wait is short; it stays within the
+    confirmation time, or the job would roll back first for want of an answer.
+    """
+    wait = min(settings.verify_timeout, settings.confirm_timeout // 2)
+
+    def before(host: Host) -> str | None:
+        return reauth.refusal(_node_status(host, settings, wait, arguments))
+
+    def after_rollback(host: Host) -> str:
+        # The previous join unit logs the node in again with the tags it had.
+        previous = Reauthentication(reauth.host, (), reauth.granted, reauth.wanted_server, reauth.server)
+        problem = previous.refusal(_node_status(host, settings, settings.verify_timeout, arguments))
+        if problem is None:
+            return (
+                f"Tailscale is Running again with its previous tags ({', '.join(reauth.granted) or 'none'})"
+            )
+        return f"the node did not come back as it was: {problem}"
+
+    return ConfirmCheck(before, after_rollback)
+
+
+@operation()
+def reauthenticate(plan: HostPlan) -> Commands:
+    """Say that the switch logs a Running node in again, for other tags or another login server.
+
+    + plan: the host's plan
+
+    The new login itself is the join unit's, during the switch; the switch is confirmed only once the
+    node is Running with the new tags, and rolled back otherwise (`rebuild`).
+    """
+    state = _readable_state()
+    reauth = planned_reauthentication(state, plan)
+    if reauth is None:
+        host.noop("the node keeps its tags and login server")
+        return
+    planned = f"{steps.REAUTHENTICATE}: {reauth.change}"
+    if host.state.current_stage == StateStage.Prepare:
+        host.log_styled(planned, fg="yellow", log_func=logger.info)
+        events.host_planned(host.state, host.name, steps.REAUTHENTICATE, planned)
+    yield FunctionCommand(_report, (f"logged in again: {reauth.change}", True), {})
 
 
 def _join_unit(settings: TailscaleSettings) -> str:
@@ -548,18 +619,6 @@ def _join_unit(settings: TailscaleSettings) -> str:
 
 def _poll_script(settings: TailscaleSettings) -> str:
     return host_scripts.command("verify-poll.sh", settings.verify_timeout, _join_unit(settings))
-
-
-# What tailscaled puts in `Health` while logged out after a refused login (LoginStateWarnable,
-# health/warnings.go in tailscale v1.90.6); verify-poll.sh stops on it once the join unit has finished.
-LOGIN_ERROR_HEALTH = "The last login error was: "
-
-
-def _login_error(health: list[str]) -> str:
-    for message in health:
-        if LOGIN_ERROR_HEALTH in message:
-            return message.split(LOGIN_ERROR_HEALTH, 1)[1].strip()
-    return ""
 
 
 def _refused_login(settings: TailscaleSettings, error: str, poll: str) -> str:
@@ -659,9 +718,7 @@ def _verify(state: State, host: Host, settings: TailscaleSettings, arguments: Co
         meaning = BACKEND_STATE_MEANINGS.get(backend, "an unknown state")
         message = f"Tailscale is {backend} after {settings.verify_timeout}s, not Running: {meaning}"
         if poll.startswith("login-error "):
-            message = _refused_login(
-                settings, _login_error([str(h) for h in status.get("Health") or []]), poll
-            )
+            message = _refused_login(settings, login_error(status), poll)
         missing = tags_not_granted(settings, status)
         if missing and "are invalid or not permitted" in health:
             message += f"; {_not_granted_sentence(missing, status)}"

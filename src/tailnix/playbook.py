@@ -58,6 +58,8 @@ def deploy_tailscale() -> None:
                 operations.configuration_import(name=steps.IMPORT)
                 operations.flake_git_index(name=steps.GIT_INDEX)
                 operations.rebuild(name=steps.SWITCH, plan=plan)
+                if operations.planned_reauthentication(state, plan) is not None:
+                    operations.reauthenticate(name=steps.REAUTHENTICATE, plan=plan)
                 operations.verify(name=steps.VERIFY, plan=plan)
             else:
                 operations.check(name=steps.CONVERGED, plan=plan)

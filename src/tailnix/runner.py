@@ -215,6 +215,8 @@ class DeployProgress:
         """The settings error that stopped the whole run, if one did."""
         self.refusals: dict[str, events.Event] = {}
         """Hosts refused or unreachable before any step."""
+        self.planned: dict[str, dict[str, str]] = {}
+        """Per host and step, what the step will change (events.PLANNED), when its name does not say it."""
 
     def take(self, event: events.Event) -> None:
         """Follow one event."""
@@ -230,6 +232,9 @@ class DeployProgress:
                 self._switched.add(host)
             if event.step not in steps.FINAL:
                 return
+        elif event.outcome == events.PLANNED:
+            self.planned.setdefault(host, {})[event.step] = event.sentence
+            return
         elif event.outcome == events.INVALID:
             self.stopped = event
         elif event.outcome in (events.REFUSED, events.UNREACHABLE):
@@ -434,8 +439,9 @@ def dry_run(
         for host in operation.get("hosts_with_change", []) + operation.get(
             "hosts_with_conditional_change", []
         ):
-            if host in changes and operation["name"] not in changes[host]:
-                changes[host].append(operation["name"])
+            name = progress.planned.get(host, {}).get(operation["name"], operation["name"])
+            if host in changes and name not in changes[host]:
+                changes[host].append(name)
     for host, outcome in progress.refusals.items():
         if host in changes:
             changes[host] = [f"{outcome.outcome}: {outcome.sentence}"]

@@ -10,6 +10,8 @@ Files of the job, in /var/lib/tailnix/switch/: `job.sh`, `log` (nixos-rebuild's 
 (written by the deployer), `already-failed` (units failed before the switch that failed again; such a
 switch exit 4 is not this deploy's failure), and `result`, one line the deployer reads:
 `running TOKEN`, `switched TOKEN`, `confirmed TOKEN`, `failed TOKEN STATUS REASON`, `rolled-back TOKEN REASON`.
+`confirm` holds the TOKEN to confirm, or `refuse TOKEN` and a line saying why, to roll back at once (a node
+that did not come back with the tags it logged in again for: tailnix.reauth).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import secrets
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gevent
@@ -148,15 +151,34 @@ def _result_for(host: Host, arguments: ConnectorArguments, token: str) -> tuple[
     return fields[0], fields[2] if len(fields) > 2 else ""
 
 
+@dataclass(frozen=True)
+class ConfirmCheck:
+    """What must hold on the host before its switch is confirmed, beyond a new SSH connection.
+
+    + before: run over the new connection once the switch has ended; the reason to refuse the switch
+      (the host then rolls back at once), or None to confirm it
+    + after_rollback: run once a refused switch was rolled back; a sentence on how the host came back
+    """
+
+    before: Callable[[Host], str | None]
+    after_rollback: Callable[[Host], str]
+
+
 def await_switch(
-    state: State, host: Host, token: str, confirm_timeout: int, arguments: ConnectorArguments
+    state: State,
+    host: Host,
+    token: str,
+    confirm_timeout: int,
+    arguments: ConnectorArguments,
+    check: ConfirmCheck | None = None,
 ) -> bool:
     """Follow the detached switch to its end; confirm it over a new SSH connection.
 
     + arguments: the operation's connector arguments, so that these commands run as its own do (sudo)
+    + check: what must also hold before the switch is confirmed (a node that logged in again)
     """
     try:
-        outcome = _follow(host, arguments, token, confirm_timeout)
+        outcome = _follow(host, arguments, token, confirm_timeout, check)
     except HostUnreadable as error:
         outcome = SwitchOutcome(
             False,
@@ -208,7 +230,23 @@ def _already_failed(host: Host, arguments: ConnectorArguments) -> str:
     )
 
 
-def _follow(host: Host, arguments: ConnectorArguments, token: str, confirm_timeout: int) -> SwitchOutcome:
+def _refuse(host: Host, arguments: ConnectorArguments, token: str, reason: str) -> bool:
+    """Tell the job to roll back now, and why (one line); False when the host could not be told."""
+    answer = f"refuse {token}\n{' '.join(reason.split())}\n"
+    try:
+        ok, _, _ = _run(host, arguments, f"printf '%s' {shlex.quote(answer)} > {CONFIRM_FILE}")
+    except ConnectionError:
+        return False
+    return ok
+
+
+def _follow(
+    host: Host,
+    arguments: ConnectorArguments,
+    token: str,
+    confirm_timeout: int,
+    check: ConfirmCheck | None = None,
+) -> SwitchOutcome:
     deadline = time.monotonic() + SWITCH_WAIT_SECONDS
     result = None
     while time.monotonic() < deadline:
@@ -235,8 +273,20 @@ def _follow(host: Host, arguments: ConnectorArguments, token: str, confirm_timeo
     # Switched: the confirmation must come over a NEW connection, proof the host can still be reached.
     confirm_deadline = time.monotonic() + confirm_timeout
     confirmed = False
+    refusal = None
     while time.monotonic() < confirm_deadline:
         if _reconnect(host):
+            if check is not None:
+                try:
+                    refusal = check.before(host)
+                except Exception:  # a dead connection raises whatever paramiko meets: try again
+                    gevent.sleep(POLL_SECONDS)
+                    continue
+            if refusal is not None:
+                if _refuse(host, arguments, token, refusal):
+                    break
+                gevent.sleep(POLL_SECONDS)
+                continue
             try:
                 ok, _, _ = _run(host, arguments, f"printf '%s\\n' {shlex.quote(token)} > {CONFIRM_FILE}")
             except ConnectionError:
@@ -256,6 +306,17 @@ def _follow(host: Host, arguments: ConnectorArguments, token: str, confirm_timeo
         if final[0] == "confirmed":
             return SwitchOutcome(
                 True, "switched, and confirmed over a new SSH connection" + _already_failed(host, arguments)
+            )
+        if final[0] == "rolled-back" and refusal is not None and check is not None:
+            try:
+                back = check.after_rollback(host)
+            except Exception:  # a dead connection raises whatever paramiko meets
+                back = "its Tailscale state could not be read after the rollback"
+            return SwitchOutcome(
+                False,
+                f"{refusal}\nrolled back: the host is back on its previous configuration, /etc/nixos "
+                f"restored; {back}",
+                sentence=f"{refusal}; rolled back: {back}",
             )
         if final[0] == "rolled-back":
             return SwitchOutcome(

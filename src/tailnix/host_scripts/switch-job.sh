@@ -108,9 +108,16 @@ if [ "$status" -ne 0 ]; then
   exit "$status"
 fi
 say switched "$token"
-# Magic rollback: the deployer must reach the host over a new SSH connection and confirm in time.
+# Magic rollback: the deployer must reach the host over a new SSH connection and confirm in time. It may
+# also refuse the switch (`refuse TOKEN` and a line saying why): the host then rolls back at once.
 waited=0
-while [ "$(cat "$confirm_file" 2>/dev/null)" != "$token" ]; do
+while [ "$(sed -n 1p "$confirm_file" 2>/dev/null)" != "$token" ]; do
+  if [ "$(sed -n 1p "$confirm_file" 2>/dev/null)" = "refuse $token" ]; then
+    restore
+    nixos-rebuild switch --rollback >> "$log_file" 2>&1
+    say rolled-back "$token" "$(sed -n 2p "$confirm_file")"
+    exit 1
+  fi
   if [ "$waited" -ge $((confirm_timeout * 2)) ]; then
     restore
     nixos-rebuild switch --rollback >> "$log_file" 2>&1
