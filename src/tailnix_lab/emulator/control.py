@@ -386,6 +386,11 @@ class ControlPlane:
             if not disabled:
                 _set_key_expiry(node, time.time() + NODE_KEY_EXPIRY_DAYS * SECONDS_PER_DAY)
 
+    def set_tags(self, node_id: str, tags: tuple[str, ...]) -> None:
+        """Replace a device's tags (the API's `POST /api/v2/device/{id}/tags`; the caller checks the policy)."""
+        with self._locked() as state:
+            self._require_node(state, node_id)["Tags"] = sorted(set(tags))
+
     def set_node_key_expiry(self, node_id: str, *, days_from_now: float) -> None:
         """Make one device's node key expire `days_from_now` days from now (negative: already expired)."""
         with self._locked() as state:
