@@ -167,3 +167,19 @@ def test_a_bad_token_is_refused_before_anything_is_read(tagged_host: Host, api: 
         401,
         {"message": "API token invalid"},
     )
+
+
+def test_enabling_key_expiry_again_keeps_the_original_expiry(
+    tagged_host: Host, api: TailscaleApi, control: ControlPlane
+) -> None:
+    """`publicapi/device.md`: with expiry disabled "the original key expiry time is still maintained.
+    Upon re-enabling, the key will expire at that original time" (and may have expired: NeedsLogin)."""
+    token = token_of(api)
+    node_id = self_of(tagged_host.status())["ID"]
+    original = self_of(tagged_host.status())["KeyExpiry"]
+    assert call(api, token, "POST", f"/api/v2/device/{node_id}/key", {"keyExpiryDisabled": True})[0] == 200
+    assert call(api, token, "GET", f"/api/v2/device/{node_id}")[1]["expires"] == original
+    control.age_node_keys(days=365)
+    assert tagged_host.status()["BackendState"] == "Running"
+    assert call(api, token, "POST", f"/api/v2/device/{node_id}/key", {"keyExpiryDisabled": False})[0] == 200
+    assert tagged_host.status()["BackendState"] == "NeedsLogin"
