@@ -51,7 +51,7 @@ from tailnix.fleet import (
     select_hosts,
 )
 from tailnix.interrupt import INTERRUPTED_EXIT
-from tailnix.key_expiry import disable_node_key_expiry
+from tailnix.key_expiry import KEY_EXPIRY_CHANGE, disable_node_key_expiry, read_expiring_devices
 from tailnix.keyform import key_kind
 from tailnix.known_hosts import HostAddress, HostKeyScanError, NewHostKey, is_known, record, scan
 from tailnix.recipients import RecipientChange, RecipientUpdate, forget_recipient, record_recipients
@@ -776,9 +776,14 @@ def deploy_command(
     Example: tailnix deploy --limit routers --batch 2
     """
     try:
-        chosen = [h.name for h in _fleet(inventory_file, (), limits)]
+        fleet = _fleet(inventory_file, (), limits)
+        chosen = [h.name for h in fleet]
         if dry:
-            for host, changes in dry_run(inventory_file, chosen).items():
+            planned = dry_run(inventory_file, chosen)
+            devices = read_expiring_devices(inventory_file, fleet)
+            for host in [*devices.expiring, *devices.unread]:
+                planned.setdefault(host, []).append(KEY_EXPIRY_CHANGE)
+            for host, changes in planned.items():
                 click.echo(f"{host}: {'; '.join(changes) if changes else 'nothing to do'}")
             return
     except FleetError as error:

@@ -20,6 +20,7 @@ from tailnix.settings import SettingsError, parse_settings
 from tailnix.status import FLEET_STATUS_FACT
 
 SCOPE = "devices:core"
+KEY_EXPIRY_CHANGE = "disable its node key expiry through the Tailscale API (tailscale_key_expiry = False)"
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,35 @@ def wants_no_expiry(host: FleetHost) -> bool:
         return False  # the deploy has refused the host already
 
 
+@dataclass(frozen=True)
+class ExpiringDevices:
+    """The hosts that want no node key expiry, as read: still expiring (host -> `Self.ID`), or unread."""
+
+    expiring: dict[str, str]
+    unread: dict[str, str]
+    """host -> why its node could not be read (not Running, unreachable)."""
+
+
+def read_expiring_devices(inventory_file: Path, hosts: list[FleetHost]) -> ExpiringDevices:
+    """Read each host that wants its node key expiry off: is it still on, and what is the device's id."""
+    wanted = [host for host in hosts if wants_no_expiry(host)]
+    if not wanted:
+        return ExpiringDevices({}, {})
+    reading = read_fact(inventory_file, FLEET_STATUS_FACT, wanted)
+    expiring: dict[str, str] = {}
+    unread: dict[str, str] = {}
+    for host in wanted:
+        status = (reading.values.get(host.name) or {}).get("tailscale") or {}
+        own = status.get("Self") or {}
+        if status.get("BackendState") != "Running" or not own.get("ID"):
+            unread[host.name] = (
+                reading.errors.get(host.name) or reading.refused.get(host.name) or "its node is not Running"
+            )
+        elif own.get("KeyExpiry"):
+            expiring[host.name] = str(own["ID"])
+    return ExpiringDevices(expiring, unread)
+
+
 def disable_node_key_expiry(
     inventory_file: Path,
     hosts: list[FleetHost],
@@ -51,28 +81,14 @@ def disable_node_key_expiry(
     + find_client: the OAuth client (from the environment or --oauth-file), None when there is none
     + base_url: the Tailscale API
     """
-    wanted = [host for host in hosts if wants_no_expiry(host)]
-    if not wanted:
-        return []
-    reading = read_fact(inventory_file, FLEET_STATUS_FACT, wanted)
-    results: list[KeyExpiryResult] = []
-    pending: dict[str, str] = {}
-    for host in wanted:
-        status = (reading.values.get(host.name) or {}).get("tailscale") or {}
-        own = status.get("Self") or {}
-        if status.get("BackendState") != "Running" or not own.get("ID"):
-            reason = (
-                reading.errors.get(host.name) or reading.refused.get(host.name) or "its node is not Running"
-            )
-            results.append(
-                KeyExpiryResult(
-                    host.name,
-                    False,
-                    f"tailscale_key_expiry = False, but its node could not be read: {reason}",
-                )
-            )
-        elif own.get("KeyExpiry"):
-            pending[host.name] = str(own["ID"])
+    devices = read_expiring_devices(inventory_file, hosts)
+    results = [
+        KeyExpiryResult(
+            name, False, f"tailscale_key_expiry = False, but its node could not be read: {reason}"
+        )
+        for name, reason in devices.unread.items()
+    ]
+    pending = devices.expiring
     if not pending:
         return results
     try:

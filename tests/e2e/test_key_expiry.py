@@ -50,6 +50,12 @@ def _status_entry(fleet: Fleet) -> dict[str, object]:
 
 def test_without_an_oauth_client_the_deploy_says_what_is_needed(no_expiry_fleet: Fleet) -> None:
     host = no_expiry_fleet.hosts[0].name
+    planned = no_expiry_fleet.tailnix("deploy", "-i", "inventory.py", "--dry", env=NO_CLIENT)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert (
+        f"{host}: disable its node key expiry through the Tailscale API (tailscale_key_expiry = False)"
+        in planned.stdout
+    )
     deployed = no_expiry_fleet.tailnix("deploy", "-i", "inventory.py", env=NO_CLIENT)
     assert deployed.returncode == 1, deployed.stdout + deployed.stderr
     assert (
@@ -83,3 +89,5 @@ def test_the_deploy_disables_node_key_expiry_and_status_shows_never(no_expiry_fl
     # ...and needs no client then.
     without = no_expiry_fleet.tailnix("deploy", "-i", "inventory.py", env=NO_CLIENT)
     assert without.returncode == 0, without.stdout + without.stderr
+    planned = no_expiry_fleet.tailnix("deploy", "-i", "inventory.py", "--dry", env=NO_CLIENT)
+    assert f"{host}: nothing to do" in planned.stdout
