@@ -68,6 +68,14 @@ def stop_api(layout: LabLayout) -> None:
     layout.api_env.unlink(missing_ok=True)
 
 
+def api_runs(layout: LabLayout) -> bool:
+    """Whether the lab's API service runs (its pid file names a live process of this module for this lab)."""
+    try:
+        return _is_service(int(layout.api_pid.read_text()), layout)
+    except (OSError, ValueError):
+        return False
+
+
 def _is_service(pid: int, layout: LabLayout) -> bool:
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from tailnix_lab.api_service import start_api, stop_api
+from tailnix_lab.api_service import api_runs, start_api, stop_api
 from tailnix_lab.emulator.control import TAG_OWNERS
 from tailnix_lab.hosts import SUDO_PASSWORD, Lab, is_alive
 from tailnix_lab.layout import LabError
@@ -142,6 +142,8 @@ def down(directory: Path) -> None:
 def api(directory: Path, tags: tuple[str, ...]) -> None:
     """Serve the lab's stand-in Tailscale API on loopback, with one OAuth client, until Ctrl-C.
 
+    `tailnix lab up` starts it already, with DIR/api.env: this is for a lab whose API is gone.
+
     The keys it mints are keys of the lab's control plane: try `tailnix rotate-key --mint` with them.
 
     Example: tailnix lab api --dir .lab --tag tag:server
@@ -149,6 +151,10 @@ def api(directory: Path, tags: tuple[str, ...]) -> None:
     from tailnix_lab.emulator.api import TailscaleApi
 
     running = _open(directory)
+    if api_runs(running.layout):
+        raise click.ClickException(
+            f"the lab's Tailscale API already runs (lab up started it): set -a; . {running.layout.api_env}"
+        )
     with TailscaleApi(running.layout.control) as served:
         client_id, secret = served.add_client(tags)
         click.echo("The lab's Tailscale API is serving. In another shell (a lab secret, shown once):\n")

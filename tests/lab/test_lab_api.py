@@ -59,6 +59,12 @@ def test_lab_up_serves_the_api_and_writes_api_env_that_lab_down_removes(tmp_path
         )
         with urllib.request.urlopen(request) as answer:
             assert json.loads(answer.read()) == {"devices": []}
+        # A second API by hand would take the hosts' way to api.tailscale.com from the first one.
+        second = tailnix("lab", "api", "--dir", str(directory))
+        assert second.returncode == 1
+        assert (
+            f"the lab's Tailscale API already runs (lab up started it): set -a; . {env_file}" in second.stderr
+        )
     finally:
         stopped = tailnix("lab", "down", "--dir", str(directory))
     assert stopped.returncode == 0, stopped.stderr
