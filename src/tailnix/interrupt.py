@@ -4,16 +4,47 @@ pyinfra's CLI answers Ctrl-C (SIGINT) with "Exiting upon user request!" and exit
 (`pyinfra_cli/main.py`, `_handle_interrupt`), so a script could not tell an interrupted deploy from a
 finished one. The deploy replaces that handler with one that says what the interruption means for the
 hosts and exits 130, the shell's status for a command ended by SIGINT.
+
+Ending is bounded: pyinfra then closes its SSH connections, which under gevent can wait on a transfer that
+never finishes. If the run has not ended `GRACE_SECONDS` after the interrupt, a plain OS thread (not a
+greenlet, so it runs whatever the event loop is doing) says so and ends the process with the same status.
+A switch under way is not harmed by that: the host confirms nothing without the deployer and rolls back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import os
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 INTERRUPTED_EXIT = 130
+GRACE_SECONDS = 15.0
+"""How long an interrupted run may take to close its connections before it is ended anyway."""
+
+
+def _unpatched(module: str, name: str) -> Any:
+    """The standard library's own `module.name`, even where gevent has patched it (as pyinfra's CLI does)."""
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent comes with pyinfra
+        return getattr(importlib.import_module(module), name)
+    return monkey.get_original(module, name)
+
+
+def _end_after(seconds: float) -> None:
+    sleep: Callable[[float], None] = _unpatched("time", "sleep")
+    sleep(seconds)
+    os.write(
+        2,
+        f"Interrupted: the run had not ended {seconds:g}s after the interrupt (closing its SSH connections); "
+        "ended now. A switch under way is not confirmed, so its host rolls it back by itself.\n".encode(),
+    )
+    os._exit(INTERRUPTED_EXIT)
 
 
 def _interrupted(signum: int, frame: FrameType | None) -> None:
@@ -23,6 +54,8 @@ def _interrupted(signum: int, frame: FrameType | None) -> None:
         file=sys.stderr,
         flush=True,
     )
+    start_thread = _unpatched("_thread", "start_new_thread")
+    start_thread(_end_after, (GRACE_SECONDS,))
     sys.exit(INTERRUPTED_EXIT)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,6 +22,7 @@ from typing import Any
 
 from tailnix.authkey import AuthKeyError
 from tailnix.sops import NotEncryptedError, SopsError, decrypt_value, read_metadata
+from tailnix.tailnet_names import check_tag
 
 DEFAULT_BASE_URL = "https://api.tailscale.com"
 CLIENT_ID_ENV = "TS_API_CLIENT_ID"
@@ -35,7 +35,6 @@ MAX_EXPIRY_DAYS = 90
 """Tailscale's limit for an auth key's expiry."""
 TIMEOUT_SECONDS = 30
 KEY_DESCRIPTION = "tailnix rotate-key"
-_TAG = re.compile(r"^tag:[A-Za-z][A-Za-z0-9-]*$")
 
 
 class MintError(AuthKeyError):
@@ -127,8 +126,9 @@ def check_request(tags: tuple[str, ...], expiry_days: int) -> None:
             "as tagOwners in the tailnet policy allow)"
         )
     for tag in tags:
-        if not _TAG.match(tag):
-            raise MintError(f"--tag = {tag!r}: a tag must look like tag:name (letters, digits, -)")
+        reason = check_tag(tag)
+        if reason:
+            raise MintError(f"--tag = {tag!r}: {reason}")
     if not 1 <= expiry_days <= MAX_EXPIRY_DAYS:
         raise MintError(f"--days = {expiry_days}: a minted key expires after 1 to {MAX_EXPIRY_DAYS} days")
 

@@ -66,7 +66,10 @@ BACKEND_STATE_MEANINGS = {
     ),
     "NeedsMachineAuth": "the node is logged in but waits for an admin to approve it in the admin console",
     "Stopped": "the node is logged in but stopped (`tailscale down` was run)",
-    "Starting": "the node is logged in and still connecting to the tailnet",
+    "Starting": (
+        "the node is logged in but has no path to its peers or to a DERP relay yet (the host must reach "
+        "Tailscale's relays over HTTPS and its peers over UDP)"
+    ),
     "InUseOtherUser": "tailscaled is in use by another user",
 }
 
@@ -704,6 +707,18 @@ def _verification(state: HostState, plan: HostPlan) -> Commands:
 
         host.noop(summary)
         return
+    if not needs_switch(state, plan) and status is not None and status.get("BackendState") == "NeedsLogin":
+        # Logged out or its node key expired since the last switch: no switch will run the join unit,
+        # so it is started again to log in with the fleet's key (a rejected key fails as before).
+        unit = (
+            paths.AUTOCONNECT_UNIT if plan.settings.mode == "autoconnect" else paths.NATIVE_AUTOCONNECT_UNIT
+        )
+        if host.state.current_stage == StateStage.Execute:
+            host.log_styled(
+                f"Tailscale is NeedsLogin: logging in again with the fleet's key (restarting {unit}.service)",
+                fg="yellow",
+            )
+        yield StringCommand("systemctl", "restart", f"{unit}.service")
     yield FunctionCommand(_verify, (plan.settings, operation_arguments(host)), {})
 
 
@@ -725,6 +740,9 @@ def check(plan: HostPlan) -> Commands:
     """For a host that needs no change: the checks of `preflight`, then the verification of `verify`.
 
     + plan: the host's plan
+
+    A node that needs a new login (NeedsLogin: logged out, or its node key expired) has its join unit
+    restarted first, which logs it in again with the fleet's key.
 
     One operation instead of two: pyinfra's bookkeeping of each operation costs the deployer a few
     milliseconds per host, which is most of what a redeploy to a converged fleet costs it.

@@ -11,7 +11,6 @@ Plain classes and no imports beyond the standard library: the lab's emulated CLI
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
 _MAX16 = 0xFFFF
@@ -63,9 +62,31 @@ class Prefix:
         return f"Prefix({self})"
 
 
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+
+
+def _go_escape(char: str, quote: str) -> str:
+    """One character as Go's strconv quoting writes it between `quote`s (Python's and Go's "printable" agree)."""
+    code = ord(char)
+    if char in _GO_ESCAPES:
+        return _GO_ESCAPES[char]
+    if char in (quote, "\\"):
+        return "\\" + char
+    if char.isprintable():
+        return char
+    if code < 0x20 or code == 0x7F:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def go_quote(text: str) -> str:
-    """Go's `strconv.Quote` for the texts a prefix error shows (printable text is left as it is)."""
-    return json.dumps(text, ensure_ascii=False)
+    """Go's `strconv.Quote` (`%q` of a string)."""
+    return '"' + "".join(_go_escape(c, '"') for c in text) + '"'
+
+
+def go_quote_rune(code: int) -> str:
+    """Go's `strconv.QuoteRune` (`%q` of a rune, or of a byte, whose value is then the code point)."""
+    return "'" + _go_escape(chr(code), "'") + "'"
 
 
 def _addr_error(text: str, message: str, at: str = "") -> str:

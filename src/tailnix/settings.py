@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 from pyinfra.api.exceptions import DeployError
 
 from tailnix.prefix import PrefixError, calc_advertise_routes, parse_route
+from tailnix.tailnet_names import hostname_error, tag_error
 from tailnix.tailscale_flags import ALIASES, BOOL_VALUES, BY_NAME, TAILSCALE_RELEASE
 
 Mode = Literal["autoconnect", "native"]
@@ -29,8 +30,6 @@ DEFAULT_SOPS_NIX_SHA256 = "1f0j45mxb2zv672icpfvi7vnz8l4ccgxlkg79jca8avg00lj9gz3"
 DEFAULT_SECRET_NAME = "tailscale_auth_key"
 DEFAULT_SECRETS_FILE = "secrets/tailscale.yaml"
 
-_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-_TAG = re.compile(r"^tag:[A-Za-z][A-Za-z0-9-]*$")
 _NIX_ATTRIBUTE = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]*$")
 _SECRET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _NIX_BASE32_SHA256 = re.compile(r"^[0-9abcdfghijklmnpqrsvwxyz]{52}$")
@@ -269,6 +268,33 @@ def _routes(read: _Reader) -> tuple[str, ...]:
     return tuple(canonical)
 
 
+def _tags(read: _Reader) -> tuple[str, ...]:
+    """`tailscale_advertise_tags`, each checked as `tailscale up` checks a tag (`tailcfg.CheckTag`)."""
+    key = "tailscale_advertise_tags"
+    tags = read.text_list(key)
+    for tag in tags:
+        error = tag_error(tag)
+        if error:
+            # The CLI splits its flag on commas; here an item is one tag.
+            hint = "; one tag per item" if "," in tag else ""
+            raise read.fail(key, tag, f"tailscale up refuses it: {error}{hint}")
+    return tags
+
+
+def _hostname(read: _Reader) -> str | None:
+    """`tailscale_hostname`, checked as `tailscale up --hostname` checks it; empty is the OS's host name."""
+    key = "tailscale_hostname"
+    hostname = read.data.get(key)
+    if hostname is None or hostname == "":
+        return None
+    if not isinstance(hostname, str):
+        raise read.fail(key, hostname, "must be a string")
+    error = hostname_error(hostname)
+    if error:
+        raise read.fail(key, hostname, f"tailscale up refuses it: {error}")
+    return hostname
+
+
 def _extra_flag_name(read: _Reader, flag: str) -> str:
     """Check one of `tailscale_extra_up_flags` against `tailscale up` of the pinned release; its name."""
     key = "tailscale_extra_up_flags"
@@ -357,22 +383,8 @@ def parse_settings(host: str, data: Mapping[str, Any], *, base_dir: Path | None 
 
     routes = _routes(read)
 
-    tags = read.text_list("tailscale_advertise_tags")
-    for tag in tags:
-        if not _TAG.match(tag):
-            raise read.fail(
-                "tailscale_advertise_tags",
-                tag,
-                "a tag must look like tag:name (letters, digits, -)",
-            )
-
-    hostname = read.optional_text("tailscale_hostname")
-    if hostname is not None and not _HOSTNAME.match(hostname):
-        raise read.fail(
-            "tailscale_hostname",
-            hostname,
-            "must be one DNS label: letters, digits and -, at most 63",
-        )
+    tags = _tags(read)
+    hostname = _hostname(read)
 
     login_server = read.optional_text("tailscale_login_server")
     if login_server is not None:

@@ -107,6 +107,7 @@ def fleet_status(
             "node_key_expiry": None,
             "tags": [],
             "warnings": [],
+            "health": [],
             "module_current": None,
             "last_switch": None,
             "problems": [],
@@ -152,6 +153,9 @@ def fleet_status(
         warning = node_key_warning(entry["node_key_expiry"], warn_days=warn_days)
         if warning is not None:
             entry["warnings"].append(warning)
+        # What tailscaled itself warns about: a Running node that lost its relay stays Running.
+        entry["health"] = [str(warning) for warning in status.get("Health") or []]
+        problems.extend(f"tailscale health: {warning}" for warning in entry["health"])
         if entry["backend_state"] != "Running":
             problems.append(f"BackendState is {entry['backend_state']}")
             continue

@@ -209,7 +209,8 @@ def test_bad_setting_stops_the_run_naming_host_setting_and_value(
     run = deploy(inventory)
     assert run.returncode != 0
     assert (
-        f"host {host.name}: tailscale_advertise_tags = 'router': a tag must look like tag:name" in run.stderr
+        f"host {host.name}: tailscale_advertise_tags = 'router': tailscale up refuses it: "
+        "tag: \"router\": tags must start with 'tag:'" in run.stderr
     )
     assert "Traceback" not in run.stderr
     assert etc_nixos(lab, host.name) == before

@@ -255,14 +255,21 @@ def test_a_deploy_killed_at_any_step_converges_in_one_rerun(
             break
     else:
         raise AssertionError(f"the deploy never printed {marker!r}")
-    if wanted is not None:
-        _wait_for(
-            lambda: lab.ssh(host.name, "cat /var/lib/tailnix/switch/result", check=False).stdout.startswith(
-                wanted
-            ),
-            f"the switch on the host reached {wanted!r}",
-        )
-    process.kill()
+    if wanted is None:
+        process.kill()
+    else:
+        # The confirmation comes over a new SSH connection: the host's sshd stops taking new ones (its
+        # sessions go on) until the deployer is dead, so the kill always lands before the confirmation.
+        result = Path(f"/proc/{host.pid}/root/var/lib/tailnix/switch/result")
+        os.kill(host.pid, signal.SIGSTOP)
+        try:
+            _wait_for(
+                lambda: result.exists() and result.read_text().startswith(wanted),
+                f"the switch on the host reached {wanted!r}",
+            )
+            process.kill()
+        finally:
+            os.kill(host.pid, signal.SIGCONT)
     process.communicate(timeout=60)
 
     rerun = deploy(inventory)

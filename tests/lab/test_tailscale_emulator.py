@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from unit.names_corpus import HOSTNAME_CORPUS, TAG_CORPUS
 
 from tailnix_lab.emulator.control import ControlPlane
 
@@ -232,10 +233,14 @@ def test_set_changes_prefs_without_a_login(running_host: Host, control: ControlP
 
 
 def test_down_stops_and_up_brings_back_running(running_host: Host) -> None:
+    """Source: tailscale v1.90.6 `cmd/tailscale/cli/status.go` (`runStatus`: in a state that is not
+    Running or Starting, the health check is printed only in NoState; `isRunningOrStarting`)."""
     assert running_host.tailscale("down").returncode == 0
     status = running_host.status()
     assert status["BackendState"] == "Stopped"
     assert status["Health"] == ["Tailscale is stopped."]
+    plain = running_host.tailscale("status")
+    assert (plain.returncode, plain.stdout) == (1, "Tailscale is stopped.\n")
     assert running_host.tailscale("up").returncode == 0
     assert running_host.status()["BackendState"] == "Running"
 
@@ -294,6 +299,25 @@ def test_bad_values_are_refused_before_any_login(
     result = host.tailscale("up", flag)
     assert result.returncode == 1
     assert message in result.stderr
+    assert control.logins() == []
+
+
+def test_tags_and_hostnames_are_refused_in_the_real_cli_s_words(host: Host, control: ControlPlane) -> None:
+    """Every refusal of the corpus the settings share: stderr is the CLI's sentence, exit 1, no login.
+
+    Source: tailscale v1.90.6 `cmd/tailscale/cli/up.go` (`prefsFromUpArgs`: `tag: %q: %s` from
+    `tailcfg.CheckTag`, `dnsname.ValidHostname`'s error as it is; `fatalf`, exit 1), `tailcfg/tailcfg.go`,
+    `util/dnsname/dnsname.go`.
+    """
+    host.start_and_settle()
+    cases = [(f"--advertise-tags=tag:ok,{tag}", refusal) for tag, refusal in TAG_CORPUS if refusal]
+    cases += [(f"--hostname={name}", refusal) for name, refusal in HOSTNAME_CORPUS if refusal]
+    wrong = []
+    for flag, refusal in cases:
+        result = host.tailscale("up", flag)
+        if (result.returncode, result.stderr) != (1, refusal + "\n"):
+            wrong.append(f"{flag!r}: exit {result.returncode}, {result.stderr!r}")
+    assert not wrong, "\n".join(wrong)
     assert control.logins() == []
 
 
@@ -445,7 +469,7 @@ def test_a_node_waits_for_device_approval_in_needs_machine_auth(
     is not `MachineAuthorized` gives `NeedsMachineAuth`; `cmd/tailscale/cli/up.go`,
     `printDeviceApprovalInfo`: "To approve your machine, visit (as admin):" and `Prefs.AdminPageURL`
     (`ipn/prefs.go`: the control URL + "/admin"), then `up` waits for Running; `cmd/tailscale/cli/status.go`
-    prints "Machine is not yet authorized by tailnet admin." and exits 1.
+    (`isRunningOrStarting`) prints "Machine is not yet approved by tailnet admin." and exits 1.
     """
     control.set_device_approval(True)
     key = key_file(tmp_path, control.mint_key(preauthorized=False))
@@ -459,7 +483,7 @@ def test_a_node_waits_for_device_approval_in_needs_machine_auth(
     assert host.status()["BackendState"] == "NeedsMachineAuth"
     plain = host.tailscale("status")
     assert plain.returncode == 1
-    assert "Machine is not yet authorized by tailnet admin." in plain.stdout
+    assert plain.stdout == "Machine is not yet approved by tailnet admin.\n"
 
     # A bare `up` now waits for the approval, and says Success once an admin gives it.
     process = subprocess.Popen(
@@ -581,6 +605,106 @@ def test_a_node_without_a_path_to_peers_or_derp_stays_starting(
     control.set_derp_reachable(True)
     assert alone.status()["BackendState"] == "Running"
     assert alone.tailscale("up").returncode == 0
+
+
+NO_RELAY_CONNECTION = (
+    "Tailscale could not connect to the 'Lab' relay server. Your Internet connection might be down, "
+    "or the server might be temporarily unavailable."
+)
+NO_HOME_RELAY = "Tailscale could not connect to any relay server. Check your Internet connection."
+WARMING_UP = "Tailscale is starting. Please wait."
+
+
+def test_a_running_node_that_loses_its_path_stays_running_with_a_health_warning(
+    running_host: Host, control: ControlPlane
+) -> None:
+    """Once Running, a node stays Running when its path goes; a health warning says what is wrong.
+
+    Source: tailscale v1.90.6 `ipn/ipnlocal/local.go`, `nextStateLocked` (`state == ipn.Running` stays
+    Running; only Starting looks at `NumLive`/`LiveDERPs`) and `Status` (`s.Health = b.health.Strings()`);
+    `health/health.go`, `updateBuiltinWarnablesLocked` (a home DERP region not connected:
+    `noDERPConnectionWarnable`; nothing in the 5 s after the node is turned on, `recentlyOn`),
+    `health/warnings.go` (its text, `TimeToVisible: 10 * time.Second`).
+    """
+    control.set_derp_reachable(False)
+    status = running_host.status()
+    assert status["BackendState"] == "Running"
+    assert status["Health"] == []
+    assert self_of(status)["Online"] is True
+
+    # Visible 10 s after it became unhealthy, which is never before 5 s after the node was turned on.
+    control.let_time_pass(14)
+    assert running_host.status()["Health"] == []
+    control.let_time_pass(1.5)
+    status = running_host.status()
+    assert (status["BackendState"], status["Health"]) == ("Running", [NO_RELAY_CONNECTION])
+    plain = running_host.tailscale("status")
+    assert plain.returncode == 0
+    # After the nodes, as `runStatus` (`cmd/tailscale/cli/status.go`) prints them.
+    node_line, blank, *health = plain.stdout.splitlines()
+    assert node_line.startswith("100.64.0.1 ") and blank == ""
+    assert health == ["# Health check:", f"#     - {NO_RELAY_CONNECTION}"]
+    # Still Running, so `up` with the node's own flags only edits prefs and returns at once.
+    assert running_host.tailscale("up", "--timeout=0.3s").returncode == 0
+
+    control.set_derp_reachable(True)
+    assert (running_host.status()["BackendState"], running_host.status()["Health"]) == ("Running", [])
+
+
+def test_a_node_that_stops_needs_a_path_again_to_be_running(
+    running_host: Host, control: ControlPlane
+) -> None:
+    """Running is kept only while the node stays up: after `down`, `up` starts over in Starting.
+
+    Source: tailscale v1.90.6 `ipn/ipnlocal/local.go`, `nextStateLocked` (`!wantRunning` -> Stopped;
+    from Stopped, Starting; Starting -> Running only with `NumLive > 0 || LiveDERPs > 0`);
+    `health/health.go` (`SetIPNState`: turned on again, `warmingUpWarnable` for 5 s until Running; then no
+    home DERP region at all: `noDERPHomeWarnable`), `health/warnings.go`.
+    """
+    control.set_derp_reachable(False)
+    control.let_time_pass(60)
+    assert running_host.status()["BackendState"] == "Running"
+    assert running_host.tailscale("down").returncode == 0
+    assert running_host.status()["BackendState"] == "Stopped"
+    again = running_host.tailscale("up", "--timeout=0.3s")
+    assert again.returncode == 1
+    assert "timeout waiting for Tailscale service to enter a Running state" in again.stderr
+    status = running_host.status()
+    assert (status["BackendState"], status["Health"]) == ("Starting", [WARMING_UP])
+    control.let_time_pass(16)
+    status = running_host.status()
+    assert (status["BackendState"], status["Health"]) == ("Starting", [NO_HOME_RELAY])
+
+    control.set_derp_reachable(True)
+    assert running_host.status()["BackendState"] == "Running"
+
+
+def test_a_host_cut_off_from_derp_and_peers_stays_starting_while_others_run(
+    make_host: Callable[[str], Host], control: ControlPlane, tmp_path: Path
+) -> None:
+    """A host whose network lets it reach control only (a firewall that drops UDP and the relays):
+    logged in, no live peer, no DERP, so Starting, with the relay warning once it is 10 s old.
+
+    Source: tailscale v1.90.6 `ipn/ipnlocal/local.go` (`nextStateLocked`: Starting until `NumLive > 0 ||
+    LiveDERPs > 0`); `health/health.go` (`noDERPHomeWarnable`: no home region found).
+    """
+    key = key_file(tmp_path, control.mint_key(reusable=True))
+    other = make_host("other")
+    other.start_and_settle()
+    assert other.tailscale("up", f"--auth-key={key}").returncode == 0
+    control.set_path_blocked("alpha", True)
+    alone = make_host("alpha")
+    alone.start_and_settle()
+    joined = alone.tailscale("up", f"--auth-key={key}", "--timeout=0.3s")
+    assert joined.returncode == 1
+    assert alone.status()["Health"] == [WARMING_UP]
+    control.let_time_pass(16)
+    status = alone.status()
+    assert (status["BackendState"], status["Health"]) == ("Starting", [NO_HOME_RELAY])
+    assert other.status()["BackendState"] == "Running"
+
+    control.set_path_blocked("alpha", False)
+    assert (alone.status()["BackendState"], alone.status()["Health"]) == ("Running", [])
 
 
 def test_logout_then_up_with_a_key_logs_in_again(

@@ -96,7 +96,7 @@ def test_a_tag_the_client_may_not_apply_is_refused_by_the_api(
     ("tags", "days", "words"),
     [
         ((), 30, "an OAuth client can mint tagged keys only: give --tag tag:NAME"),
-        (("server",), 30, "--tag = 'server': a tag must look like tag:name"),
+        (("server",), 30, "--tag = 'server': tags must start with 'tag:'"),
         (("tag:server",), 91, "--days = 91: a minted key expires after 1 to 90 days"),
         (("tag:server",), 0, "--days = 0"),
     ],

@@ -59,13 +59,13 @@ def test_relative_secrets_file_resolves_against_base_dir(tmp_path: Path) -> None
 
 
 BAD: list[tuple[str, Any, str]] = [
-    ("tailscale_advertise_tags", ["router"], "tag:name"),
+    ("tailscale_advertise_tags", ["router"], "tags must start with 'tag:'"),
     ("tailscale_advertise_tags", "tag:router", "list of strings"),
     ("tailscale_advertise_routes", ["10.0.0.1/24"], "has non-address bits set"),
     ("tailscale_advertise_routes", ["10.0.0.0/33"], "prefix length out of range"),
     ("tailscale_advertise_routes", ["lan"], "not a valid IP address or CIDR prefix"),
     ("tailscale_hostname", "web_1", "DNS label"),
-    ("tailscale_hostname", "a" * 64, "DNS label"),
+    ("tailscale_hostname", "a" * 64, "too long, max length is 63 bytes"),
     ("tailscale_hostname", "x; rm -rf /", "DNS label"),
     ("tailscale_login_server", "hs.example.com", "http(s) URL"),
     ("tailscale_login_server", "https://hs.example.com/$(id)", "http(s) URL"),
@@ -258,7 +258,8 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ),
     (
         {"tailscale_hostname": "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MEFCQ0RFRg=="},
-        "tailscale_hostname = '[redacted]': must be one DNS label: letters, digits and -, at most 63",
+        "tailscale_hostname = '[redacted]': tailscale up refuses it: "
+        '"[redacted]" is not a valid DNS label: must end with a letter or number',
     ),
     (
         {

@@ -17,7 +17,9 @@ The tailnet has a policy and settings of its own, as a real one does:
   `Authorized` false, until `authorize` (the API's `POST /api/v2/device/{id}/authorized`);
 - node keys expire after 180 days (`age_node_keys` moves time on for them) unless expiry is disabled
   for the device (`set_key_expiry_disabled`, the API's `POST /api/v2/device/{id}/key`);
-- DERP: while `set_derp_reachable(False)`, a node has a path only to peers that are online.
+- DERP: while `set_derp_reachable(False)`, a node has a path only to peers that are online; the lab's
+  one DERP region is `DERP_REGION_NAME`. `set_path_blocked(HOSTNAME, True)` cuts one node off from both.
+- the daemons' clock, which their health timers read: `let_time_pass` moves it on.
 """
 
 from __future__ import annotations
@@ -124,6 +126,9 @@ def _empty_state() -> dict[str, Any]:
     }
 
 
+# The region of the lab's DERP map every node takes as its home (derper's RegionName).
+DERP_REGION_NAME = "Lab"
+
 # The tailnet's settings in the admin console: device approval off, DERP servers reachable.
 DEFAULT_SETTINGS: dict[str, bool] = {"device_approval": False, "derp_reachable": True}
 
@@ -165,9 +170,12 @@ class ControlPlane:
         expiry_days: float = 90,
     ) -> str:
         """Create an auth key and return it in clear, once (`tskey-auth-<id>-<secret>`)."""
+        from tailnix.tailnet_names import check_tag
+
         for tag in tags:
-            if not tag.startswith("tag:") or len(tag) == len("tag:"):
-                raise ValueError(f"auth key tags must look like 'tag:name', got {tag!r}")
+            reason = check_tag(tag)
+            if reason:
+                raise ValueError(f"auth key tag {tag!r}: {reason}")
         refused = tags_not_permitted(tags)
         if refused:
             raise ValueError(tags_refusal(refused))
@@ -396,26 +404,65 @@ class ControlPlane:
         with self._locked() as state:
             _set_key_expiry(self._require_node(state, node_id), time.time() + days_from_now * SECONDS_PER_DAY)
 
-    def age_node_keys(self, *, days: float) -> None:
-        """Let `days` pass for every node key (one whose expiry is disabled keeps its original expiry)."""
+    def age_node_keys(self, *, days: float, node_ids: tuple[str, ...] | None = None) -> None:
+        """Let `days` pass for every node key, or those of `node_ids` (one whose expiry is disabled keeps
+        its original expiry, which passes too)."""
         with self._locked() as state:
             for node in state["nodes"]:
+                if node_ids is not None and node["ID"] not in node_ids:
+                    continue
                 if "KeyExpiresAt" in node:
                     _set_key_expiry(node, node["KeyExpiresAt"] - days * SECONDS_PER_DAY)
 
+    def let_time_pass(self, seconds: float) -> None:
+        """Move the daemons' clock on (what their health timers see: `now`); node keys age with
+        `age_node_keys`."""
+        with self._locked() as state:
+            state["clock_offset"] = float(state.get("clock_offset") or 0.0) + seconds
+
+    def now(self) -> float:
+        """The time on the daemons' clock: the real time plus what `let_time_pass` added."""
+        with self._locked() as state:
+            return _now(state)
+
     def set_derp_reachable(self, reachable: bool) -> None:
-        """Make the DERP relays reachable or not for every node of the tailnet."""
+        """Make the DERP relays reachable or not for every node of the tailnet (from `now` on)."""
         with self._locked() as state:
             _settings(state)["derp_reachable"] = reachable
+            if reachable:
+                state["derp_down_since"] = None
+            elif state.get("derp_down_since") is None:
+                state["derp_down_since"] = _now(state)
 
-    def node_and_path(self, node_id: str) -> tuple[dict[str, Any] | None, bool]:
-        """One node, and whether it has a live path: a reachable DERP or another node online."""
+    def set_path_blocked(self, hostname: str, blocked: bool) -> None:
+        """Cut the node named `hostname` off from DERP and its peers (or let it reach them again), as a
+        firewall that lets only control through would."""
+        with self._locked() as state:
+            cut: dict[str, float] = state.setdefault("blocked_paths", {})
+            if not blocked:
+                cut.pop(hostname, None)
+            elif hostname not in cut:
+                cut[hostname] = _now(state)
+
+    def node_and_path(self, node_id: str) -> tuple[dict[str, Any] | None, bool, float | None, float]:
+        """One node; whether it has a live path (a reachable DERP or another node online); since when
+        it has been unable to reach DERP (None while it can); and `now`."""
         with self._locked() as state:
             node = self._find_node(state, node_id=node_id)
-            path = _settings(state)["derp_reachable"] or any(
-                n["ID"] != node_id and n.get("Online") and not n.get("LoggedOut") for n in state["nodes"]
+            blocked = state.get("blocked_paths", {})
+            cut = blocked.get(node["HostName"]) if node is not None else None
+            if cut is not None:
+                return dict(node or {}), False, float(cut), _now(state)
+            derp = _settings(state)["derp_reachable"]
+            path = derp or any(
+                n["ID"] != node_id
+                and n.get("Online")
+                and not n.get("LoggedOut")
+                and n["HostName"] not in blocked
+                for n in state["nodes"]
             )
-            return (dict(node) if node is not None else None), path
+            down_since = None if derp else float(state.get("derp_down_since") or 0.0)
+            return (dict(node) if node is not None else None), path, down_since, _now(state)
 
     def _require_node(self, state: dict[str, Any], node_id: str) -> dict[str, Any]:
         node = self._find_node(state, node_id=node_id)
@@ -443,6 +490,10 @@ class ControlPlane:
         """The log of refused logins: time, key id (None when malformed), host name, reason."""
         with self._locked() as state:
             return [dict(e) for e in state["rejections"]]
+
+
+def _now(state: dict[str, Any]) -> float:
+    return time.time() + float(state.get("clock_offset") or 0.0)
 
 
 def _settings(state: dict[str, Any]) -> dict[str, bool]:

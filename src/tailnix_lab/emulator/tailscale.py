@@ -25,6 +25,7 @@ from tailnix_lab.emulator.tailscaled import (
     NEEDS_LOGIN,
     NEEDS_MACHINE_AUTH,
     NETFILTER_MODES,
+    NO_STATE,
     RUNNING,
     STARTING,
     STOPPED,
@@ -457,35 +458,13 @@ def calc_advertise_routes(routes: str, exit_node: bool) -> list[str] | None:
     return [str(p) for p in found] or None
 
 
-def check_tag(tag: str) -> str | None:
-    """The reason a tag is invalid, or None."""
-    if not tag.startswith("tag:"):
-        return "tags must start with 'tag:'"
-    name = tag[4:]
-    if not name:
-        return "tag names must not be empty"
-    if not (name[0].isascii() and name[0].isalpha()):
-        return "tag names must start with a letter, after 'tag:'"
-    if not all(c.isascii() and (c.isalnum() or c == "-") for c in name):
-        return "tag names can only contain numbers, letters, or dashes"
-    return None
+def check_names(advertise_tags: str, hostname: str) -> None:
+    """Refuse `--advertise-tags` and `--hostname` values as `prefsFromUpArgs` does (fatal, exit 1)."""
+    from tailnix.tailnet_names import hostname_error, tags_error
 
-
-def check_hostname(hostname: str) -> str | None:
-    """The reason a `--hostname` is not a valid DNS name, or None."""
-    if len(hostname) > 253:
-        return f'"{hostname}" is too long to be a DNS name'
-    for label in hostname.rstrip(".").split("."):
-        if not 1 <= len(label) <= 63:
-            return f'"{label}" is not a valid DNS label: must be between 1 and 63 characters long'
-        if not (label[0].isascii() and label[0].isalnum()):
-            return f'"{label}" is not a valid DNS label: must start with a letter or number'
-        if not (label[-1].isascii() and label[-1].isalnum()):
-            return f'"{label}" is not a valid DNS label: must end with a letter or number'
-        for c in label:
-            if not (c.isascii() and (c.isalnum() or c == "-")):
-                return f'"{label}" is not a valid DNS label: contains invalid character "{c}"'
-    return None
+    error = tags_error(advertise_tags) or hostname_error(hostname)
+    if error:
+        raise CommandFailed(error)
 
 
 def netfilter_mode(value: str) -> tuple[int, str]:
@@ -624,17 +603,8 @@ def prefs_from_up_args(values: dict[str, Any], state: DaemonState) -> dict[str, 
     routes = calc_advertise_routes(values["advertise-routes"], values["advertise-exit-node"])
     if not values["exit-node"] and values["exit-node-allow-lan-access"]:
         raise CommandFailed("--exit-node-allow-lan-access can only be used with --exit-node")
-    tags: list[str] | None = None
-    if values["advertise-tags"]:
-        tags = values["advertise-tags"].split(",")
-        for tag in tags:
-            reason = check_tag(tag)
-            if reason:
-                raise CommandFailed(f'tag: "{tag}": {reason}')
-    if values["hostname"]:
-        reason = check_hostname(values["hostname"])
-        if reason:
-            raise CommandFailed(reason)
+    check_names(values["advertise-tags"], values["hostname"])
+    tags = values["advertise-tags"].split(",") if values["advertise-tags"] else None
     prefs = tailscaled.default_prefs()
     prefs["ControlURL"] = values["login-server"]
     prefs["WantRunning"] = True
@@ -823,8 +793,10 @@ def start_with_prefs(
     A node logs in when it holds no valid node key (never logged in, logged out, key expired), with
     --force-reauth, and when its requested tags changed: control grants tags only at a login. With
     an auth key the login happens at once; without one control hands out a login URL. Returns that
-    URL and the control server's refusal (both empty when neither happened).
+    URL and the control server's refusal (both empty when neither happened). The backend starts
+    over (`LocalBackend.Start`: NoState), so the node must find a path again to be Running.
     """
+    state.running_in = None
     # up.go: the auth key takes precedence over --client-secret; an OAuth client secret in either is
     # exchanged for an auth key before Start, so a refusal leaves the prefs as they were.
     auth_key = read_secret_value(values["auth-key"]) or read_secret_value(values["client-secret"])
@@ -1177,25 +1149,27 @@ def run_status(args: list[str], socket_path: str) -> int:
             status["Peer"] = {k: p for k, p in status["Peer"].items() if p["Active"]}
         sys.stdout.write(json.dumps(status, indent="  "))
         return 0
-    out: list[str] = []
-    if status["Health"]:
-        out.append("# Health check:")
-        out.extend(f"#     - {m}" for m in status["Health"])
-        out.append("")
+    # As `runStatus` prints it: the health check after the nodes, and in a state that is neither
+    # Running nor Starting only the state's description (with the health check in NoState alone).
+    health = ["# Health check:", *(f"#     - {m}" for m in status["Health"])] if status["Health"] else []
     backend = status["BackendState"]
     description = {
         STOPPED: "Tailscale is stopped.",
         NEEDS_LOGIN: "Logged out." + (f"\nLog in at: {status['AuthURL']}" if status["AuthURL"] else ""),
-        NEEDS_MACHINE_AUTH: "Machine is not yet authorized by tailnet admin.",
+        NEEDS_MACHINE_AUTH: "Machine is not yet approved by tailnet admin.",
     }.get(backend, f"unexpected state: {backend}")
     if backend not in (RUNNING, STARTING):
-        print("\n".join([*out, description]))
+        context = [*health, ""] if health and backend == NO_STATE else []
+        print("\n".join([*context, description]))
         return 1
+    out: list[str] = []
     if values["self"]:
         out.append(status_line(status, status["Self"]))
     if values["peers"] and status["Peer"]:
         peers = sorted(status["Peer"].values(), key=lambda p: p["TailscaleIPs"][0])
         out.extend(status_line(status, p) for p in peers if not values["active"] or p["Active"])
+    if health:
+        out += ["", *health]
     print("\n".join(out))
     return 0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tailnix import tailscale_flags
 from tailnix_lab.emulator import reachability
-from tailnix_lab.emulator.control import ControlPlane, node_key_expired
+from tailnix_lab.emulator.control import DERP_REGION_NAME, ControlPlane, node_key_expired
 from tailnix_lab.emulator.hostroot import control_dir, host_path
 
 # Every `tailscale` call of a lab host imports this module: keep its imports to what every call needs.
@@ -47,6 +47,11 @@ STARTING = "Starting"
 RUNNING = "Running"
 
 STOPPED_HEALTH = "Tailscale is stopped."
+# health.Warnable.TimeToVisible of the relay warnings.
+DERP_WARNING_SECONDS = 10.0
+# warmingUpWarnableDuration, also how long `recentlyOn` keeps the relay warnings quiet.
+WARMING_UP_SECONDS = 5.0
+WARMING_UP_HEALTH = "Tailscale is starting. Please wait."
 
 
 class NotRunning(Exception):
@@ -98,6 +103,8 @@ class DaemonState:
         auth_url: str = "",
         last_login_error: str = "",
         login_required: bool = False,
+        running_in: float | None = None,
+        turned_on: tuple[float, float] | None = None,
     ) -> None:
         self.node_key = node_key
         self.prefs: dict[str, Any] = default_prefs() if prefs is None else prefs
@@ -107,6 +114,15 @@ class DaemonState:
         # Control asked this registered node to log in again (changed tags, --force-reauth, or a
         # re-registration it refused): the controlclient's AuthCantContinue.
         self.login_required = login_required
+        # The daemon run (its start time) in which the node reached Running: it stays Running for
+        # the rest of that run unless it stops, logs out or must log in again.
+        self.running_in = running_in
+        # (daemon run, time) when the node was last turned on (WantRunning false -> true, or the
+        # daemon started with it): the health tracker's `ipnWantRunningLastTrue`.
+        self.turned_on = turned_on
+        # Read from control with the state, for the health warnings (not saved).
+        self.derp_down_since: float | None = None
+        self.now = time.time()
 
     def to_json(self) -> dict[str, Any]:
         """The on-disk form."""
@@ -117,6 +133,8 @@ class DaemonState:
             "AuthURL": self.auth_url,
             "LastLoginError": self.last_login_error,
             "LoginRequired": self.login_required,
+            "RunningIn": self.running_in,
+            "TurnedOn": list(self.turned_on) if self.turned_on else None,
         }
 
     @classmethod
@@ -131,6 +149,8 @@ class DaemonState:
             auth_url=data.get("AuthURL") or "",
             last_login_error=data.get("LastLoginError") or "",
             login_required=bool(data.get("LoginRequired")),
+            running_in=data.get("RunningIn"),
+            turned_on=tuple(data["TurnedOn"]) if data.get("TurnedOn") else None,
         )
 
     @property
@@ -229,31 +249,77 @@ def backend_state(state: DaemonState) -> str:
     As `nextStateLocked` in tailscale v1.90.6 `ipn/ipnlocal/local.go` decides it: Stopped when the
     node does not want to run; NeedsLogin when it is logged out or its node key expired;
     NeedsMachineAuth while control has not authorized the machine; Starting until there is a live
-    path (a peer or DERP); then Running.
+    path (a peer or DERP); then Running, which it stays when the path goes (`state == ipn.Running`):
+    health warnings say so instead. Remembers in `state` whether the node reached Running.
     """
-    if time.time() - started_at() < STARTUP_SECONDS:
+    started = started_at()
+    if time.time() - started < STARTUP_SECONDS:
         return NO_STATE
-    if not state.logged_in or state.node_id is None:
-        return NEEDS_LOGIN
+    state.derp_down_since = None
+    backend = _next_state(state, started)
+    state.running_in = started if backend == RUNNING else None
     if not state.prefs["WantRunning"]:
-        return STOPPED
-    node, path = control_plane().node_and_path(state.node_id)
+        state.turned_on = None
+    elif state.turned_on is None or state.turned_on[0] != started:
+        state.turned_on = (started, state.now)
+    return backend
+
+
+def _next_state(state: DaemonState, started: float) -> str:
+    if not state.prefs["WantRunning"]:
+        return STOPPED if state.logged_in and state.node_id is not None else NEEDS_LOGIN
+    if not state.logged_in or state.node_id is None:
+        state.now = control_plane().now()
+        return NEEDS_LOGIN
+    node, path, state.derp_down_since, state.now = control_plane().node_and_path(state.node_id)
     if node is None or node.get("LoggedOut") or node_key_expired(node):
         return NEEDS_LOGIN
     if not node.get("Authorized", True):
         return NEEDS_MACHINE_AUTH
-    return RUNNING if path else STARTING
+    return RUNNING if path or state.running_in == started else STARTING
 
 
 def health_messages(state: DaemonState, backend: str) -> list[str]:
-    """The `Health` strings the real daemon shows for a node in this state."""
-    if backend in (NO_STATE, RUNNING):
+    """The `Health` strings the real daemon shows for a node in this state (call `backend_state` first).
+
+    From tailscale v1.90.6 `health/health.go` (`SetIPNState`, `updateBuiltinWarnablesLocked`) and
+    `health/warnings.go`: for 5 s after the node is turned on, until it is Running, `warmingUpWarnable`;
+    the relay warnings (`derp_health`).
+    """
+    if backend == NO_STATE:
         return []
     if not state.prefs["WantRunning"]:
         return [STOPPED_HEALTH]
+    messages = []
     if backend == NEEDS_LOGIN and state.last_login_error:
-        return [f"You are logged out. The last login error was: {state.last_login_error}"]
-    return []
+        messages.append(f"You are logged out. The last login error was: {state.last_login_error}")
+    on_since = state.turned_on[1] if state.turned_on else state.now
+    if backend != RUNNING and state.now - on_since < WARMING_UP_SECONDS:
+        messages.append(WARMING_UP_HEALTH)
+    if backend in (RUNNING, STARTING):
+        messages += derp_health(state, backend, on_since)
+    return messages
+
+
+def derp_health(state: DaemonState, backend: str, on_since: float) -> list[str]:
+    """The relay warning of a node that cannot reach DERP, 10 s (`TimeToVisible`) after it became
+    unhealthy: when the outage began, but never in the first 5 s after the node was turned on
+    (`recentlyOn`).
+
+    A Running node keeps its home region and cannot connect to it (`noDERPConnectionWarnable`); a
+    Starting one never found a home region (`noDERPHomeWarnable`).
+    """
+    if state.derp_down_since is None:
+        return []
+    broken_since = max(state.derp_down_since, on_since + WARMING_UP_SECONDS)
+    if state.now - broken_since < DERP_WARNING_SECONDS:
+        return []
+    if backend == RUNNING:
+        return [
+            f"Tailscale could not connect to the '{DERP_REGION_NAME}' relay server. Your Internet "
+            "connection might be down, or the server might be temporarily unavailable."
+        ]
+    return ["Tailscale could not connect to any relay server. Check your Internet connection."]
 
 
 def wait_until_started() -> None:
