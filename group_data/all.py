@@ -22,6 +22,11 @@ tailnix_sops_nix_sha256 = "1f0j45mxb2zv672icpfvi7vnz8l4ccgxlkg79jca8avg00lj9gz3"
 tailscale_accept_routes = True
 tailscale_ssh = False
 
+# Node keys expire after the tailnet's key expiry (180 days by default) and the node must log in again.
+# False disables that for the device through the Tailscale API after the deploy (`tailnix deploy` needs an
+# OAuth client with the devices:core scope: $TS_API_CLIENT_ID and $TS_API_CLIENT_SECRET, or --oauth-file).
+tailscale_key_expiry = True
+
 # How long the verify step waits for a host to report Running (seconds).
 tailnix_verify_timeout = 60
 

@@ -15,8 +15,10 @@ Exit codes (also in the README):
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,6 +51,7 @@ from tailnix.fleet import (
     select_hosts,
 )
 from tailnix.interrupt import INTERRUPTED_EXIT
+from tailnix.key_expiry import KEY_EXPIRY_CHANGE, disable_node_key_expiry, read_expiring_devices
 from tailnix.keyform import key_kind
 from tailnix.known_hosts import HostAddress, HostKeyScanError, NewHostKey, is_known, record, scan
 from tailnix.recipients import RecipientChange, RecipientUpdate, forget_recipient, record_recipients
@@ -110,6 +113,29 @@ def warn_days_option(help_text: str) -> Callable[[Command], Command]:
         show_default=True,
         help=help_text,
     )
+
+
+def oauth_options(when: str) -> Callable[[Command], Command]:
+    """--oauth-file and --api-url: where the Tailscale API's OAuth client is found, and the API."""
+
+    def add(command: Command) -> Command:
+        command = click.option(
+            "--api-url",
+            envvar=mint.BASE_URL_ENV,
+            default=mint.DEFAULT_BASE_URL,
+            show_default=True,
+            help=f"{when}the Tailscale API (also ${mint.BASE_URL_ENV}).",
+        )(command)
+        return click.option(
+            "--oauth-file",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help=(
+                f"{when}a sops file, encrypted for the admins only, holding {mint.CLIENT_ID_SECRET} and "
+                f"{mint.CLIENT_SECRET_SECRET} (used when the environment has no client)."
+            ),
+        )(command)
+
+    return add
 
 
 def sops_options(command: Command) -> Command:
@@ -225,6 +251,8 @@ def _deploy(
     batch: int | None = None,
     fail_percent: int | None = None,
     quiet: bool = False,
+    oauth_file: Path | None = None,
+    api_url: str | None = None,
 ) -> DeployOutcome:
     if not hosts:
         return DeployOutcome()
@@ -237,6 +265,8 @@ def _deploy(
         on_host=report.host,
         on_step=report.step,
     )
+    if not outcome.interrupted:
+        _set_key_expiry(inventory_file, outcome, oauth_file, api_url, quiet=quiet)
     report.summary(outcome)
     if outcome.interrupted:
         click.echo(
@@ -246,6 +276,32 @@ def _deploy(
         )
         sys.exit(INTERRUPTED_EXIT)
     return outcome
+
+
+def _set_key_expiry(
+    inventory_file: Path, outcome: DeployOutcome, oauth_file: Path | None, api_url: str | None, *, quiet: bool
+) -> None:
+    """After the deploy, on the hosts it left Running: `tailscale_key_expiry = False` through the API.
+
+    A host for which that fails is a failed host of the deploy, with the reason as its detail.
+    """
+    deployed = {result.host for result in outcome.hosts if result.ok}
+    fleet = [host for host in load_fleet(inventory_file) if host.name in deployed]
+    results = disable_node_key_expiry(
+        inventory_file,
+        fleet,
+        find_client=lambda: _oauth_client(oauth_file),
+        base_url=api_url or os.environ.get(mint.BASE_URL_ENV) or mint.DEFAULT_BASE_URL,
+    )
+    for result in results:
+        if result.ok:
+            if not quiet:
+                click.echo(f"{result.host}: {result.message}")
+            continue
+        click.echo(f"{result.host}: {result.message}", err=True)
+        outcome.hosts = [
+            replace(h, ok=False, detail=result.message) if h.host == result.host else h for h in outcome.hosts
+        ]
 
 
 @click.command("init")
@@ -499,21 +555,7 @@ def _read_new_key() -> str:
     help="With --mint: whether the key can join more than one host (a fleet needs a reusable one).",
 )
 @click.option("--ephemeral", is_flag=True, help="With --mint: hosts joined with the key are ephemeral.")
-@click.option(
-    "--oauth-file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help=(
-        f"With --mint: a sops file, encrypted for the admins only, holding {mint.CLIENT_ID_SECRET} and "
-        f"{mint.CLIENT_SECRET_SECRET} (used when the environment has no client)."
-    ),
-)
-@click.option(
-    "--api-url",
-    envvar=mint.BASE_URL_ENV,
-    default=mint.DEFAULT_BASE_URL,
-    show_default=True,
-    help=f"With --mint: the Tailscale API (also ${mint.BASE_URL_ENV}).",
-)
+@oauth_options("With --mint: ")
 @click.option(
     "--if-expiring-within",
     type=click.IntRange(0, 3650),
@@ -621,9 +663,7 @@ def _mint(
     # Everything that can be checked here is checked before the client is even looked for.
     mint.check_request(tags, days)
     base_url = mint.check_base_url(api_url)
-    client = mint.client_from_environment()
-    if client is None and oauth_file is not None:
-        client = mint.client_from_sops_file(oauth_file)
+    client = _oauth_client(oauth_file)
     if client is None:
         raise mint.MintError(
             f"no OAuth client: set ${mint.CLIENT_ID_ENV} and ${mint.CLIENT_SECRET_ENV}, or give --oauth-file "
@@ -639,6 +679,14 @@ def _mint(
             f"client {client.client_id} ({client.source}); it expires on {minted.expires}"
         )
     return minted
+
+
+def _oauth_client(oauth_file: Path | None) -> mint.OAuthClient | None:
+    """The OAuth client in the environment, or else in --oauth-file; None when neither gives one."""
+    client = mint.client_from_environment()
+    if client is None and oauth_file is not None:
+        client = mint.client_from_sops_file(oauth_file)
+    return client
 
 
 _LEVEL_WORDS = {OK: "ok", WARNING: "warning", BROKEN: "error"}
@@ -703,6 +751,7 @@ def check_command(
     help="Stop before the next batch when more than P% of the hosts so far failed (default: any failure).",
 )
 @quiet_option
+@oauth_options("For tailscale_key_expiry = False (when the environment has no OAuth client): ")
 def deploy_command(
     inventory_file: Path,
     limits: tuple[str, ...],
@@ -710,6 +759,8 @@ def deploy_command(
     batch: int | None,
     fail_percent: int | None,
     quiet: bool,
+    oauth_file: Path | None,
+    api_url: str,
 ) -> None:
     """Run the deploy (deploys/tailscale.py) on the fleet: its progress per host, then a summary table.
 
@@ -717,19 +768,38 @@ def deploy_command(
     one when it has ended, with the reason when it failed; --quiet keeps only the failures and the
     summary's last line.
 
+    Then, for hosts with tailscale_key_expiry = False whose node key still expires, it disables that
+    expiry through the Tailscale API with the OAuth client of $TS_API_CLIENT_ID and
+    $TS_API_CLIENT_SECRET (or --oauth-file), from this machine; without a client such a host fails
+    with what is needed.
+
     Example: tailnix deploy --limit routers --batch 2
     """
     try:
-        chosen = [h.name for h in _fleet(inventory_file, (), limits)]
+        fleet = _fleet(inventory_file, (), limits)
+        chosen = [h.name for h in fleet]
         if dry:
-            for host, changes in dry_run(inventory_file, chosen).items():
+            planned = dry_run(inventory_file, chosen)
+            devices = read_expiring_devices(inventory_file, fleet)
+            for host in [*devices.expiring, *devices.unread]:
+                planned.setdefault(host, []).append(KEY_EXPIRY_CHANGE)
+            for host, changes in planned.items():
                 click.echo(f"{host}: {'; '.join(changes) if changes else 'nothing to do'}")
             return
     except FleetError as error:
         raise click.ClickException(str(error)) from None
     if not chosen:
         raise click.ClickException(f"no hosts in {inventory_file}")
-    if not _deploy(inventory_file, chosen, batch=batch, fail_percent=fail_percent, quiet=quiet).ok:
+    deployed = _deploy(
+        inventory_file,
+        chosen,
+        batch=batch,
+        fail_percent=fail_percent,
+        quiet=quiet,
+        oauth_file=oauth_file,
+        api_url=api_url,
+    )
+    if not deployed.ok:
         sys.exit(1)
 
 

@@ -213,16 +213,7 @@ def mint_auth_key(
         "expirySeconds": expiry_days * 86400,
         "description": KEY_DESCRIPTION,
     }
-    request = urllib.request.Request(
-        f"{base_url}/api/v2/tailnet/-/keys",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={
-            "Authorization": f"Bearer {token}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-        },
-    )
+    request = _api_post(base_url, token, "/api/v2/tailnet/-/keys", body)
     answer = _call(request, "minting an auth key")
     key, key_id, expires = answer.get("key"), answer.get("id"), answer.get("expires")
     if not isinstance(key, str) or not key.startswith("tskey-auth-"):
@@ -232,3 +223,28 @@ def mint_auth_key(
     except ValueError:
         raise MintError(f"{request.full_url} answered an expiry that is not a date: {expires!r}") from None
     return MintedKey(key, str(key_id or "?"), expiry, reusable, tags)
+
+
+def _api_post(base_url: str, token: str, path: str, body: dict[str, Any]) -> urllib.request.Request:
+    return urllib.request.Request(
+        f"{base_url}{path}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        },
+    )
+
+
+def disable_key_expiry(base_url: str, token: str, device_id: str) -> None:
+    """Disable the expiry of a device's node key (`POST /api/v2/device/{id}/key`, scope devices:core).
+
+    + device_id: the device's `nodeId`, which its host reports as `Self.ID` in `tailscale status --json`
+    """
+    path = f"/api/v2/device/{urllib.parse.quote(device_id, safe='')}/key"
+    _call(
+        _api_post(base_url, token, path, {"keyExpiryDisabled": True}),
+        f"disabling the key expiry of {device_id}",
+    )

@@ -96,6 +96,8 @@ class TailscaleSettings:
     ssh: bool = False
     login_server: str | None = None
     extra_up_flags: tuple[str, ...] = ()
+    key_expiry: bool = True
+    """Whether the node key expires (Tailscale's default); False disables it through the Tailscale API."""
     secret_name: str = DEFAULT_SECRET_NAME
     secrets_file: Path = Path(DEFAULT_SECRETS_FILE)
     sops_nix: SopsNixPin = field(
@@ -157,6 +159,7 @@ _KNOWN_KEYS = (
     "tailscale_ssh",
     "tailscale_login_server",
     "tailscale_extra_up_flags",
+    "tailscale_key_expiry",
 )
 
 
@@ -455,6 +458,7 @@ def parse_settings(host: str, data: Mapping[str, Any], *, base_dir: Path | None 
         ssh=read.boolean("tailscale_ssh", False),
         login_server=login_server,
         extra_up_flags=extra,
+        key_expiry=read.boolean("tailscale_key_expiry", True),
         secret_name=secret_name,
         secrets_file=secrets_path,
         sops_nix=SopsNixPin(pin_url, pin_hash),

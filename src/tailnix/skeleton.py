@@ -118,6 +118,11 @@ tailnix_sops_nix_sha256 = {_python(defaults.sops_nix.sha256)}
 tailscale_accept_routes = {_python(defaults.accept_routes)}
 tailscale_ssh = {_python(defaults.ssh)}
 
+# Node keys expire after the tailnet's key expiry (180 days by default) and the node must log in again.
+# False disables that for the device through the Tailscale API after the deploy (`tailnix deploy` needs an
+# OAuth client with the devices:core scope: $TS_API_CLIENT_ID and $TS_API_CLIENT_SECRET, or --oauth-file).
+tailscale_key_expiry = {_python(defaults.key_expiry)}
+
 # How long the verify step waits for a host to report Running (seconds).
 tailnix_verify_timeout = {_python(defaults.verify_timeout)}
 

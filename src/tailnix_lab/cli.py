@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from tailnix_lab.api_service import api_runs, start_api, stop_api
+from tailnix_lab.emulator.control import TAG_OWNERS
 from tailnix_lab.hosts import SUDO_PASSWORD, Lab, is_alive
 from tailnix_lab.layout import LabError
 from tailnix_lab.stock import FLAKE_STYLES
@@ -78,6 +80,9 @@ def up(
 ) -> None:
     """Start COUNT NixOS hosts, and write the inventory and demo secrets into the lab directory.
 
+    The lab's stand-in Tailscale API starts with them, with one OAuth client; DIR/api.env holds
+    TS_API_CLIENT_ID, TS_API_CLIENT_SECRET and TS_BASE_URL for it (`set -a; . DIR/api.env`).
+
     Example: tailnix lab up 3 --other-os 1 --dir .lab
     """
     try:
@@ -91,6 +96,7 @@ def up(
             sudo_user=sudo_user,
             sudo_password=sudo_password,
         )
+        env_file = start_api(started.layout, tuple(TAG_OWNERS))
     except LabError as error:
         raise click.ClickException(str(error)) from error
     for host in started.hosts:
@@ -101,17 +107,22 @@ def up(
         click.echo(f"{host.name}\t127.0.0.1:{host.port}\t{host.os}{kind}")
     click.echo(f"inventory: {started.layout.inventory}")
     click.echo(f"secrets:   {started.layout.secrets_file} (sops config {started.layout.sops_config})")
+    click.echo(
+        f"api:       {env_file} (the lab's Tailscale API and an OAuth client for {', '.join(TAG_OWNERS)}; "
+        f"for --mint and tailscale_key_expiry: set -a; . {env_file})"
+    )
 
 
 @lab.command()
 @DIR_OPTION
 def down(directory: Path) -> None:
-    """Stop every host of the lab.
+    """Stop every host of the lab, and its Tailscale API.
 
     Example: tailnix lab down --dir .lab
     """
     running = _open(directory)
     try:
+        stop_api(running.layout)
         running.down()
     except LabError as error:
         raise click.ClickException(str(error)) from error
@@ -131,6 +142,8 @@ def down(directory: Path) -> None:
 def api(directory: Path, tags: tuple[str, ...]) -> None:
     """Serve the lab's stand-in Tailscale API on loopback, with one OAuth client, until Ctrl-C.
 
+    `tailnix lab up` starts it already, with DIR/api.env: this is for a lab whose API is gone.
+
     The keys it mints are keys of the lab's control plane: try `tailnix rotate-key --mint` with them.
 
     Example: tailnix lab api --dir .lab --tag tag:server
@@ -138,6 +151,10 @@ def api(directory: Path, tags: tuple[str, ...]) -> None:
     from tailnix_lab.emulator.api import TailscaleApi
 
     running = _open(directory)
+    if api_runs(running.layout):
+        raise click.ClickException(
+            f"the lab's Tailscale API already runs (lab up started it): set -a; . {running.layout.api_env}"
+        )
     with TailscaleApi(running.layout.control) as served:
         client_id, secret = served.add_client(tags)
         click.echo("The lab's Tailscale API is serving. In another shell (a lab secret, shown once):\n")

@@ -104,6 +104,15 @@ class LabLayout:
         return self.state / "sops-nix-standin.sha256"
 
     @property
+    def api_env(self) -> Path:
+        """The stand-in API's address and OAuth client, for `set -a; . DIR/api.env`."""
+        return self.root / "api.env"
+
+    @property
+    def api_pid(self) -> Path:
+        return self.state / "api.pid"
+
+    @property
     def hosts_json(self) -> Path:
         return self.state / "hosts.json"
 
@@ -121,4 +130,5 @@ class LabLayout:
             self.inventory,
             self.admin_agekey,
             self.sops_config,
+            self.api_env,
         ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,16 +22,21 @@ from .test_fleet import Fleet, backend_state, new_fleet
 pytestmark = pytest.mark.lab
 
 
-@pytest.fixture(scope="module")
-def keys_fleet(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    """One fresh host, bootstrapped and Running with a key whose recorded expiry is 60 days away."""
-    directory = tmp_path_factory.mktemp("keys-fleet")
+def tagged_fleet(lab: Lab, directory: Path, env: dict[str, str] | None = None) -> tuple[Fleet, str]:
+    """One fresh host with tag:server, bootstrapped and Running; the fleet and its first key."""
     hosts = [lab.add_host(os="nixos")]
     first_key = ControlPlane(lab.layout.control).mint_key(reusable=True, tags=("tag:server",))
     created = new_fleet(lab, directory, hosts, first_key)
     created.write_inventory(**{h.name: {"tailscale_advertise_tags": ["tag:server"]} for h in hosts})
-    bootstrapped = created.tailnix("bootstrap", *(h.name for h in hosts), "-i", "inventory.py")
+    bootstrapped = created.tailnix("bootstrap", *(h.name for h in hosts), "-i", "inventory.py", env=env)
     assert bootstrapped.returncode == 0, bootstrapped.stdout + bootstrapped.stderr
+    return created, first_key
+
+
+@pytest.fixture(scope="module")
+def keys_fleet(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """One fresh host, bootstrapped and Running with a key whose recorded expiry is 60 days away."""
+    created, first_key = tagged_fleet(lab, tmp_path_factory.mktemp("keys-fleet"))
     recorded = created.tailnix("rotate-key", "-i", "inventory.py", "--days", "60", stdin=first_key)
     assert recorded.returncode == 0, recorded.stdout + recorded.stderr
     yield created

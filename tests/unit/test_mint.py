@@ -69,6 +69,22 @@ def test_a_wrong_secret_is_refused_with_the_apis_words_and_never_shown(
     assert [r.path for r in api.requests] == ["/api/v2/oauth/token"]
 
 
+def test_disabling_a_devices_key_expiry_needs_the_devices_core_scope(api: TailscaleApi) -> None:
+    """A client made for minting only (`auth_keys`) is refused the device call with the API's 403 words
+    (tailscale/tailscale#15969); the device's id is in the message, the secret and token are not."""
+    client_id, secret = api.add_client(("tag:server",), scopes=("auth_keys",))
+    minting_only = mint.OAuthClient(client_id, secret, "the test")
+    token = mint.access_token(api.url, minting_only)
+    with pytest.raises(mint.MintError) as raised:
+        mint.disable_key_expiry(api.url, token, "n0001abcdefCNTRL")
+    message = str(raised.value)
+    assert message == (
+        f"disabling the key expiry of n0001abcdefCNTRL: {api.url}/api/v2/device/n0001abcdefCNTRL/key answered "
+        "403: calling actor does not have enough permissions to perform this function"
+    )
+    assert token not in message and secret not in message
+
+
 def test_a_tag_the_client_may_not_apply_is_refused_by_the_api(
     api: TailscaleApi, client: mint.OAuthClient
 ) -> None:

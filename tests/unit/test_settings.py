@@ -18,6 +18,14 @@ def test_defaults_follow_the_original_recipe() -> None:
     assert settings.secret_name == "tailscale_auth_key"
 
 
+def test_node_key_expiry_is_kept_unless_turned_off() -> None:
+    """Node keys expire (after 180 days) as a tailnet's devices do unless the setting turns it off."""
+    assert parse_settings("desk", {}).key_expiry is True
+    assert parse_settings("desk", {"tailscale_key_expiry": False}).key_expiry is False
+    # Not a `tailscale up` flag: only the API changes it.
+    assert parse_settings("desk", {"tailscale_key_expiry": False}).up_flags() == ["--accept-routes"]
+
+
 def test_full_settings_map_to_up_flags_in_a_stable_order() -> None:
     settings = parse_settings(
         "gw",
@@ -74,6 +82,10 @@ BAD: list[tuple[str, Any, str]] = [
     ("tailnix_sops_nix_url", "ftp://x/y.tar.gz", "tarball URL"),
     ("tailnix_verify_timeout", 0, "seconds"),
     ("tailscale_advertise_route", ["10.0.0.0/24"], "did you mean tailscale_advertise_routes"),
+    ("tailscale_key_expiry", "never", "True or False"),
+    ("tailscale_key_expiry", 0, "True or False"),
+    ("tailscale_keyexpiry", False, "did you mean tailscale_key_expiry"),
+    ("tailnix_key_expiry", False, "did you mean tailscale_key_expiry"),
 ]
 
 

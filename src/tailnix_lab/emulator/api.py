@@ -12,7 +12,18 @@ It speaks the documented shapes of the calls `tailnix rotate-key --mint` makes, 
   not apply, or an expiry over 90 days;
 - `POST /api/v2/device/{id}/authorized` with `{"authorized": true}`: approve a device that waits in
   NeedsMachineAuth (device approval); `POST /api/v2/device/{id}/key` with `{"keyExpiryDisabled": BOOL}`:
-  turn the expiry of its node key off or on. 200 `{}`, 401 for a bad token, 404 for an unknown device.
+  turn the expiry of its node key off or on; `POST /api/v2/device/{id}/tags` with `{"tags": [...]}`:
+  replace its tags, 400 `{"message": "requested tags [...] are invalid or not permitted"}` for a tag the
+  client may not apply or the policy's tagOwners do not know. 200 `{}`, 401 for a bad token, 404 for an
+  unknown device;
+- `GET /api/v2/tailnet/-/devices` (`{"devices": [...]}`) and `GET /api/v2/device/{id}`: devices in the
+  API's shape (`nodeId`, `addresses`, `keyExpiryDisabled`, `expires`, `authorized`, `tags`...), from the
+  control plane's nodes; `?fields=all` adds the routes.
+
+Scopes: an OAuth client has scopes (`auth_keys`, `devices:core`, `devices:core:read`, `all`, `all:read`,
+and the legacy `devices`, which covers both), its tokens carry them, and a call outside them is 403
+`{"message": "calling actor does not have enough permissions to perform this function"}`, as the real
+API answers (tailscale/tailscale#15969, tailscale/github-action#301).
 
 While it runs it writes its address into the control plane's directory (`oauthkey.API_URL_FILE`): the
 lab's hosts have no internet, and their `tailscale up` with an OAuth client secret reaches
@@ -37,11 +48,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tailnix_lab.emulator.control import ControlPlane, parse_auth_key, tags_refusal
+from tailnix_lab.emulator.control import (
+    ControlPlane,
+    parse_auth_key,
+    tags_not_permitted,
+    tags_refusal,
+)
 from tailnix_lab.emulator.oauthkey import API_URL_FILE
+from tailnix_lab.emulator.tailscale import LAB_LOGIN, LONG_VERSION, TAGGED_LOGIN
 
 MAX_EXPIRY_SECONDS = 90 * 86400
 TOKEN_LIFETIME_SECONDS = 3600
+DEFAULT_SCOPES = ("auth_keys", "devices:core")
+NOT_PERMITTED = "calling actor does not have enough permissions to perform this function"
 # How often the serving loop looks for shutdown(): a test's teardown waits at most this long.
 SHUTDOWN_POLL_SECONDS = 0.02
 
@@ -51,7 +70,8 @@ class OAuthClientRecord:
     client_id: str
     secret: str = field(repr=False)
     tags: tuple[str, ...]
-    """The tags this client may put on the keys it mints (its tagOwners)."""
+    """The tags this client may put on the keys it mints and on devices (its tagOwners)."""
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
 
 
 @dataclass
@@ -93,9 +113,13 @@ class TailscaleApi:
                 self.wfile.write(payload)
 
             def do_GET(self) -> None:  # noqa: N802
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
+                status, answer = api.answer_get(self.path, dict(self.headers.items()))
+                payload = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
+                self.wfile.write(payload)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(
@@ -119,12 +143,14 @@ class TailscaleApi:
         self._server.shutdown()
         self._server.server_close()
 
-    def add_client(self, tags: tuple[str, ...] = ("tag:server",)) -> tuple[str, str]:
-        """A new OAuth client allowed to apply `tags`; returns its id and secret (`tskey-client-...`)."""
+    def add_client(
+        self, tags: tuple[str, ...] = ("tag:server",), scopes: tuple[str, ...] = DEFAULT_SCOPES
+    ) -> tuple[str, str]:
+        """A new OAuth client with `scopes`, allowed to apply `tags`; returns its id and secret."""
         client_id = f"k{secrets.token_hex(5)}CNTRL"
         # Letters and digits only, as Tailscale's secrets are (token_urlsafe's - and _ are not).
         secret = f"tskey-client-{client_id}-{secrets.token_hex(16)}"
-        self.clients[client_id] = OAuthClientRecord(client_id, secret, tags)
+        self.clients[client_id] = OAuthClientRecord(client_id, secret, tags, scopes)
         return client_id, secret
 
     def issue_token(self, client_id: str) -> str:
@@ -185,7 +211,7 @@ class TailscaleApi:
             "access_token": token,
             "token_type": "Bearer",
             "expires_in": TOKEN_LIFETIME_SECONDS,
-            "scope": "auth_keys",
+            "scope": " ".join(client.scopes),
         }
 
     def _client_of(self, headers: dict[str, str]) -> OAuthClientRecord | None:
@@ -198,10 +224,17 @@ class TailscaleApi:
     def _device(
         self, headers: dict[str, str], device_id: str, action: str, request: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]:
-        if self._client_of(headers) is None:
+        client = self._client_of(headers)
+        if client is None:
             return 401, {"message": "API token invalid"}
-        if self.control.node(device_id) is None:
+        if not has_scope(client.scopes, "devices:core"):
+            return 403, {"message": NOT_PERMITTED}
+        node = self._node(device_id)
+        if node is None:
             return 404, {"message": "not found"}
+        device_id = node["ID"]
+        if action == "tags":
+            return self._set_tags(client, device_id, request)
         if action == "authorized" and isinstance(request.get("authorized"), bool):
             if request["authorized"]:
                 self.control.authorize(device_id)
@@ -217,6 +250,8 @@ class TailscaleApi:
         client = self._client_of(headers)
         if client is None:
             return 401, {"message": "API token invalid"}
+        if not has_scope(client.scopes, "auth_keys"):
+            return 403, {"message": NOT_PERMITTED}
         create = ((request.get("capabilities") or {}).get("devices") or {}).get("create") or {}
         tags = tuple(create.get("tags") or ())
         if not tags:
@@ -249,3 +284,94 @@ class TailscaleApi:
             "capabilities": {"devices": {"create": create}},
             "description": str(request.get("description") or ""),
         }
+
+    # -- devices: reading them, and their tags ------------------------------------------------------
+
+    def answer_get(self, path: str, headers: dict[str, str]) -> tuple[int, Any]:
+        """The GET calls: list the tailnet's devices, or read one."""
+        url = urllib.parse.urlsplit(path)
+        self._seen("GET", url.path, headers, [])
+        with_routes = urllib.parse.parse_qs(url.query).get("fields") == ["all"]
+        parts = url.path.split("/")
+        is_list = (
+            url.path.startswith("/api/v2/tailnet/") and url.path.endswith("/devices") and len(parts) == 6
+        )
+        is_one = url.path.startswith("/api/v2/device/") and len(parts) == 5
+        if not (is_list or is_one):
+            return 404, {"message": "not found"}
+        client = self._client_of(headers)
+        if client is None:
+            return 401, {"message": "API token invalid"}
+        if not has_scope(client.scopes, "devices:core:read"):
+            return 403, {"message": NOT_PERMITTED}
+        if is_list:
+            return 200, {"devices": [device_json(n, with_routes=with_routes) for n in self.control.nodes()]}
+        node = self._node(parts[4])
+        if node is None:
+            return 404, {"message": "not found"}
+        return 200, device_json(node, with_routes=with_routes)
+
+    def _node(self, device_id: str) -> dict[str, Any] | None:
+        """A node by its `nodeId` or by its legacy numeric `id`, both of which the API takes."""
+        for node in self.control.nodes():
+            if device_id in (node["ID"], str(node["Number"])):
+                return node
+        return None
+
+    def _set_tags(
+        self, client: OAuthClientRecord, device_id: str, request: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        tags = request.get("tags")
+        if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+            return 400, {"message": "tags must be a list of strings"}
+        # The client applies tags as their owner: the tags it was given, and only those the policy knows.
+        refused = [t for t in tags if t not in client.tags or t in tags_not_permitted([t])]
+        if refused:
+            return 400, {"message": tags_refusal(refused)}
+        self.control.set_tags(device_id, tuple(tags))
+        return 200, {}
+
+
+# The legacy `devices` scope covers what the granular ones split (tailscale.com/kb/1215, legacy scopes).
+LEGACY_SCOPES = {"devices:core": "devices", "auth_keys": "devices"}
+
+
+def has_scope(granted: tuple[str, ...], needed: str) -> bool:
+    """Whether OAuth scopes cover `needed`: a write scope covers its read, `all` covers everything."""
+    base = needed.removesuffix(":read")
+    legacy = LEGACY_SCOPES.get(base)
+    covering = {base, "all", legacy}
+    if needed.endswith(":read"):
+        covering |= {needed, "all:read", f"{legacy}:read"}
+    return any(scope in covering for scope in granted)
+
+
+def device_json(node: dict[str, Any], *, with_routes: bool = False) -> dict[str, Any]:
+    """A control plane node as the API's device object (`publicapi/device.md`)."""
+    device: dict[str, Any] = {
+        "addresses": list(node["TailscaleIPs"]),
+        "id": str(node["Number"]),
+        "nodeId": node["ID"],
+        "user": TAGGED_LOGIN if node.get("Tags") else LAB_LOGIN,  # a tagged device is owned by its tags
+        "name": str(node["DNSName"]).rstrip("."),
+        "hostname": node["HostName"],
+        "clientVersion": LONG_VERSION,
+        "updateAvailable": False,
+        "os": "linux",
+        "created": node["Created"],
+        "lastSeen": node.get("LastSeen") or _timestamp(time.time()),
+        "keyExpiryDisabled": bool(node.get("KeyExpiryDisabled")),
+        "expires": node.get("KeyExpiry", "0001-01-01T00:00:00Z"),
+        "authorized": bool(node.get("Authorized")),
+        "isExternal": False,
+        "machineKey": "",
+        "nodeKey": node["NodeKey"],
+        "blocksIncomingConnections": False,
+        "tags": list(node.get("Tags") or []),
+        "tailnetLockError": "",
+        "tailnetLockKey": "",
+    }
+    if with_routes:
+        device["advertisedRoutes"] = list(node.get("AdvertisedRoutes") or [])
+        device["enabledRoutes"] = list(node.get("AdvertisedRoutes") or [])
+    return device

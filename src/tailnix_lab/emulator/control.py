@@ -387,12 +387,17 @@ class ControlPlane:
             self._require_node(state, node_id)["Authorized"] = True
 
     def set_key_expiry_disabled(self, node_id: str, disabled: bool) -> None:
-        """Disable (or enable again, from now) the expiry of a device's node key."""
+        """Disable or enable again the expiry of a device's node key.
+
+        The original expiry is kept meanwhile: enabled again, the key expires then, or has expired.
+        """
         with self._locked() as state:
-            node = self._require_node(state, node_id)
-            node["KeyExpiryDisabled"] = disabled
-            if not disabled:
-                _set_key_expiry(node, time.time() + NODE_KEY_EXPIRY_DAYS * SECONDS_PER_DAY)
+            self._require_node(state, node_id)["KeyExpiryDisabled"] = disabled
+
+    def set_tags(self, node_id: str, tags: tuple[str, ...]) -> None:
+        """Replace a device's tags (the API's `POST /api/v2/device/{id}/tags`; the caller checks the policy)."""
+        with self._locked() as state:
+            self._require_node(state, node_id)["Tags"] = sorted(set(tags))
 
     def set_node_key_expiry(self, node_id: str, *, days_from_now: float) -> None:
         """Make one device's node key expire `days_from_now` days from now (negative: already expired)."""
@@ -400,12 +405,13 @@ class ControlPlane:
             _set_key_expiry(self._require_node(state, node_id), time.time() + days_from_now * SECONDS_PER_DAY)
 
     def age_node_keys(self, *, days: float, node_ids: tuple[str, ...] | None = None) -> None:
-        """Let `days` pass for every node key whose expiry is not disabled (or for those of `node_ids`)."""
+        """Let `days` pass for every node key, or those of `node_ids` (one whose expiry is disabled keeps
+        its original expiry, which passes too)."""
         with self._locked() as state:
             for node in state["nodes"]:
                 if node_ids is not None and node["ID"] not in node_ids:
                     continue
-                if not node.get("KeyExpiryDisabled") and "KeyExpiresAt" in node:
+                if "KeyExpiresAt" in node:
                     _set_key_expiry(node, node["KeyExpiresAt"] - days * SECONDS_PER_DAY)
 
     def let_time_pass(self, seconds: float) -> None:
