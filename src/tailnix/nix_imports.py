@@ -382,3 +382,15 @@ def _entry_span(source: str, entry: _Token) -> tuple[int, int]:
     while start > line_start and source[start - 1] in " \t":
         start -= 1
     return start, entry.end
+
+
+def remove_entry(source: str, path: str) -> str:
+    """`source` without the path `path` wherever it is a word (in flake.nix, an entry of a `modules` list).
+
+    Each entry goes with its line when it has the line alone, otherwise with the blanks before it (or,
+    first on its line, after it); comments and strings that name it stay.
+    """
+    for token in reversed([t for t in tokenize(source) if _is(t, "word", path)]):
+        start, end = _entry_span(source, token)
+        source = source[:start] + source[end:]
+    return source

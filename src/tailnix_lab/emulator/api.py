@@ -14,6 +14,11 @@ It speaks the documented shapes of the calls `tailnix rotate-key --mint` makes, 
   NeedsMachineAuth (device approval); `POST /api/v2/device/{id}/key` with `{"keyExpiryDisabled": BOOL}`:
   turn the expiry of its node key off or on. 200 `{}`, 401 for a bad token, 404 for an unknown device.
 
+- `GET /api/v2/tailnet/-/devices`: 200 `{"devices": [{"id", "nodeId", "hostname", "name", "addresses",
+  "tags", ...}]}`; `DELETE /api/v2/device/{id}` (the nodeId or the legacy numeric id): 200 with an empty
+  body, 404 `{"message"}` for an unknown device (the API v2 documentation, "Delete device"). A deleted
+  device is gone from the control plane: its node must log in again as a new one.
+
 While it runs it writes its address into the control plane's directory (`oauthkey.API_URL_FILE`): the
 lab's hosts have no internet, and their `tailscale up` with an OAuth client secret reaches
 https://api.tailscale.com there. A secret names its client (`tskey-client-<id>-...`), so the token call
@@ -44,6 +49,8 @@ MAX_EXPIRY_SECONDS = 90 * 86400
 TOKEN_LIFETIME_SECONDS = 3600
 # How often the serving loop looks for shutdown(): a test's teardown waits at most this long.
 SHUTDOWN_POLL_SECONDS = 0.02
+DEVICES_PATH = "/api/v2/tailnet/-/devices"
+DEVICE_PREFIX = "/api/v2/device/"
 
 
 @dataclass
@@ -93,9 +100,25 @@ class TailscaleApi:
                 self.wfile.write(payload)
 
             def do_GET(self) -> None:  # noqa: N802
+                if self.path.split("?")[0] == DEVICES_PATH:
+                    self._send(*api.list_devices(dict(self.headers.items())))
+                    return
                 self.send_response(404)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            def do_DELETE(self) -> None:  # noqa: N802
+                self._send(*api.delete_device(self.path, dict(self.headers.items())))
+
+            def _send(self, status: int, answer: dict[str, Any] | None) -> None:
+                # The real API answers a deleted device with 200 and an empty body.
+                payload = b"" if answer is None else json.dumps(answer).encode()
+                self.send_response(status)
+                if answer is not None:
+                    self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(
@@ -249,3 +272,38 @@ class TailscaleApi:
             "capabilities": {"devices": {"create": create}},
             "description": str(request.get("description") or ""),
         }
+
+    # -- devices: listing and deleting (retire) ----------------------------------------------------
+
+    def list_devices(self, headers: dict[str, str]) -> tuple[int, dict[str, Any] | None]:
+        """`GET /api/v2/tailnet/-/devices`: the fields of the API's default listing that tailnix reads."""
+        self._seen("GET", DEVICES_PATH, headers, [])
+        if self._client_of(headers) is None:
+            return 401, {"message": "API token invalid"}
+        devices = [
+            {
+                "id": str(node["Number"]),
+                "nodeId": node["ID"],
+                "hostname": node.get("HostName", ""),
+                "name": str(node.get("DNSName", "")).rstrip("."),
+                "addresses": list(node.get("TailscaleIPs") or []),
+                "tags": list(node.get("Tags") or []),
+                "authorized": bool(node.get("Authorized")),
+                "isEphemeral": bool(node.get("Ephemeral")),
+            }
+            for node in self.control.nodes()
+        ]
+        return 200, {"devices": devices}
+
+    def delete_device(self, path: str, headers: dict[str, str]) -> tuple[int, dict[str, Any] | None]:
+        """`DELETE /api/v2/device/{id}`: 200 and no body, or 404 for a device the tailnet does not have."""
+        self._seen("DELETE", path, headers, [])
+        device_id = path[len(DEVICE_PREFIX) :] if path.startswith(DEVICE_PREFIX) else ""
+        if not device_id or "/" in device_id:
+            return 404, {"message": "not found"}
+        if self._client_of(headers) is None:
+            return 401, {"message": "API token invalid"}
+        for node in self.control.nodes():
+            if device_id in (node["ID"], str(node["Number"])) and self.control.delete_node(node["ID"]):
+                return 200, None
+        return 404, {"message": "not found"}

@@ -1,0 +1,144 @@
+"""`tailnix retire HOST` end to end on lab hosts: the reverse of bootstrap.
+
+One fleet of three fresh hosts, bootstrapped once and Running: one is retired while it answers (reached
+as a non-root admin with sudo), one after its SSH has stopped answering, and one stays. The tests run in
+the order of a fleet's life.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tailnix.agekey import ssh_private_key_to_age_identity
+from tailnix.sops import SopsError, decrypt_value, read_metadata
+from tailnix_lab.emulator.api import TailscaleApi
+from tailnix_lab.emulator.control import ControlPlane
+from tailnix_lab.hosts import Lab
+
+from .deploying import SUDO_USER, etc_nixos
+from .test_fleet import Fleet, backend_state, new_fleet
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def fleet(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """Three fresh hosts, bootstrapped and Running: the one to retire (sudo), the one to lose, the one to keep."""
+    directory = tmp_path_factory.mktemp("retire-fleet")
+    hosts = [
+        lab.add_host(os="nixos", sudo_user=SUDO_USER),
+        lab.add_host(os="nixos"),
+        lab.add_host(os="nixos"),
+    ]
+    first_key = ControlPlane(lab.layout.control).mint_key(reusable=True)
+    created = new_fleet(lab, directory, hosts, first_key)
+    created.write_inventory()
+    for host in hosts:
+        configuration = lab.ssh(host.name, "cat /etc/nixos/configuration.nix").stdout
+        (directory / f"{host.name}.configuration.nix").write_text(configuration)
+    bootstrapped = created.tailnix("bootstrap", *(h.name for h in hosts), "-i", "inventory.py")
+    assert bootstrapped.returncode == 0, bootstrapped.stdout + bootstrapped.stderr
+    yield created
+    for host in created.hosts:
+        lab.stop_host(host.name)
+
+
+def _retire(
+    fleet: Fleet, api: TailscaleApi, *arguments: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    client_id, secret = api.add_client(("tag:server",))
+    env = {"TS_API_CLIENT_ID": client_id, "TS_API_CLIENT_SECRET": secret, "TS_BASE_URL": api.url}
+    return fleet.tailnix("retire", *arguments, "-i", "inventory.py", stdin=stdin, env=env)
+
+
+def _devices(fleet: Fleet, name: str) -> list[dict[str, object]]:
+    return [n for n in ControlPlane(fleet.lab.layout.control).nodes() if n["HostName"] == name]
+
+
+def _host_identity(fleet: Fleet, name: str) -> str:
+    private = fleet.lab.ssh(name, "cat /etc/ssh/ssh_host_ed25519_key").stdout
+    identity = fleet.directory / f"{name}.agekey"
+    identity.write_text(ssh_private_key_to_age_identity(private) + "\n")
+    identity.chmod(0o600)
+    return str(identity)
+
+
+def test_dry_run_and_an_unanswered_question_change_nothing(fleet: Fleet) -> None:
+    host = fleet.hosts[0].name
+    files = etc_nixos(fleet.lab, host)
+    before = (fleet.sops_config.read_bytes(), fleet.secrets.read_bytes())
+    with TailscaleApi(fleet.lab.layout.control) as api:
+        dry = _retire(fleet, api, host, "--dry")
+        unanswered = _retire(fleet, api, host)
+        asked = [(r.method, r.path) for r in api.requests]
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    [device] = _devices(fleet, host)
+    assert dry.stdout.splitlines() == [
+        f"{host}: log the node out (tailscale logout)",
+        f"{host}: remove tailscale-autoconnect.nix, secrets/tailscale.yaml, the import in "
+        "/etc/nixos/configuration.nix; nixos-rebuild switch",
+        f"tailnet: delete the device {str(device['DNSName']).rstrip('.')} ({device['ID']})",
+        f".sops.yaml: remove the recipient &{host} ({fleet.recipient(fleet.hosts[0])}) and re-encrypt",
+    ]
+    assert unanswered.returncode == 1
+    assert unanswered.stdout.endswith("not confirmed: nothing was changed\n")
+    assert ("DELETE", f"/api/v2/device/{device['ID']}") not in asked
+    assert etc_nixos(fleet.lab, host) == files
+    assert (fleet.sops_config.read_bytes(), fleet.secrets.read_bytes()) == before
+    assert backend_state(fleet.lab, host) == "Running"
+
+
+def test_retire_takes_a_reachable_host_off(fleet: Fleet) -> None:
+    host = fleet.hosts[0].name
+    identity = _host_identity(fleet, host)
+    with TailscaleApi(fleet.lab.layout.control) as api:
+        result = _retire(fleet, api, host, "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{host}: logged out; removed tailscale-autoconnect.nix" in result.stdout
+    assert "switched, and confirmed over a new SSH connection" in result.stdout
+    assert "tailnet: deleted the device" in result.stdout
+
+    listing = fleet.lab.ssh(host, "ls -A /etc/nixos").stdout.split()
+    assert "tailscale-autoconnect.nix" not in listing and "secrets" not in listing
+    configuration = fleet.lab.ssh(host, "cat /etc/nixos/configuration.nix").stdout
+    assert configuration == (fleet.directory / f"{host}.configuration.nix").read_text()
+    status = fleet.lab.ssh(host, "tailscale status --json --peers=false", check=False)
+    assert status.returncode != 0 or '"BackendState": "NeedsLogin"' in status.stdout
+    assert _devices(fleet, host) == []
+
+    assert f"&{host}" not in fleet.sops_config.read_text()
+    assert fleet.recipient(fleet.hosts[0]) not in read_metadata(fleet.secrets).recipients
+    with pytest.raises(SopsError):
+        decrypt_value(fleet.secrets, "tailscale_auth_key", age_key_file=identity)
+    for other in fleet.hosts[1:]:
+        assert backend_state(fleet.lab, other.name) == "Running"
+
+
+def test_a_second_retire_does_nothing(fleet: Fleet) -> None:
+    host = fleet.hosts[0].name
+    before = (fleet.sops_config.read_bytes(), fleet.secrets.read_bytes(), etc_nixos(fleet.lab, host))
+    with TailscaleApi(fleet.lab.layout.control) as api:
+        again = _retire(fleet, api, host, "--yes")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout == f"{host}: retired already: nothing to do\n"
+    assert (fleet.sops_config.read_bytes(), fleet.secrets.read_bytes(), etc_nixos(fleet.lab, host)) == before
+
+
+def test_an_unreachable_host_loses_its_device_and_recipient_and_keeps_its_files(fleet: Fleet) -> None:
+    gone, kept = fleet.hosts[1], fleet.hosts[2]
+    fleet.lab.stop_host(gone.name)
+    with TailscaleApi(fleet.lab.layout.control) as api:
+        result = _retire(fleet, api, gone.name, "--yes")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{gone.name}: error: not reached" in result.stderr
+    assert (
+        "tailscale-autoconnect.nix, the secrets file and the import were left in /etc/nixos" in result.stderr
+    )
+    assert "tailnet: deleted the device" in result.stdout
+    assert _devices(fleet, gone.name) == []
+    assert f"&{gone.name}" not in fleet.sops_config.read_text()
+    assert fleet.recipient(gone) not in read_metadata(fleet.secrets).recipients
+    assert backend_state(fleet.lab, kept.name) == "Running"
