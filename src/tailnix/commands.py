@@ -1,9 +1,11 @@
-"""The fleet commands of `tailnix`: init, bootstrap, forget, rotate-key, check, deploy and status.
+"""The fleet commands of `tailnix`: init, bootstrap, retire, forget, rotate-key, check, deploy and status.
 
 Exit codes (also in the README):
 
 - init: 0 written; 1 refused or not written (the message names the path and what to do); 2 a usage error.
 - bootstrap, forget, rotate-key, deploy: 0 done on every host; 1 something failed (named in the output);
+  2 a usage error.
+- retire: 0 all done (or retired already); 1 something failed or was left (named in the output);
   2 a usage error.
 - check: 0 fine; 1 a warning (the key expires within --warn-days, or its expiry is not recorded; with
   --hosts, a node key that expires within --warn-days); 2 expired or broken (or the check could not run).

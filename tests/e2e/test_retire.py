@@ -142,3 +142,34 @@ def test_an_unreachable_host_loses_its_device_and_recipient_and_keeps_its_files(
     assert f"&{gone.name}" not in fleet.sops_config.read_text()
     assert fleet.recipient(gone) not in read_metadata(fleet.secrets).recipients
     assert backend_state(fleet.lab, kept.name) == "Running"
+
+
+def test_a_git_flake_host_whose_flake_names_the_module_gets_its_flake_back(
+    lab: Lab, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    host = lab.add_host(os="nixos", flake="inline", git=True)
+    try:
+        directory = tmp_path_factory.mktemp("retire-flake")
+        flake = new_fleet(lab, directory, [host], ControlPlane(lab.layout.control).mint_key(reusable=True))
+        flake.write_inventory()
+        before = lab.ssh(host.name, "cat /etc/nixos/flake.nix").stdout
+        configuration = lab.ssh(host.name, "cat /etc/nixos/configuration.nix").stdout
+        # As the deploy tells a flake that does not build from configuration.nix: the module in its modules.
+        lab.ssh(
+            host.name,
+            "sed -i 's|        ./hardware-configuration.nix|        ./hardware-configuration.nix\\n"
+            "        ./tailscale-autoconnect.nix|' /etc/nixos/flake.nix",
+        )
+        bootstrapped = flake.tailnix("bootstrap", host.name, "-i", "inventory.py")
+        assert bootstrapped.returncode == 0, bootstrapped.stdout + bootstrapped.stderr
+
+        result = flake.tailnix("retire", host.name, "-i", "inventory.py", "--yes", "--keep-device")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "the entry in /etc/nixos/flake.nix" in result.stdout
+        assert "tailnet: the device is kept (--keep-device)" in result.stdout
+        assert lab.ssh(host.name, "cat /etc/nixos/flake.nix").stdout == before
+        assert lab.ssh(host.name, "cat /etc/nixos/configuration.nix").stdout == configuration
+        assert lab.ssh(host.name, "git -C /etc/nixos status --porcelain").stdout.strip() == ""
+        assert len(_devices(flake, host.name)) == 1  # kept, logged out
+    finally:
+        lab.stop_host(host.name)
