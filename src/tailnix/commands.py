@@ -544,6 +544,12 @@ def retire_command(
             click.echo(f"{host}: error: {result.detail or 'the retire failed'}", err=True)
             for line in result.evidence:
                 click.echo(f"  {line}", err=True)
+            if plan.on_host.logged_in:
+                click.echo(
+                    f"{host}: its node may be logged out already; `tailnix deploy --limit {host}` logs it in "
+                    f"again, `tailnix retire {host}` tries again",
+                    err=True,
+                )
             ok = False
     if plan.device_problem is not None:
         click.echo(f"tailnet: error: {plan.device_problem}", err=True)

@@ -55,7 +55,7 @@ def _request(base_url: str, token: str, method: str, path: str, what: str) -> An
             answer = {}
         message = answer.get("message") if isinstance(answer, dict) else None
         raise DeviceApiError(
-            f"{what}: {request.full_url} answered {error.code}: {message or error.reason}"
+            f"{what}: {request.full_url} answered {error.code}: {message or error.reason}", error.code
         ) from None
     except (urllib.error.URLError, OSError) as error:
         raise DeviceApiError(

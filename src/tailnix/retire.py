@@ -30,7 +30,9 @@ class HostPart:
     """What is to be done on the host itself, or why it cannot be."""
 
     unreachable: str | None = None
-    """Why the host could not be read (not in the inventory, no SSH, ...); None when it was."""
+    """Why the host could not be read (no SSH, sudo refused, ...); None when it was."""
+    not_in_inventory: bool = False
+    """The host is not in the inventory: it is not asked (`forget`'s case, a host already gone)."""
     logged_in: bool = False
     removal: Removal | None = None
     switch: bool = False
@@ -40,7 +42,12 @@ class HostPart:
     @property
     def work(self) -> bool:
         """Whether anything is to be done on the host."""
-        return self.unreachable is None and (self.logged_in or self.switch or self.refused is not None)
+        return self.reached and (self.logged_in or self.switch or self.refused is not None)
+
+    @property
+    def reached(self) -> bool:
+        """Whether the host was asked and answered."""
+        return self.unreachable is None and not self.not_in_inventory
 
 
 @dataclass
@@ -70,7 +77,9 @@ class RetirePlan:
     def lines(self) -> list[str]:
         """The plan, a line per part, as `--dry` and the confirmation show it."""
         part, host = self.on_host, self.host
-        if part.unreachable is not None:
+        if part.not_in_inventory:
+            said = [f"{host}: not in the inventory, so not asked: files on it, if any, stay"]
+        elif part.unreachable is not None:
             said = [
                 f"{host}: cannot be reached ({part.unreachable}): its files stay and its node is not logged out"
             ]
@@ -106,7 +115,7 @@ class RetirePlan:
 def read_host(inventory_file: Path, member: FleetHost | None) -> HostPart:
     """The host's part of the plan, read over SSH as the deploy reads it."""
     if member is None:
-        return HostPart(unreachable=f"not in {inventory_file.name}")
+        return HostPart(not_in_inventory=True)
     reading = read_fact(inventory_file, STATE_FACT, [member])
     problem = reading.errors.get(member.name) or reading.refused.get(member.name)
     if problem is not None:

@@ -173,3 +173,12 @@ def test_a_git_flake_host_whose_flake_names_the_module_gets_its_flake_back(
         assert len(_devices(flake, host.name)) == 1  # kept, logged out
     finally:
         lab.stop_host(host.name)
+
+
+def test_a_host_gone_from_the_inventory_is_retired_already(fleet: Fleet) -> None:
+    gone, kept = fleet.hosts[1], fleet.hosts[2]
+    fleet.lab.write_inventory(fleet.inventory, hosts=[kept.name], secrets_file=fleet.secrets)
+    with TailscaleApi(fleet.lab.layout.control) as api:
+        again = _retire(fleet, api, gone.name, "--yes")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout == f"{gone.name}: retired already: nothing to do\n"
