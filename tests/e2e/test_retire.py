@@ -182,3 +182,30 @@ def test_a_host_gone_from_the_inventory_is_retired_already(fleet: Fleet) -> None
         again = _retire(fleet, api, gone.name, "--yes")
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout == f"{gone.name}: retired already: nothing to do\n"
+
+
+def test_a_switch_that_fails_puts_every_file_back(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> None:
+    host = lab.add_host(os="nixos")
+    try:
+        directory = tmp_path_factory.mktemp("retire-failing")
+        failing = new_fleet(lab, directory, [host], ControlPlane(lab.layout.control).mint_key(reusable=True))
+        failing.write_inventory()
+        bootstrapped = failing.tailnix("bootstrap", host.name, "-i", "inventory.py")
+        assert bootstrapped.returncode == 0, bootstrapped.stdout + bootstrapped.stderr
+        # An option NixOS does not have, added by hand since: the switch stops at evaluation.
+        lab.ssh(
+            host.name,
+            "sed -i 's/services.openssh.enable = true;/services.openssh.enable = true;\\n  services.tailscal.enable = true;/' "
+            "/etc/nixos/configuration.nix",
+        )
+        before = etc_nixos(lab, host.name)
+        result = failing.tailnix("retire", host.name, "-i", "inventory.py", "--yes", "--keep-device")
+        assert result.returncode == 1
+        assert (
+            f"{host.name}: error: nixos-rebuild switch failed (exit 1: the configuration did not evaluate or "
+            "build; /etc/nixos restored)" in result.stderr
+        )
+        assert f"`tailnix deploy --limit {host.name}` logs it in again" in result.stderr
+        assert etc_nixos(lab, host.name) == before
+    finally:
+        lab.stop_host(host.name)
