@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from pyinfra.context import ctx_host, ctx_state
 
+from tailnix import operations, retirement
 from tailnix.facts import HostState
 from tailnix.retirement import RETIRED, Removal, logged_in, needs_switch, removal
+
+from .test_operation_tables import FakeHost, _plan, _written
 
 BEFORE = "{ ... }:\n{\n  imports = [ ./hardware-configuration.nix ];\n}\n"
 IMPORTED = "{ ... }:\n{\n  imports = [ ./hardware-configuration.nix ./tailscale-autoconnect.nix ];\n}\n"
@@ -85,3 +89,62 @@ def test_a_flake_that_names_the_module_loses_the_entry_only() -> None:
 )
 def test_logged_in_states(backend: str, expected: bool) -> None:
     assert logged_in(replace(DEPLOYED, tailscale_status={"BackendState": backend})) is expected
+
+
+# The operations themselves, run as test_operation_tables runs the deploy's: a host context with the
+# state canned, nothing connected.
+
+
+def _commands(operation: str, state: HostState, **arguments: int) -> tuple[list[object], list[str]]:
+    host = FakeHost(state)
+    operations._STATES.clear()
+    try:
+        with ctx_state.use(host.state), ctx_host.use(host):
+            function = getattr(retirement, operation)._inner
+            written = [_written(command, _plan({}, None)) for command in function(**arguments)]
+    finally:
+        operations._STATES.clear()
+    return written, host.noops
+
+
+def test_logout_runs_tailscale_logout_once() -> None:
+    assert _commands("logout", DEPLOYED) == (["tailscale logout"], [])
+    assert _commands("logout", RETIRED_HOST) == ([], ["the node is not logged in"])
+
+
+def test_remove_files_takes_the_lock_keeps_the_originals_and_removes() -> None:
+    commands, noops = _commands("remove_files", DEPLOYED, lock_timeout=120)
+    assert noops == []
+    assert commands[0][0] == "lock.sh"  # type: ignore[index]
+    assert commands[1:6] == [
+        [
+            "record-original.sh",
+            "/var/lib/tailnix/pending",
+            "/etc/nixos/tailscale-autoconnect.nix",
+            ".tailnix-absent",
+        ],
+        "rm -f /etc/nixos/tailscale-autoconnect.nix",
+        [
+            "record-original.sh",
+            "/var/lib/tailnix/pending",
+            "/etc/nixos/secrets/tailscale.yaml",
+            ".tailnix-absent",
+        ],
+        "rm -f /etc/nixos/secrets/tailscale.yaml",
+        "rmdir /etc/nixos/secrets 2>/dev/null || true",
+    ]
+    assert ["upload", "/etc/nixos/.configuration.nix.tailnix-new", BEFORE] in commands
+    assert _commands("remove_files", RETIRED_HOST, lock_timeout=120) == (
+        [],
+        ["nothing of tailnix in /etc/nixos"],
+    )
+
+
+def test_switch_only_when_something_of_tailnix_is_left() -> None:
+    assert _commands("switch", RETIRED_HOST, confirm_timeout=60) == (
+        [],
+        ["the running system has no tailnix module"],
+    )
+    commands, _ = _commands("switch", DEPLOYED, confirm_timeout=60)
+    assert commands[0][0] == "switch-start.sh" and "retired" in commands[0]  # type: ignore[index,operator]
+    assert commands[1][0] == "await_switch"  # type: ignore[index]
