@@ -91,11 +91,20 @@ def test_dry_run_and_an_unanswered_question_change_nothing(fleet: Fleet) -> None
     assert backend_state(fleet.lab, host) == "Running"
 
 
-def test_retire_takes_a_reachable_host_off(fleet: Fleet) -> None:
+@pytest.fixture(scope="module")
+def retired(fleet: Fleet) -> tuple[subprocess.CompletedProcess[str], str]:
+    """The first host retired while it answers: the run, and its host key as an age identity file."""
     host = fleet.hosts[0].name
     identity = _host_identity(fleet, host)
     with TailscaleApi(fleet.lab.layout.control) as api:
-        result = _retire(fleet, api, host, "--yes")
+        return _retire(fleet, api, host, "--yes"), identity
+
+
+def test_retire_takes_a_reachable_host_off(
+    fleet: Fleet, retired: tuple[subprocess.CompletedProcess[str], str]
+) -> None:
+    host = fleet.hosts[0].name
+    result, identity = retired
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{host}: logged out; removed tailscale-autoconnect.nix" in result.stdout
     assert "switched, and confirmed over a new SSH connection" in result.stdout
@@ -113,11 +122,12 @@ def test_retire_takes_a_reachable_host_off(fleet: Fleet) -> None:
     assert fleet.recipient(fleet.hosts[0]) not in read_metadata(fleet.secrets).recipients
     with pytest.raises(SopsError):
         decrypt_value(fleet.secrets, "tailscale_auth_key", age_key_file=identity)
-    for other in fleet.hosts[1:]:
-        assert backend_state(fleet.lab, other.name) == "Running"
+    assert backend_state(fleet.lab, fleet.hosts[2].name) == "Running"
 
 
-def test_a_second_retire_does_nothing(fleet: Fleet) -> None:
+def test_a_second_retire_does_nothing(
+    fleet: Fleet, retired: tuple[subprocess.CompletedProcess[str], str]
+) -> None:
     host = fleet.hosts[0].name
     before = (fleet.sops_config.read_bytes(), fleet.secrets.read_bytes(), etc_nixos(fleet.lab, host))
     with TailscaleApi(fleet.lab.layout.control) as api:
@@ -127,11 +137,18 @@ def test_a_second_retire_does_nothing(fleet: Fleet) -> None:
     assert (fleet.sops_config.read_bytes(), fleet.secrets.read_bytes(), etc_nixos(fleet.lab, host)) == before
 
 
-def test_an_unreachable_host_loses_its_device_and_recipient_and_keeps_its_files(fleet: Fleet) -> None:
-    gone, kept = fleet.hosts[1], fleet.hosts[2]
-    fleet.lab.stop_host(gone.name)
+@pytest.fixture(scope="module")
+def lost(fleet: Fleet) -> subprocess.CompletedProcess[str]:
+    """The second host retired after its SSH stopped answering."""
+    fleet.lab.stop_host(fleet.hosts[1].name)
     with TailscaleApi(fleet.lab.layout.control) as api:
-        result = _retire(fleet, api, gone.name, "--yes")
+        return _retire(fleet, api, fleet.hosts[1].name, "--yes")
+
+
+def test_an_unreachable_host_loses_its_device_and_recipient_and_keeps_its_files(
+    fleet: Fleet, lost: subprocess.CompletedProcess[str]
+) -> None:
+    gone, kept, result = fleet.hosts[1], fleet.hosts[2], lost
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"{gone.name}: error: not reached" in result.stderr
     assert (
@@ -176,7 +193,9 @@ def test_a_git_flake_host_whose_flake_names_the_module_gets_its_flake_back(
         lab.stop_host(host.name)
 
 
-def test_a_host_gone_from_the_inventory_is_retired_already(fleet: Fleet) -> None:
+def test_a_host_gone_from_the_inventory_is_retired_already(
+    fleet: Fleet, lost: subprocess.CompletedProcess[str]
+) -> None:
     gone, kept = fleet.hosts[1], fleet.hosts[2]
     fleet.lab.write_inventory(fleet.inventory, hosts=[kept.name], secrets_file=fleet.secrets)
     with TailscaleApi(fleet.lab.layout.control) as api:
