@@ -137,6 +137,20 @@ def test_a_second_retire_does_nothing(
     assert (fleet.sops_config.read_bytes(), fleet.secrets.read_bytes(), etc_nixos(fleet.lab, host)) == before
 
 
+def test_without_an_oauth_client_it_says_the_device_was_not_deleted_and_how_to(
+    fleet: Fleet, retired: tuple[subprocess.CompletedProcess[str], str]
+) -> None:
+    host = fleet.hosts[0].name
+    before = (fleet.sops_config.read_bytes(), fleet.secrets.read_bytes())
+    result = fleet.tailnix("retire", host, "-i", "inventory.py", "--yes")
+    assert result.returncode == 1
+    assert (
+        f"tailnet: error: no OAuth client ($TS_API_CLIENT_ID and $TS_API_CLIENT_SECRET, or --oauth-file): the device {host} is not deleted; remove it in the admin console"
+        in result.stderr
+    )
+    assert (fleet.sops_config.read_bytes(), fleet.secrets.read_bytes()) == before
+
+
 @pytest.fixture(scope="module")
 def lost(fleet: Fleet) -> subprocess.CompletedProcess[str]:
     """The second host retired after its SSH stopped answering."""
