@@ -243,3 +243,34 @@ def test_a_switch_that_fails_puts_every_file_back(lab: Lab, tmp_path_factory: py
         assert etc_nixos(lab, host.name) == before
     finally:
         lab.stop_host(host.name)
+
+
+def test_an_empty_imports_list_comes_back_from_the_copy_the_deploy_kept(
+    lab: Lab, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    host = lab.add_host(os="nixos")
+    try:
+        directory = tmp_path_factory.mktemp("retire-empty-list")
+        plain = new_fleet(lab, directory, [host], ControlPlane(lab.layout.control).mint_key(reusable=True))
+        plain.write_inventory()
+        # `imports = [ ];` with the import added reads exactly as an `imports` the deploy added whole: only
+        # the copy kept in /var/lib/tailnix/backup tells them apart.
+        lab.ssh(
+            host.name,
+            "sed -i -z 's|imports =\\n    \\[ # Include the results of the hardware scan.\\n"
+            "      ./hardware-configuration.nix\\n    \\];|imports = [ ];|' /etc/nixos/configuration.nix",
+        )
+        configuration = lab.ssh(host.name, "cat /etc/nixos/configuration.nix").stdout
+        assert "  imports = [ ];\n" in configuration
+        bootstrapped = plain.tailnix("bootstrap", host.name, "-i", "inventory.py")
+        assert bootstrapped.returncode == 0, bootstrapped.stdout + bootstrapped.stderr
+        assert (
+            "imports = [ ./tailscale-autoconnect.nix ];"
+            in lab.ssh(host.name, "cat /etc/nixos/configuration.nix").stdout
+        )
+
+        result = plain.tailnix("retire", host.name, "-i", "inventory.py", "--yes", "--keep-device")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert lab.ssh(host.name, "cat /etc/nixos/configuration.nix").stdout == configuration
+    finally:
+        lab.stop_host(host.name)
