@@ -27,7 +27,7 @@ SECTIONS = {
     "Start": ("init",),
     "Daily": ("deploy", "status", "check"),
     "Keys": ("rotate-key",),
-    "Hosts": ("bootstrap", "forget"),
+    "Hosts": ("bootstrap", "retire", "forget"),
     "Inspect": ("module",),
 }
 
@@ -102,6 +102,7 @@ def module_command(host: str, inventory_file: Path, offline: bool) -> None:
 
 main.add_command(commands.init_command)
 main.add_command(commands.bootstrap_command)
+main.add_command(commands.retire_command)
 main.add_command(commands.forget_command)
 main.add_command(commands.rotate_key_command)
 main.add_command(commands.check_command)

@@ -1,9 +1,11 @@
-"""The fleet commands of `tailnix`: init, bootstrap, forget, rotate-key, check, deploy and status.
+"""The fleet commands of `tailnix`: init, bootstrap, retire, forget, rotate-key, check, deploy and status.
 
 Exit codes (also in the README):
 
 - init: 0 written; 1 refused or not written (the message names the path and what to do); 2 a usage error.
 - bootstrap, forget, rotate-key, deploy: 0 done on every host; 1 something failed (named in the output);
+  2 a usage error.
+- retire: 0 all done (or retired already); 1 something failed or was left (named in the output);
   2 a usage error.
 - check: 0 fine; 1 a warning (the key expires within --warn-days, or its expiry is not recorded; with
   --hosts, a node key that expires within --warn-days); 2 expired or broken (or the check could not run).
@@ -25,7 +27,7 @@ from typing import Any, TypeVar
 
 import click
 
-from tailnix import mint
+from tailnix import mint, paths, retire
 from tailnix.adminkey import AdminKeyError, find_or_make_admin_key, sops_age_key_file
 from tailnix.authkey import (
     BROKEN,
@@ -507,6 +509,123 @@ def forget_command(
     _print_recipients(update, location)
     if any(h.name == host for h in fleet):
         click.echo(f"note: {host} is still in {inventory_file}; remove it there, or its next deploy fails")
+
+
+@click.command("retire")
+@click.argument("host")
+@inventory_option
+@click.option("--dry", is_flag=True, help="Show what would be done; change nothing.")
+@click.option("--yes", is_flag=True, help="Do it without asking (for scripts).")
+@click.option("--keep-device", is_flag=True, help="Leave the device in the tailnet.")
+@click.option(
+    "--oauth-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The OAuth client's sops file, as for rotate-key --mint (when the environment has no client).",
+)
+@click.option(
+    "--api-url",
+    envvar=mint.BASE_URL_ENV,
+    default=mint.DEFAULT_BASE_URL,
+    show_default=True,
+    help=f"The Tailscale API (also ${mint.BASE_URL_ENV}).",
+)
+@sops_options
+def retire_command(
+    host: str,
+    inventory_file: Path,
+    dry: bool,
+    yes: bool,
+    keep_device: bool,
+    oauth_file: Path | None,
+    api_url: str,
+    secrets_file: Path | None,
+    sops_config: Path | None,
+) -> None:
+    """Take HOST off the tailnet and out of the fleet: the reverse of bootstrap.
+
+    Logs the node out, removes tailscale-autoconnect.nix, the secrets file and the import from
+    /etc/nixos and switches (with the deploy's rollback), deletes the device through the API (with the
+    OAuth client of rotate-key --mint) unless --keep-device, and removes the host's recipient from
+    .sops.yaml, re-encrypting the secrets file without it. An unreachable host keeps its files; the rest
+    is done. A second retire does nothing. Exit 0: all done; 1: something failed or was left; 2: usage.
+
+    Example: tailnix retire oldbox --yes
+    """
+    base_dir = inventory_directory(inventory_file)
+    try:
+        fleet = load_fleet(inventory_file) if inventory_file.is_file() else []
+        member = next((h for h in fleet if h.name == host), None)
+        location = secrets_location(
+            fleet, base_dir=base_dir, secrets_file=secrets_file, sops_config=sops_config
+        )
+        plan = retire.RetirePlan(
+            host,
+            retire.device_hostname(member, host, base_dir),
+            retire.read_host(inventory_file, member),
+            keep_device=keep_device,
+            recipient=retire.recipient_of(location, host),
+        )
+        api = None if keep_device else retire.find_devices(plan, api_url, retire.oauth_client(oauth_file))
+    except (FleetError, mint.MintError) as error:
+        raise click.ClickException(str(error)) from None
+    if plan.nothing_to_do:
+        click.echo(f"{host}: retired already: nothing to do")
+        return
+    for line in plan.lines():
+        click.echo(line)
+    if dry:
+        return
+    if not yes and not _confirmed(f"Retire {host}?"):
+        click.echo("not confirmed: nothing was changed")
+        sys.exit(1)
+    click.echo("")
+    ok = plan.device_problem is None
+    if plan.on_host.unreachable is not None:
+        click.echo(
+            f"{host}: error: not reached ({plan.on_host.unreachable}): tailscale-autoconnect.nix, the secrets "
+            f"file and the import were left in {paths.NIXOS_DIR}; run `tailnix retire {host}` again once it "
+            "answers",
+            err=True,
+        )
+        ok = False
+    elif plan.on_host.work:
+        result = retire.retire_on_host(inventory_file, host)
+        if result.ok:
+            done = ["logged out"] if plan.on_host.logged_in else []
+            removed = plan.on_host.removal.describe() if plan.on_host.removal else []
+            done += [f"removed {', '.join(removed)}"] if removed else []
+            done += ["switched, and confirmed over a new SSH connection"] if result.switched else []
+            click.echo(f"{host}: {'; '.join(done) or 'done'}")
+        else:
+            click.echo(f"{host}: error: {result.detail or 'the retire failed'}", err=True)
+            for line in result.evidence:
+                click.echo(f"  {line}", err=True)
+            if plan.on_host.logged_in:
+                click.echo(
+                    f"{host}: its node may be logged out already; `tailnix deploy --limit {host}` logs it in "
+                    f"again, `tailnix retire {host}` tries again",
+                    err=True,
+                )
+            ok = False
+    if plan.device_problem is not None:
+        click.echo(f"tailnet: error: {plan.device_problem}", err=True)
+    elif api is not None:
+        said, deleted = retire.delete_devices(api, plan.devices)
+        for line in said:
+            click.echo(line, err=line.startswith("tailnet: error"))
+        ok = ok and deleted
+    if plan.recipient is not None:
+        try:
+            _print_recipients(forget_recipient(location, host), location)
+        except FleetError as error:
+            click.echo(f"{location.sops_config.name}: error: {error}", err=True)
+            ok = False
+        if fleet and len(fleet) > 1:
+            click.echo("deploy afterwards (`tailnix deploy`) to give the other hosts the re-encrypted file")
+    if member is not None:
+        click.echo(f"note: {host} is still in {inventory_file}; remove it there, or its next deploy fails")
+    if not ok:
+        sys.exit(1)
 
 
 def _read_new_key() -> str:

@@ -306,3 +306,91 @@ def add_import(source: str, import_path: str) -> str:
         line_start = _line_start(source, closing.start)
         return f"{source[:line_start]}{indent}{import_path}\n{source[line_start:]}"
     return f"{source[: last.end]} {import_path}{source[last.end :]}"
+
+
+def remove_import(source: str, import_path: str, *, original: str | None = None) -> str:
+    """`source` without `import_path` in its top-level imports list: the reverse of `add_import`.
+
+    + original: the file as it was before the import was added (a deploy keeps a copy); used as it is
+      when adding the import to it gives exactly `source`, so the file comes back byte for byte
+
+    What `add_import` wrote is taken out again: the entry, its line when it had one of its own, or the
+    whole `imports = [ ... ];` it added to a module that had none. Every other byte stays. A `[ ]` that
+    got the entry and a list that tailnix added whole read the same; without `original` the list goes.
+    Raises ImportEditError for a shape `add_import` refuses.
+    """
+    if original is not None:
+        try:
+            if add_import(original, import_path) == source:
+                return original
+        except ImportEditError:
+            pass
+    tokens = [t for t in tokenize(source) if t.kind != "comment"]
+    if not tokens:
+        raise ImportEditError("the file is empty")
+    located = _find_imports(tokens)
+    if located is None:
+        return source
+    open_index, close_index = located
+    entries = [t for t in tokens[open_index + 1 : close_index] if _is(t, "word", import_path)]
+    if not entries:
+        return source
+    if close_index - open_index == 2:
+        statement = _whole_statement(source, tokens, open_index, close_index)
+        if statement is not None:
+            return source[: statement[0]] + source[statement[1] :]
+    start, end = _entry_span(source, entries[-1])
+    return remove_import(source[:start] + source[end:], import_path)
+
+
+def _whole_statement(
+    source: str, tokens: list[_Token], open_index: int, close_index: int
+) -> tuple[int, int] | None:
+    """The span of an `imports = [ X ];` that `add_import` added to a module without imports, if it is one."""
+    name, semicolon = tokens[open_index - 2], tokens[close_index + 1]
+    if source[name.start : semicolon.end] != f"imports = [ {tokens[open_index + 1].text} ];":
+        return None
+    body = tokens[open_index - 3]
+    if not _is(body, "punct", "{"):
+        return None
+    if source[body.end : name.start] == " ":
+        return body.end, semicolon.end  # `{ imports = [ X ]; ...` on the `{` line
+    line_start = _line_start(source, name.start)
+    line_end = source.find("\n", semicolon.end)
+    if (
+        _starts_its_line(source, name.start)
+        and line_end == semicolon.end
+        and source[body.end : line_start].strip() == ""
+    ):
+        return line_start, line_end + 1  # its own line, first under the `{` line
+    return None
+
+
+def _entry_span(source: str, entry: _Token) -> tuple[int, int]:
+    """The text to cut for one list entry: its line when it has the line alone, else it and one side's blanks."""
+    line_start = _line_start(source, entry.start)
+    line_end = source.find("\n", entry.end)
+    line_end = len(source) if line_end < 0 else line_end
+    if _starts_its_line(source, entry.start):
+        if source[entry.end : line_end].strip() == "":
+            return line_start, min(line_end + 1, len(source))
+        end = entry.end
+        while end < line_end and source[end] in " \t":
+            end += 1
+        return entry.start, end
+    start = entry.start
+    while start > line_start and source[start - 1] in " \t":
+        start -= 1
+    return start, entry.end
+
+
+def remove_entry(source: str, path: str) -> str:
+    """`source` without the path `path` wherever it is a word (in flake.nix, an entry of a `modules` list).
+
+    Each entry goes with its line when it has the line alone, otherwise with the blanks before it (or,
+    first on its line, after it); comments and strings that name it stay.
+    """
+    for token in reversed([t for t in tokenize(source) if _is(t, "word", path)]):
+        start, end = _entry_span(source, token)
+        source = source[:start] + source[end:]
+    return source

@@ -230,15 +230,16 @@ def _module(state: HostState, plan: HostPlan) -> ModuleFile:
     return plan.module_for(sops_nix_from_flake=flake is not None and flake.uses_sops_nix_module)
 
 
-def _record_original(dest: str) -> StringCommand:
+def record_original(dest: str) -> StringCommand:
     """Keep the file's current version (or that it did not exist) until a switch succeeds."""
     return StringCommand(host_scripts.command("record-original.sh", paths.PENDING_DIR, dest, ABSENT_SUFFIX))
 
 
-def _replace_file(dest: str, content: str | StringIO, mode: str) -> Commands:
+def replace_file(dest: str, content: str | StringIO, mode: str) -> Commands:
+    """Replace `dest` atomically with `content` (root-owned, `mode`), its original kept until a switch succeeds."""
     directory, name = dest.rsplit("/", 1)
     temporary = f"{directory}/.{name}.tailnix-new"
-    yield _record_original(dest)
+    yield record_original(dest)
     yield FileUploadCommand(content, temporary)
     yield StringCommand(
         "chown root:root {0} && chmod {1} {0} && mv -f {0} {2}".format(
@@ -361,7 +362,7 @@ def preflight(plan: HostPlan) -> Commands:
             f"{plan.settings.host} is NixOS {state.os_version}, can decrypt the secrets file, and needs no change"
         )
         return
-    yield StringCommand(_lock_script(plan.settings.lock_timeout))
+    yield StringCommand(lock_command(plan.settings.lock_timeout))
     if _edited_configuration(state) is not None:
         yield StringCommand(_parses_as_it_is_script())
 
@@ -383,7 +384,8 @@ def lock_holder() -> str:
     return f"{user}@{socket.gethostname()} (pid {os.getpid()}) since {since}"
 
 
-def _lock_script(timeout: int) -> str:
+def lock_command(timeout: int) -> str:
+    """The command that takes the host's deploy lock for this SSH connection (host_scripts/lock.sh)."""
     return host_scripts.command(
         "lock.sh",
         paths.STATE_DIR,
@@ -417,7 +419,7 @@ def secrets_file(plan: HostPlan) -> Commands:
         f"if [ ! -d {directory} ]; then install -d -m 0700 {parent} && : > {marker}; fi && "
         f"install -d -m 0700 -o root -g root {directory}"
     )
-    yield from _replace_file(paths.SECRETS_FILE, str(plan.settings.secrets_file), "0600")
+    yield from replace_file(paths.SECRETS_FILE, str(plan.settings.secrets_file), "0600")
 
 
 @operation()
@@ -431,7 +433,7 @@ def module_file(plan: HostPlan) -> Commands:
     if state.module_sha256 == module.sha256:
         host.noop(f"{paths.MODULE_FILE} is up to date")
         return
-    yield from _replace_file(paths.MODULE_FILE, StringIO(module.text), "0644")
+    yield from replace_file(paths.MODULE_FILE, StringIO(module.text), "0644")
 
 
 def _uneditable_message(error: ImportEditError) -> str:
@@ -464,7 +466,7 @@ def configuration_import() -> Commands:
         f"install -d -m 0700 {paths.BACKUP_DIR} && "
         f'cp -a {paths.CONFIGURATION_FILE} {backup}"$(date -u +%Y%m%dT%H%M%SZ)"'
     )
-    yield from _replace_file(paths.CONFIGURATION_FILE, StringIO(edited), "0644")
+    yield from replace_file(paths.CONFIGURATION_FILE, StringIO(edited), "0644")
 
 
 def needs_switch(state: HostState, plan: HostPlan) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tailnix.nix_imports import ImportEditError, add_import, has_import
+from tailnix.nix_imports import ImportEditError, add_import, has_import, remove_import
 
 IMPORT = "./tailscale-autoconnect.nix"
 
@@ -136,3 +136,47 @@ def test_commented_out_import_does_not_count() -> None:
 def test_unsafe_shapes_are_refused(source: str) -> None:
     with pytest.raises(ImportEditError):
         add_import(source, IMPORT)
+
+
+# The shapes whose edit cannot be told apart from another's without the file from before it: an empty list
+# `[ ]` that got the import reads exactly as an `imports = [ ... ];` that tailnix added whole.
+NEEDS_THE_ORIGINAL = {"empty list"}
+
+
+@pytest.mark.parametrize("shape", sorted(set(SHAPES) - NEEDS_THE_ORIGINAL))
+def test_removal_gives_back_the_file_from_before_the_import(shape: str, tmp_path: Path) -> None:
+    before, edited = SHAPES[shape]
+    assert remove_import(edited, IMPORT) == before
+    _parses(tmp_path, remove_import(edited, IMPORT))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_removal_with_the_kept_original_is_exact(shape: str, tmp_path: Path) -> None:
+    before, edited = SHAPES[shape]
+    assert remove_import(edited, IMPORT, original=before) == before
+
+
+def test_an_empty_list_without_its_original_still_loses_only_the_import(tmp_path: Path) -> None:
+    removed = remove_import(SHAPES["empty list"][1], IMPORT)
+    assert not has_import(removed, IMPORT)
+    _parses(tmp_path, removed)
+
+
+def test_an_original_that_does_not_give_this_file_is_not_used() -> None:
+    edited = SHAPES["one line"][1].replace("{ pkgs", "{ lib, pkgs")
+    assert remove_import(edited, IMPORT, original=SHAPES["one line"][0]) == SHAPES["one line"][0].replace(
+        "{ pkgs", "{ lib, pkgs"
+    )
+
+
+def test_an_import_among_the_users_own_lines_is_removed_alone() -> None:
+    edited = "{ ... }:\n{\n  imports = [\n    ./a.nix\n    ./tailscale-autoconnect.nix # mine\n    ./b.nix\n  ];\n}\n"
+    assert (
+        remove_import(edited, IMPORT)
+        == "{ ... }:\n{\n  imports = [\n    ./a.nix\n    # mine\n    ./b.nix\n  ];\n}\n"
+    )
+
+
+def test_removal_without_the_import_changes_nothing() -> None:
+    for before, _ in SHAPES.values():
+        assert remove_import(before, IMPORT) == before

@@ -29,7 +29,11 @@ restore() {
           git -C "$nixos_dir" rm -q --cached --ignore-unmatch -- "${relative#"$nixos_dir"/}" 2>/dev/null
         fi
         ;;
-      *) cp -a "$pending/${kept#./}" "$target" ;;
+      *)
+        # A directory the change removed (retire's secrets directory) comes back first.
+        [ -d "${target%/*}" ] || install -d -m 0700 "${target%/*}"
+        cp -a "$pending/${kept#./}" "$target"
+        ;;
     esac
   done
   (cd "$pending" && find . -type f -name "*$absent_directory_suffix") | while read -r kept; do

@@ -25,6 +25,11 @@ and the legacy `devices`, which covers both), its tokens carry them, and a call 
 `{"message": "calling actor does not have enough permissions to perform this function"}`, as the real
 API answers (tailscale/tailscale#15969, tailscale/github-action#301).
 
+- `GET /api/v2/tailnet/-/devices`: 200 `{"devices": [{"id", "nodeId", "hostname", "name", "addresses",
+  "tags", ...}]}`; `DELETE /api/v2/device/{id}` (the nodeId or the legacy numeric id): 200 with an empty
+  body, 404 `{"message"}` for an unknown device (the API v2 documentation, "Delete device"). A deleted
+  device is gone from the control plane: its node must log in again as a new one.
+
 While it runs it writes its address into the control plane's directory (`oauthkey.API_URL_FILE`): the
 lab's hosts have no internet, and their `tailscale up` with an OAuth client secret reaches
 https://api.tailscale.com there. A secret names its client (`tskey-client-<id>-...`), so the token call
@@ -63,6 +68,7 @@ DEFAULT_SCOPES = ("auth_keys", "devices:core")
 NOT_PERMITTED = "calling actor does not have enough permissions to perform this function"
 # How often the serving loop looks for shutdown(): a test's teardown waits at most this long.
 SHUTDOWN_POLL_SECONDS = 0.02
+DEVICE_PREFIX = "/api/v2/device/"
 
 
 @dataclass
@@ -113,10 +119,17 @@ class TailscaleApi:
                 self.wfile.write(payload)
 
             def do_GET(self) -> None:  # noqa: N802
-                status, answer = api.answer_get(self.path, dict(self.headers.items()))
-                payload = json.dumps(answer).encode()
+                self._send(*api.answer_get(self.path, dict(self.headers.items())))
+
+            def do_DELETE(self) -> None:  # noqa: N802
+                self._send(*api.delete_device(self.path, dict(self.headers.items())))
+
+            def _send(self, status: int, answer: dict[str, Any] | None) -> None:
+                # The real API answers a deleted device with 200 and an empty body.
+                payload = b"" if answer is None else json.dumps(answer).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                if answer is not None:
+                    self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -330,6 +343,22 @@ class TailscaleApi:
             return 400, {"message": tags_refusal(refused)}
         self.control.set_tags(device_id, tuple(tags))
         return 200, {}
+
+    def delete_device(self, path: str, headers: dict[str, str]) -> tuple[int, dict[str, Any] | None]:
+        """`DELETE /api/v2/device/{id}`: 200 and no body, or 404 for a device the tailnet does not have."""
+        self._seen("DELETE", path, headers, [])
+        device_id = path[len(DEVICE_PREFIX) :] if path.startswith(DEVICE_PREFIX) else ""
+        if not device_id or "/" in device_id:
+            return 404, {"message": "not found"}
+        client = self._client_of(headers)
+        if client is None:
+            return 401, {"message": "API token invalid"}
+        if not has_scope(client.scopes, "devices:core"):
+            return 403, {"message": NOT_PERMITTED}
+        for node in self.control.nodes():
+            if device_id in (node["ID"], str(node["Number"])) and self.control.delete_node(node["ID"]):
+                return 200, None
+        return 404, {"message": "not found"}
 
 
 # The legacy `devices` scope covers what the granular ones split (tailscale.com/kb/1215, legacy scopes).

@@ -374,6 +374,15 @@ class ControlPlane:
             node["Online"] = False
             _set_key_expiry(node, time.time())
 
+    def delete_node(self, node_id: str) -> bool:
+        """Remove a device from the tailnet (the API's DELETE /api/v2/device/{id}); False when unknown."""
+        with self._locked() as state:
+            node = self._find_node(state, node_id=node_id)
+            if node is None:
+                return False
+            state["nodes"].remove(node)
+            return True
+
     # -- the tailnet's settings and what an admin does to devices --------------------------------
 
     def set_device_approval(self, required: bool) -> None:
