@@ -34,6 +34,8 @@ class HostPart:
     not_in_inventory: bool = False
     """The host is not in the inventory: it is not asked (`forget`'s case, a host already gone)."""
     logged_in: bool = False
+    node_id: str | None = None
+    """The node's own ID (`Self.ID`) while it is logged in: the one device retire may delete for sure."""
     removal: Removal | None = None
     switch: bool = False
     refused: str | None = None
@@ -124,6 +126,9 @@ def read_host(inventory_file: Path, member: FleetHost | None) -> HostPart:
     state = HostState(**{**value, "git_tracked": tuple(value.get("git_tracked") or ())})
     status = state.tailscale_status or {}
     part = HostPart(logged_in=status.get("BackendState") in LOGGED_IN)
+    own_id = (status.get("Self") or {}).get("ID")
+    if part.logged_in and isinstance(own_id, str) and own_id:
+        part.node_id = own_id
     try:
         part.removal = removal(state, None)
     except ImportEditError as error:
@@ -152,10 +157,23 @@ def find_devices(plan: RetirePlan, api_url: str, client: mint.OAuthClient | None
         return None
     try:
         api = TailnetDevices(api_url, client)
-        plan.devices = api.named(plan.hostname)
+        named = api.named(plan.hostname)
     except mint.MintError as error:
         plan.device_problem = f"the devices could not be read: {error}"
         return None
+    # Another machine may have the same host name: the host's own node ID decides when it is known, and
+    # without it only a single device of that name is taken for the host's.
+    node_id = plan.on_host.node_id
+    if node_id is not None:
+        plan.devices = [device for device in named if device.device_id == node_id]
+    elif len(named) > 1:
+        listed = ", ".join(f"{d.name or d.hostname} ({d.device_id})" for d in named)
+        plan.device_problem = (
+            f"{len(named)} devices are named {plan.hostname} ({listed}) and the host did not say which is "
+            "its own: none is deleted; remove the right one in the admin console (Machines, Remove)"
+        )
+    else:
+        plan.devices = named
     return api
 
 

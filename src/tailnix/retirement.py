@@ -24,6 +24,7 @@ from pyinfra.context import host
 from tailnix import events, operations, paths
 from tailnix.facts import HostState
 from tailnix.flake import read_flake
+from tailnix.interrupt import exit_nonzero_on_interrupt
 from tailnix.nix_imports import ImportEditError, has_import, manual_instruction, remove_entry, remove_import
 from tailnix.settings import SettingsError, parse_settings
 from tailnix.sudo import operation_arguments
@@ -181,6 +182,7 @@ def switch(confirm_timeout: int) -> operations.Commands:
 
 def retire_tailscale() -> None:
     """Add the steps that take tailnix off the current host (pyinfra runs the deploy file per host)."""
+    exit_nonzero_on_interrupt()  # pyinfra itself exits 0 on Ctrl-C
     events.record_events(host.state)
     try:
         settings = parse_settings(host.name, host.data.dict())  # type: ignore[no-untyped-call]
