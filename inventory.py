@@ -11,7 +11,8 @@
 # recipient in .sops.yaml (see the README). The names below are examples: replace them.
 
 workstations = [
-    # The inventory name is also how the node is named in the tailnet unless tailscale_hostname says otherwise.
+    # The node's name in the tailnet is the host's own hostname (networking.hostName), not this name,
+    # unless tailscale_hostname sets it.
     ("desk", {"ssh_hostname": "desk.lan"}),
     ("laptop", {"ssh_hostname": "192.168.1.20", "ssh_user": "root"}),
 ]

@@ -507,6 +507,12 @@ def forget_command(
     except FleetError as error:
         raise click.ClickException(str(error)) from None
     _print_recipients(update, location)
+    if any(change.outcome == "removed" for change in update.changes):
+        # The file it could open held the auth key: re-encryption keeps the key from it only if it changes.
+        click.echo(
+            f"note: {host} could decrypt the auth key until now, and may keep a copy: revoke that key in the "
+            "admin console and put a new one in with `tailnix rotate-key` (or `tailnix rotate-key --mint`)"
+        )
     if any(h.name == host for h in fleet):
         click.echo(f"note: {host} is still in {inventory_file}; remove it there, or its next deploy fails")
 

@@ -44,7 +44,8 @@ INVENTORY_FILE = """\
 # replace the example hosts with yours.
 
 # workstations = [
-#     # The inventory name is also the node's name in the tailnet unless tailscale_hostname says otherwise.
+#     # The node's name in the tailnet is the host's own hostname (networking.hostName), not this name,
+#     # unless tailscale_hostname sets it.
 #     ("desk", {"ssh_hostname": "desk.lan"}),
 #     ("laptop", {"ssh_hostname": "192.168.1.20", "ssh_user": "root"}),
 # ]

@@ -130,6 +130,30 @@ def host_inventory_data(
     }
 
 
+def render_own_fleet(layout: LabLayout, hosts: list[LabHost]) -> str:
+    """An `inventory.py` for a fleet of one's own (`tailnix init DIR`) that reaches the lab's NixOS hosts.
+
+    Only what such a fleet cannot know: how to reach each host, and the sops-nix source the hosts can fetch
+    (they have no network). The secrets file, `.sops.yaml` and the known-hosts file stay the fleet's own, so
+    `tailnix bootstrap` shows each host key and records it there, as on real machines.
+    """
+    reach = ("ssh_hostname", "ssh_port", "ssh_user", "_sudo", "ssh_key", "tailnix_sops_nix_url",
+             "tailnix_sops_nix_sha256")  # fmt: skip
+    members = [
+        (host.name, {k: v for k, v in host_inventory_data(layout, host).items() if k in reach})
+        for host in hosts
+        if host.os == "nixos"
+    ]
+    text = render_inventory({"lab_hosts": members}, layout)
+    header = (
+        f"# The NixOS hosts of the tailnix lab in {layout.root}, for the inventory.py of a fleet made by\n"
+        "# `tailnix init`: copy this file over it. An auth key the lab's control plane knows is in the lab's\n"
+        f"# own secrets file: SOPS_AGE_KEY_FILE={layout.admin_agekey} sops -d {layout.secrets_file}\n"
+    )
+    body = text[text.index("\nlab_hosts = [") :]
+    return header + body
+
+
 def render_inventory(groups: Mapping[str, list[tuple[str, dict[str, object]]]], layout: LabLayout) -> str:
     """Render a pyinfra `inventory.py`: one module-level list of `(name, data)` per group."""
     lines = [
@@ -172,3 +196,5 @@ def write_inventory_file(
         groups["lab_nixos" if host.os == "nixos" else "lab_other"].append((host.name, data))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_inventory(groups, layout))
+    if path == layout.inventory:
+        layout.own_fleet.write_text(render_own_fleet(layout, hosts))

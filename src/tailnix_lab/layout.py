@@ -104,6 +104,11 @@ class LabLayout:
         return self.state / "sops-nix-standin.sha256"
 
     @property
+    def own_fleet(self) -> Path:
+        """The hosts as a fleet made by `tailnix init` lists them in its inventory.py."""
+        return self.root / "own-fleet.py"
+
+    @property
     def api_env(self) -> Path:
         """The stand-in API's address and OAuth client, for `set -a; . DIR/api.env`."""
         return self.root / "api.env"

@@ -485,6 +485,10 @@ def test_forget_removes_the_recipient_and_its_key_no_longer_opens_the_file(fleet
     with pytest.raises(SopsError):
         decrypt_value(fleet.secrets, "tailscale_auth_key", age_key_file=identity)
     assert f"note: {host.name} is still in inventory.py" in result.stdout
+    assert (
+        f"note: {host.name} could decrypt the auth key until now, and may keep a copy: revoke that key in the "
+        "admin console and put a new one in with `tailnix rotate-key`" in result.stdout
+    )
 
     missing = fleet.tailnix("check", "-i", "inventory.py")
     assert missing.returncode == 2

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from tailnix.skeleton import CONFIG_FILE, DEPLOY_FILE
+from tailnix_lab.demo import render_own_fleet
+from tailnix_lab.emulator.control import ControlPlane
 from tailnix_lab.hosts import Lab
 
 from .deploying import SWITCH, DeployRun, write_secrets
@@ -31,8 +33,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return install_product(tmp_path_factory.mktemp("install"))
 
 
-def run(command: list[str], cwd: Path, bin_directory: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run a command as a user of the installed tool: its virtualenv first on PATH, nothing of the checkout."""
+def run(
+    command: list[str], cwd: Path, bin_directory: Path, _input: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a command as a user of the installed tool: its virtualenv first on PATH, nothing of the checkout.
+
+    `env` adds variables; one given as "" is removed, as in a shell where it was never set.
+    """
     development = str(Path(sys.executable).parent)
     path = [str(bin_directory)] + [
         p for p in os.environ.get("PATH", "").split(os.pathsep) if p != development
@@ -43,7 +50,8 @@ def run(command: list[str], cwd: Path, bin_directory: Path, **env: str) -> subpr
     return subprocess.run(
         command,
         cwd=cwd,
-        env={**environment, **env, "PATH": os.pathsep.join(path)},
+        env={k: v for k, v in {**environment, **env, "PATH": os.pathsep.join(path)}.items() if v != ""},
+        input=_input,
         capture_output=True,
         text=True,
         timeout=600,
@@ -100,5 +108,55 @@ def test_a_fleet_written_by_init_deploys_with_the_installed_tool(
         )
         assert again.returncode == 0, again.stdout + again.stderr
         assert "1 host deployed: 1 ok, 0 failed" in again.stdout
+    finally:
+        lab.stop_host(host.name)
+
+
+def test_the_readmes_first_hosts_path_with_the_installed_tool(
+    lab: Lab, installed: Path, tmp_path: Path
+) -> None:
+    """The README's "Your first hosts", step by step, as a new user runs it: an installed tailnix, no
+    virtualenv activated, no checkout, a home without an age key; only the inventory's hosts come from the
+    lab (its own-fleet.py), and the auth key from the lab's control plane."""
+    home = tmp_path / "home"
+    home.mkdir()
+    user = {"HOME": str(home), "SOPS_AGE_KEY_FILE": "", "XDG_CONFIG_HOME": ""}
+    tailnix = str(installed / "tailnix")
+    fleet = tmp_path / "myfleet"
+
+    init = run([tailnix, "init", "myfleet"], tmp_path, installed, **user)
+    assert init.returncode == 0, init.stdout + init.stderr
+    admin_key = home / ".config" / "sops" / "age" / "keys.txt"
+    assert init.stdout.startswith(f"made an admin age key in {admin_key} (age1")
+    assert "  cd myfleet && tailnix rotate-key --no-deploy" in init.stdout
+
+    key = ControlPlane(lab.layout.control).mint_key(reusable=True)
+    created = run([tailnix, "rotate-key", "--no-deploy"], fleet, installed, _input=key + "\n", **user)
+    assert created.returncode == 0, created.stdout + created.stderr
+    assert "secrets/tailscale.yaml: created with the new auth key on " in created.stdout
+
+    host = lab.add_host(os="nixos")
+    try:
+        (fleet / "inventory.py").write_text(render_own_fleet(lab.layout, [host]))
+        bootstrap = run(
+            [tailnix, "bootstrap", host.name, "--yes", "--known-hosts", "known_hosts"],
+            fleet,
+            installed,
+            **user,
+        )
+        assert bootstrap.returncode == 0, bootstrap.stdout + bootstrap.stderr
+        assert f"{host.name}: recorded its host key in {fleet / 'known_hosts'}" in bootstrap.stdout
+        assert f"{host.name}: recipient added (age1" in bootstrap.stdout
+        assert "1 host deployed: 1 ok, 0 failed" in bootstrap.stdout
+
+        deploy = run([tailnix, "deploy"], fleet, installed, **user)
+        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        assert f"{host.name}  ok      no        Tailscale is Running as {host.name}" in deploy.stdout
+        status = run([tailnix, "status"], fleet, installed, **user)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.stdout.rstrip().endswith("1 of 1 hosts healthy; mesh complete")
+        check = run([tailnix, "check"], fleet, installed, **user)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert not any(fleet.rglob("keys.txt")), "the admin key must not be in the fleet repository"
     finally:
         lab.stop_host(host.name)
