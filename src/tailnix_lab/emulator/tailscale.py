@@ -18,7 +18,14 @@ import time
 
 from tailnix.tailscale_flags import ALIASES, BOOL_VALUES, SET_FLAGS, TAILSCALE_RELEASE, UP_FLAGS
 from tailnix_lab.emulator import tailscaled
-from tailnix_lab.emulator.control import MAGIC_DNS_SUFFIX, TAILNET_NAME, KeyRejected, node_key_expired
+from tailnix_lab.emulator.control import (
+    EXIT_ROUTES,
+    MAGIC_DNS_SUFFIX,
+    TAILNET_NAME,
+    KeyRejected,
+    enabled_routes,
+    node_key_expired,
+)
 from tailnix_lab.emulator.hostroot import host_path
 from tailnix_lab.emulator.oauthkey import ResolveError, resolve_auth_key
 from tailnix_lab.emulator.tailscaled import (
@@ -534,8 +541,9 @@ def peer_nodes(state: DaemonState) -> list[dict[str, Any]]:
 
 
 def offers_exit_node(node: dict[str, Any]) -> bool:
-    """Exit routes count only once approved, and the lab's tailnet approves none."""
-    return bool(node.get("ApprovedRoutes")) and "0.0.0.0/0" in node.get("ApprovedRoutes", [])
+    """Exit routes count only once approved: both of them (`tsaddr.ContainsExitRoutes` of AllowedIPs)."""
+    enabled = enabled_routes(node)
+    return all(route in enabled for route in EXIT_ROUTES)
 
 
 def resolve_exit_node(value: str, state: DaemonState) -> tuple[str, str]:
@@ -1015,7 +1023,7 @@ def peer_status(node: dict[str, Any] | None, *, online: bool, os_name: str) -> d
         "OS": "linux",
         "UserID": TAGGED_USER_ID if node.get("Tags") else LAB_USER_ID,
         "TailscaleIPs": ips,
-        "AllowedIPs": [f"{ips[0]}/32", f"{ips[1]}/128"],
+        "AllowedIPs": [f"{ips[0]}/32", f"{ips[1]}/128", *enabled_routes(node)],
         "Addrs": None,
         "CurAddr": "",
         "Relay": "",
@@ -1039,6 +1047,11 @@ def peer_status(node: dict[str, Any] | None, *, online: bool, os_name: str) -> d
         status["KeyExpiry"] = node["KeyExpiry"]
     if node.get("Tags"):
         status["Tags"] = list(node["Tags"])
+    # `peerStatusFromNode` (ipn/ipnlocal/local.go): PrimaryRoutes, omitted when empty, are the subnet
+    # routes control made this node the router for; exit routes are not among them.
+    primary = [route for route in enabled_routes(node) if route not in EXIT_ROUTES]
+    if primary:
+        status["PrimaryRoutes"] = primary
     return status
 
 
