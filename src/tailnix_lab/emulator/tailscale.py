@@ -16,7 +16,14 @@ import re
 import sys
 import time
 
-from tailnix.tailscale_flags import ALIASES, BOOL_VALUES, SET_FLAGS, TAILSCALE_RELEASE, UP_FLAGS
+from tailnix.tailscale_flags import (
+    ALIASES,
+    BOOL_VALUES,
+    PREF_OF_SET_ONLY_FLAG,
+    SET_FLAGS,
+    TAILSCALE_RELEASE,
+    UP_FLAGS,
+)
 from tailnix_lab.emulator import tailscaled
 from tailnix_lab.emulator.control import (
     EXIT_ROUTES,
@@ -426,13 +433,9 @@ PREFS_OF_FLAG: dict[str, tuple[str, ...]] = {
     "exit-node-allow-lan-access": ("ExitNodeAllowLANAccess",),
     "operator": ("OperatorUser",),
     "ssh": ("RunSSH",),
-    "webclient": ("RunWebClient",),
-    "nickname": ("ProfileName",),
-    "update-check": ("AutoUpdate.Check",),
-    "auto-update": ("AutoUpdate.Apply",),
     "advertise-connector": ("AppConnector",),
     "report-posture": ("PostureChecking",),
-    "relay-server-port": ("RelayServerPort",),
+    **{flag: (pref,) for flag, pref in PREF_OF_SET_ONLY_FLAG.items()},
 }
 PREFLESS_FLAGS = {
     "auth-key",
