@@ -1116,8 +1116,8 @@ def build_status(state: DaemonState, *, with_peers: bool) -> dict[str, Any]:
 def exit_node_status(state: DaemonState) -> dict[str, Any] | None:
     """ipnstate.ExitNodeStatus while all traffic goes through an exit node (None otherwise).
 
-    The lab's tailnet approves no exit routes, so an exit node is never a working one: its traffic
-    is black-holed, and the lab's host stops answering new SSH connections (`reachability`). An
+    An exit node of the lab is never a working one (unapproved, it carries nothing; approved, it has
+    no internet behind it): its traffic is black-holed, and the lab's host stops answering new SSH connections (`reachability`). An
     exit node IP that no peer holds shows with an empty ID.
     """
     in_use = tailscaled.exit_node_in_use(state)
