@@ -21,7 +21,9 @@ from .test_keys import tagged_fleet
 pytestmark = pytest.mark.lab
 
 
-def test_a_set_pref_reaches_a_running_host_without_a_new_login(lab: Lab, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["autoconnect", "native"])
+def test_a_set_pref_reaches_a_running_host_without_a_new_login(lab: Lab, tmp_path: Path, mode: str) -> None:
+    """In `native` mode NixOS's own `tailscaled-set` unit runs the flags (`services.tailscale.extraSetFlags`)."""
     fleet, _ = tagged_fleet(lab, tmp_path)
     host = fleet.hosts[0].name
     try:
@@ -30,6 +32,7 @@ def test_a_set_pref_reaches_a_running_host_without_a_new_login(lab: Lab, tmp_pat
             **{
                 host: {
                     "tailscale_advertise_tags": ["tag:server"],
+                    "tailnix_mode": mode,
                     "tailscale_set": {"webclient": True, "relay-server-port": 40000, "update-check": False},
                 }
             }
