@@ -17,7 +17,14 @@ from pyinfra.api.exceptions import DeployError
 
 from tailnix.prefix import PrefixError, calc_advertise_routes, parse_route
 from tailnix.tailnet_names import hostname_error, tag_error
-from tailnix.tailscale_flags import ALIASES, BOOL_VALUES, BY_NAME, SET_FLAGS, TAILSCALE_RELEASE
+from tailnix.tailscale_flags import (
+    ALIASES,
+    AUTO_UPDATE_UNSUPPORTED,
+    BOOL_VALUES,
+    BY_NAME,
+    SET_FLAGS,
+    TAILSCALE_RELEASE,
+)
 
 Mode = Literal["autoconnect", "native"]
 MODES: tuple[Mode, ...] = ("autoconnect", "native")
@@ -325,6 +332,14 @@ def _set_prefs(read: _Reader) -> tuple[tuple[str, bool | str], ...]:
                 key,
                 name,
                 f"not a flag only tailscale set {TAILSCALE_RELEASE} has (one of {', '.join(SET_ONLY_FLAGS)}){also}",
+            )
+        if flag.name == "auto-update":
+            # set.go refuses --auto-update, true or false, where `clientupdate.CanAutoUpdate()` is false,
+            # and clientupdate has no updater for NixOS: the system's generation updates tailscale.
+            raise read.fail(
+                key,
+                name,
+                f"tailscale set refuses it on NixOS: {AUTO_UPDATE_UNSUPPORTED} (update tailscale with the system)",
             )
         if flag.kind == "bool":
             if not isinstance(value, bool):

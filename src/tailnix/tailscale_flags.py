@@ -106,6 +106,8 @@ PREF_OF_SET_ONLY_FLAG = {
     "webclient": "RunWebClient",
     "relay-server-port": "RelayServerPort",
 }
+# set.go's refusal of --auto-update where `clientupdate.CanAutoUpdate()` is false, as on NixOS.
+AUTO_UPDATE_UNSUPPORTED = "automatic updates are not supported on this platform"
 # `up` hides these from its usage (`set` shows report-posture).
 _HIDDEN_IN_UP = {"host-routes", "report-posture"}
 _PREFIX_VALUED = {"advertise-routes"}

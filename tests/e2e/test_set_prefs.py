@@ -1,7 +1,7 @@
 """`tailscale_set`: prefs only `tailscale set` changes, applied on a Running host without a new login.
 
 Source: tailscale v1.90.6 `cmd/tailscale/cli/set.go` (`newSetFlagSet`: `--webclient`, `--relay-server-port`,
-`--update-check`, `--auto-update`, `--nickname`, which `up` does not have; `set` edits the named prefs with
+`--update-check`, `--auto-update` (refused where `clientupdate.CanAutoUpdate()` is false, as on NixOS), `--nickname`, which `up` does not have; `set` edits the named prefs with
 `EditPrefs` and never logs in) and `ipn/prefs.go` (`RunWebClient`, `RelayServerPort`, `AutoUpdate.Check`), as
 `tailscale debug prefs` prints them. The lab's control plane counts logins: the number must not change.
 """

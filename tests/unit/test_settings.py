@@ -339,6 +339,7 @@ def test_tailscale_set_gives_set_flags_in_the_order_written() -> None:
         ({"webclient": "yes"}, "--webclient takes True or False"),
         ({"relay-server-port": 70000}, "--relay-server-port takes a UDP port, 0 to 65535"),
         ({"nickname": "a b"}, "--nickname takes a string of letters, digits and ._-"),
+        ({"auto-update": False}, "refuses it on NixOS: automatic updates are not supported on this platform"),
     ],
 )
 def test_tailscale_set_refuses_what_set_would(value: object, reason: str) -> None:

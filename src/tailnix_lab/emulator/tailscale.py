@@ -18,6 +18,7 @@ import time
 
 from tailnix.tailscale_flags import (
     ALIASES,
+    AUTO_UPDATE_UNSUPPORTED,
     BOOL_VALUES,
     PREF_OF_SET_ONLY_FLAG,
     SET_FLAGS,
@@ -950,6 +951,9 @@ def run_set(args: list[str], socket_path: str) -> int:
         if not visited:
             sys.stderr.write(SET.usage())
             return 0
+        if "auto-update" in parsed.visited:
+            # set.go: `clientupdate.CanAutoUpdate()` is false on NixOS, whose generation updates tailscale.
+            raise CommandFailed(AUTO_UPDATE_UNSUPPORTED)
         if "advertise-routes" in parsed.visited or "advertise-exit-node" in parsed.visited:
             new["AdvertiseRoutes"] = routes_for_set(parsed, state.prefs)
         if values["relay-server-port"]:
