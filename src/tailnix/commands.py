@@ -53,11 +53,17 @@ from tailnix.fleet import (
     select_hosts,
 )
 from tailnix.interrupt import INTERRUPTED_EXIT
-from tailnix.key_expiry import KEY_EXPIRY_CHANGE, disable_node_key_expiry, read_expiring_devices
+from tailnix.key_expiry import (
+    KEY_EXPIRY_CHANGE,
+    KeyExpiryResult,
+    disable_node_key_expiry,
+    read_expiring_devices,
+)
 from tailnix.keyform import key_kind
 from tailnix.known_hosts import HostAddress, HostKeyScanError, NewHostKey, is_known, record, scan
 from tailnix.recipients import RecipientChange, RecipientUpdate, forget_recipient, record_recipients
 from tailnix.rotation import rotation_due
+from tailnix.routes import RouteResult, approval_change, approve_routes, read_unapproved
 from tailnix.runner import DeployOutcome, HostDeployResult, dry_run, run_batched_deploy
 from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS
 from tailnix.skeleton import InitError, check_directory, write_fleet
@@ -283,18 +289,29 @@ def _deploy(
 def _set_key_expiry(
     inventory_file: Path, outcome: DeployOutcome, oauth_file: Path | None, api_url: str | None, *, quiet: bool
 ) -> None:
-    """After the deploy, on the hosts it left Running: `tailscale_key_expiry = False` through the API.
+    """After the deploy, on the hosts it left Running: `tailscale_key_expiry = False` and route approval
+    through the API.
 
     A host for which that fails is a failed host of the deploy, with the reason as its detail.
     """
     deployed = {result.host for result in outcome.hosts if result.ok}
-    fleet = [host for host in load_fleet(inventory_file) if host.name in deployed]
-    results = disable_node_key_expiry(
-        inventory_file,
-        fleet,
-        find_client=lambda: _oauth_client(oauth_file),
-        base_url=api_url or os.environ.get(mint.BASE_URL_ENV) or mint.DEFAULT_BASE_URL,
-    )
+    whole_fleet = load_fleet(inventory_file)
+    fleet = [host for host in whole_fleet if host.name in deployed]
+    base_url = api_url or os.environ.get(mint.BASE_URL_ENV) or mint.DEFAULT_BASE_URL
+    results: list[KeyExpiryResult | RouteResult] = [
+        *disable_node_key_expiry(
+            inventory_file, fleet, find_client=lambda: _oauth_client(oauth_file), base_url=base_url
+        ),
+        # Advertised routes and exit nodes: approved through the API where the tailnet has not, and
+        # seen from another fleet host.
+        *approve_routes(
+            inventory_file,
+            fleet,
+            whole_fleet,
+            find_client=lambda: _oauth_client(oauth_file),
+            base_url=base_url,
+        ),
+    ]
     for result in results:
         if result.ok:
             if not quiet:
@@ -908,6 +925,8 @@ def deploy_command(
             devices = read_expiring_devices(inventory_file, fleet)
             for host in [*devices.expiring, *devices.unread]:
                 planned.setdefault(host, []).append(KEY_EXPIRY_CHANGE)
+            for host, routes in read_unapproved(inventory_file, fleet).items():
+                planned.setdefault(host, []).append(approval_change(routes))
             for host, changes in planned.items():
                 click.echo(f"{host}: {'; '.join(changes) if changes else 'nothing to do'}")
             return

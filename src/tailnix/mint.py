@@ -248,3 +248,20 @@ def disable_key_expiry(base_url: str, token: str, device_id: str) -> None:
         _api_post(base_url, token, path, {"keyExpiryDisabled": True}),
         f"disabling the key expiry of {device_id}",
     )
+
+
+def approve_device_routes(base_url: str, token: str, device_id: str, routes: list[str]) -> list[str]:
+    """Approve `routes` for a device, keeping those it had approved; returns its `enabledRoutes`.
+
+    `GET /api/v2/device/{id}/routes` answers `{"advertisedRoutes", "enabledRoutes"}`; a `POST` to the same
+    path with `{"routes": [...]}` replaces the approved routes and answers the same shape (scope devices:core).
+    """
+    path = f"/api/v2/device/{urllib.parse.quote(device_id, safe='')}/routes"
+    reading = urllib.request.Request(
+        f"{base_url}{path}", headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    )
+    before = _call(reading, f"reading the routes of {device_id}")
+    enabled = [str(route) for route in before.get("enabledRoutes") or []]
+    body = {"routes": list(dict.fromkeys([*enabled, *routes]))}
+    after = _call(_api_post(base_url, token, path, body), f"approving the routes of {device_id}")
+    return [str(route) for route in after.get("enabledRoutes") or []]

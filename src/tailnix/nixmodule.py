@@ -52,6 +52,12 @@ _HEADER = """\
 # To read what a host would receive: tailnix module HOST -i inventory.py
 """
 
+_SET_SCRIPT = """\
+
+      # The prefs only `tailscale set` changes; it never logs in.
+      tailscale set ${lib.escapeShellArgs setFlags}
+"""
+
 _AUTOCONNECT_SCRIPT = """\
       # tailscaled answers NoState while it starts: wait for a real state, bounded.
       state=""
@@ -177,6 +183,14 @@ def render_module(settings: TailscaleSettings, *, sops_nix_from_flake: bool = Fa
             if settings.mode == "autoconnect"
             else []
         ),
+        *(
+            [
+                "  # Prefs only `tailscale set` changes (tailscale_set), applied without a new login.",
+                f"  setFlags = {_nix_list(settings.set_flags(), '  ')};",
+            ]
+            if settings.set_prefs
+            else []
+        ),
         "in",
         "{",
         *sops_nix_import,
@@ -205,6 +219,7 @@ def render_module(settings: TailscaleSettings, *, sops_nix_from_flake: bool = Fa
             "  # NixOS's own join unit (tailscaled-autoconnect). The secret must hold the bare key.",
             f"  services.tailscale.authKeyFile = {secret_path};",
             "  services.tailscale.extraUpFlags = upFlags;",
+            *(["  services.tailscale.extraSetFlags = setFlags;"] if settings.set_prefs else []),
             "}",
             "",
         ]
@@ -227,6 +242,9 @@ def render_module(settings: TailscaleSettings, *, sops_nix_from_flake: bool = Fa
         secret_path=secret_path,
         wait=DAEMON_WAIT_SECONDS,
     )
+    if settings.set_prefs:
+        # After `up`: a new login's `up` replaces the prefs, set-only ones with it.
+        script += _SET_SCRIPT
     lines += [
         "",
         f"  systemd.services.{paths.AUTOCONNECT_UNIT} = {{",

@@ -56,6 +56,7 @@ from tailnix.switch import (
     new_token,
     start_command,
 )
+from tailnix.tailscale_flags import PREF_OF_SET_ONLY_FLAG
 
 Commands = Generator[Any, None, None]
 
@@ -667,9 +668,14 @@ def prefs_mismatches(settings: TailscaleSettings, prefs: dict[str, Any]) -> list
         wanted["Hostname"] = settings.hostname
     if settings.login_server:
         wanted["ControlURL"] = settings.login_server
+    for flag, value in settings.set_prefs:
+        # `relay-server-port` is a number in the prefs.
+        wanted[PREF_OF_SET_ONLY_FLAG[flag]] = int(value) if flag == "relay-server-port" else value
     mismatches = []
     for key, value in wanted.items():
-        actual = prefs.get(key)
+        actual: Any = prefs
+        for name in key.split("."):
+            actual = actual.get(name) if isinstance(actual, dict) else None
         if isinstance(actual, list) or actual is None and isinstance(value, list):
             actual = sorted(actual or [])
         if actual != value:

@@ -17,7 +17,14 @@ from pyinfra.api.exceptions import DeployError
 
 from tailnix.prefix import PrefixError, calc_advertise_routes, parse_route
 from tailnix.tailnet_names import hostname_error, tag_error
-from tailnix.tailscale_flags import ALIASES, BOOL_VALUES, BY_NAME, TAILSCALE_RELEASE
+from tailnix.tailscale_flags import (
+    ALIASES,
+    AUTO_UPDATE_UNSUPPORTED,
+    BOOL_VALUES,
+    BY_NAME,
+    SET_FLAGS,
+    TAILSCALE_RELEASE,
+)
 
 Mode = Literal["autoconnect", "native"]
 MODES: tuple[Mode, ...] = ("autoconnect", "native")
@@ -96,6 +103,8 @@ class TailscaleSettings:
     ssh: bool = False
     login_server: str | None = None
     extra_up_flags: tuple[str, ...] = ()
+    set_prefs: tuple[tuple[str, bool | str], ...] = ()
+    """`tailscale_set`: (flag, value) of the prefs only `tailscale set` changes, applied after `up`."""
     key_expiry: bool = True
     """Whether the node key expires (Tailscale's default); False disables it through the Tailscale API."""
     secret_name: str = DEFAULT_SECRET_NAME
@@ -126,6 +135,16 @@ class TailscaleSettings:
         if self.login_server:
             flags.append("--login-server=" + self.login_server)
         flags.extend(self.extra_up_flags)
+        return flags
+
+    def set_flags(self) -> list[str]:
+        """The `tailscale set` flags of `tailscale_set`, in the order given (`--name` or `--name=value`)."""
+        flags = []
+        for name, value in self.set_prefs:
+            if value is True:
+                flags.append(f"--{name}")
+            else:
+                flags.append(f"--{name}={'false' if value is False else value}")
         return flags
 
     def routing_features(self) -> str | None:
@@ -160,7 +179,10 @@ _KNOWN_KEYS = (
     "tailscale_login_server",
     "tailscale_extra_up_flags",
     "tailscale_key_expiry",
+    "tailscale_set",
 )
+# The prefs only `tailscale set` changes (`up` has no flag for them, and its --reset leaves them alone).
+SET_ONLY_FLAGS = {flag.name: flag for flag in SET_FLAGS if not flag.up}
 
 
 class _Reader:
@@ -293,6 +315,48 @@ def _hostname(read: _Reader) -> str | None:
     if error:
         raise read.fail(key, hostname, f"tailscale up refuses it: {error}")
     return hostname
+
+
+def _set_prefs(read: _Reader) -> tuple[tuple[str, bool | str], ...]:
+    """`tailscale_set`: a dict of `tailscale set` flag names to values, checked against set's own flags."""
+    key = "tailscale_set"
+    given = read.data.get(key, {})
+    if not isinstance(given, Mapping):
+        raise read.fail(key, given, 'must be a dict of tailscale set flags, for example {"webclient": True}')
+    prefs: list[tuple[str, bool | str]] = []
+    for name, value in given.items():
+        flag = SET_ONLY_FLAGS.get(str(name).removeprefix("--"))
+        if flag is None:
+            also = f"; {name} is a flag of tailscale up: use its own setting" if str(name) in BY_NAME else ""
+            raise read.fail(
+                key,
+                name,
+                f"not a flag only tailscale set {TAILSCALE_RELEASE} has (one of {', '.join(SET_ONLY_FLAGS)}){also}",
+            )
+        if flag.name == "auto-update":
+            # set.go refuses --auto-update, true or false, where `clientupdate.CanAutoUpdate()` is false,
+            # and clientupdate has no updater for NixOS: the system's generation updates tailscale.
+            raise read.fail(
+                key,
+                name,
+                f"tailscale set refuses it on NixOS: {AUTO_UPDATE_UNSUPPORTED} (update tailscale with the system)",
+            )
+        if flag.kind == "bool":
+            if not isinstance(value, bool):
+                raise read.fail(key, {name: value}, f"--{flag.name} takes True or False")
+        elif flag.name == "relay-server-port":
+            # set.go parses it with strconv.ParseUint(..., 10, 16).
+            text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+            if not isinstance(text, str) or not text.isdigit() or int(text) > 65535:
+                raise read.fail(key, {name: value}, "--relay-server-port takes a UDP port, 0 to 65535")
+            value = str(int(text))
+        elif not isinstance(value, str) or not _SET_VALUE.match(value):
+            raise read.fail(key, {name: value}, f"--{flag.name} takes a string of letters, digits and ._-")
+        prefs.append((flag.name, value))
+    return tuple(prefs)
+
+
+_SET_VALUE = re.compile(r"^[A-Za-z0-9_.-]*$")
 
 
 def _extra_flag_name(read: _Reader, flag: str) -> str:
@@ -459,6 +523,7 @@ def parse_settings(host: str, data: Mapping[str, Any], *, base_dir: Path | None 
         login_server=login_server,
         extra_up_flags=extra,
         key_expiry=read.boolean("tailscale_key_expiry", True),
+        set_prefs=_set_prefs(read),
         secret_name=secret_name,
         secrets_file=secrets_path,
         sops_nix=SopsNixPin(pin_url, pin_hash),

@@ -13,6 +13,7 @@ from typing import Any
 from pyinfra.api.facts import FactBase
 
 from tailnix import paths
+from tailnix.advertised_routes import UNAPPROVED, describe, unapproved_routes, wanted_routes
 from tailnix.authkey import OK, WARNING, Finding
 from tailnix.fleet import FleetHost, inventory_directory
 from tailnix.plan import plan_host
@@ -106,6 +107,7 @@ def fleet_status(
             "dns_name": None,
             "node_key_expiry": None,
             "tags": [],
+            "unapproved_routes": [],
             "warnings": [],
             "health": [],
             "module_current": None,
@@ -159,6 +161,9 @@ def fleet_status(
         if entry["backend_state"] != "Running":
             problems.append(f"BackendState is {entry['backend_state']}")
             continue
+        entry["unapproved_routes"] = unapproved_routes(wanted_routes(host), own)
+        if entry["unapproved_routes"]:
+            problems.append(UNAPPROVED.format(routes=describe(entry["unapproved_routes"])))
         if own.get("ID"):
             node_ids[host.name] = str(own["ID"])
         peers_of[host.name] = {

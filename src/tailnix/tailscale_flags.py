@@ -97,6 +97,17 @@ _TABLE: tuple[tuple[str, Kind, bool | str | float, str, str], ...] = (
     ("webclient", "bool", False, "set", "expose the web interface on port 5252"),
     ("relay-server-port", "string", "", "set", "UDP port for the relay server"),
 )
+# The ipn.Prefs field (`ipn/prefs.go`, dotted for a nested one) each flag only `set` has changes, as
+# `tailscale debug prefs` prints it.
+PREF_OF_SET_ONLY_FLAG = {
+    "nickname": "ProfileName",
+    "update-check": "AutoUpdate.Check",
+    "auto-update": "AutoUpdate.Apply",
+    "webclient": "RunWebClient",
+    "relay-server-port": "RelayServerPort",
+}
+# set.go's refusal of --auto-update where `clientupdate.CanAutoUpdate()` is false, as on NixOS.
+AUTO_UPDATE_UNSUPPORTED = "automatic updates are not supported on this platform"
 # `up` hides these from its usage (`set` shows report-posture).
 _HIDDEN_IN_UP = {"host-routes", "report-posture"}
 _PREFIX_VALUED = {"advertise-routes"}

@@ -347,9 +347,10 @@ def test_status_json_follows_the_documented_schema(fleet: Fleet, rotated: tuple[
     for host in document["hosts"]:
         assert set(host) == {
             "name", "reachable", "nixos_version", "backend_state", "tailscale_ips", "dns_name",
-            "node_key_expiry", "tags", "warnings", "health", "module_current", "last_switch", "problems",
-            "healthy",
+            "node_key_expiry", "tags", "unapproved_routes", "warnings", "health", "module_current",
+            "last_switch", "problems", "healthy",
         }  # fmt: skip
+        assert host["unapproved_routes"] == []
         assert host["reachable"] is True and host["healthy"] is True and host["problems"] == []
         assert host["health"] == []
         assert host["nixos_version"] == "25.11" and host["backend_state"] == "Running"

@@ -183,3 +183,38 @@ def test_enabling_key_expiry_again_keeps_the_original_expiry(
     assert tagged_host.status()["BackendState"] == "Running"
     assert call(api, token, "POST", f"/api/v2/device/{node_id}/key", {"keyExpiryDisabled": False})[0] == 200
     assert tagged_host.status()["BackendState"] == "NeedsLogin"
+
+
+def test_routes_carry_traffic_once_approved_through_the_api(tagged_host: Host, api: TailscaleApi) -> None:
+    """`publicapi/device.md`, "Set device routes": `POST /api/v2/device/{id}/routes` `{"routes": [...]}`
+    answers `{"advertisedRoutes", "enabledRoutes"}`; the node's own status (`peerStatusFromNode`,
+    `ipn/ipnlocal/local.go`) then has the route in `AllowedIPs` and `PrimaryRoutes`, the exit routes as
+    `ExitNodeOption`."""
+    set_routes = tagged_host.tailscale("set", "--advertise-routes=192.168.7.0/24", "--advertise-exit-node")
+    assert set_routes.returncode == 0, set_routes.stderr
+    token = token_of(api)
+    own = self_of(tagged_host.status())
+    assert "PrimaryRoutes" not in own and own["ExitNodeOption"] is False
+    path = f"/api/v2/device/{own['ID']}/routes"
+    advertised = ["0.0.0.0/0", "::/0", "192.168.7.0/24"]
+    assert call(api, token, "GET", path) == (200, {"advertisedRoutes": advertised, "enabledRoutes": []})
+
+    status, answer = call(api, token, "POST", path, {"routes": ["192.168.7.0/24"]})
+    assert (status, answer["enabledRoutes"]) == (200, ["192.168.7.0/24"])
+    own = self_of(tagged_host.status())
+    assert own["PrimaryRoutes"] == ["192.168.7.0/24"] and "192.168.7.0/24" in own["AllowedIPs"]
+    assert own["ExitNodeOption"] is False
+
+    status, answer = call(api, token, "POST", path, {"routes": advertised})
+    assert status == 200 and self_of(tagged_host.status())["ExitNodeOption"] is True
+    assert call(api, token, "POST", path, {"routes": ["10.0.0.1/8x"]})[0] == 400
+
+
+def test_the_policys_auto_approvers_approve_routes_inside_their_prefix(tagged_host: Host) -> None:
+    """The lab policy's `autoApprovers` (tailscale.com/kb/1337): `10.0.0.0/8` for tag:server, no exit node;
+    a route inside the prefix is approved when the node advertises it, one outside is not."""
+    set_routes = tagged_host.tailscale("set", "--advertise-routes=10.20.0.0/24,172.16.0.0/12")
+    assert set_routes.returncode == 0, set_routes.stderr
+    own = self_of(tagged_host.status())
+    assert own["PrimaryRoutes"] == ["10.20.0.0/24"]
+    assert "172.16.0.0/12" not in own["AllowedIPs"]

@@ -232,6 +232,16 @@ def test_set_changes_prefs_without_a_login(running_host: Host, control: ControlP
     assert running_host.tailscale("set", "--advertise-tags=tag:x").returncode == 2
 
 
+def test_set_refuses_auto_update_on_nixos(running_host: Host) -> None:
+    """tailscale v1.90.6 `cmd/tailscale/cli/set.go`: `--auto-update`, true or false, fails where
+    `clientupdate.CanAutoUpdate()` is false, and clientupdate has no updater for NixOS."""
+    for value in ("--auto-update", "--auto-update=false"):
+        result = running_host.tailscale("set", value)
+        assert result.returncode == 1
+        assert "automatic updates are not supported on this platform" in result.stderr
+    assert running_host.prefs()["AutoUpdate"]["Apply"] is None
+
+
 def test_down_stops_and_up_brings_back_running(running_host: Host) -> None:
     """Source: tailscale v1.90.6 `cmd/tailscale/cli/status.go` (`runStatus`: in a state that is not
     Running or Starting, the health check is printed only in NoState; `isRunningOrStarting`)."""

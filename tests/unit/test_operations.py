@@ -128,3 +128,15 @@ def test_host_state_command_runs_in_a_posix_shell_on_a_host_that_is_not_nixos(tm
     assert not state.pending and state.applied is None
     assert state.tailscale_status == {"BackendState": "Running"}
     assert state.tailscale_prefs == {"RunSSH": False}
+
+
+def test_a_set_pref_is_compared_with_its_field_in_the_prefs() -> None:
+    """`tailscale debug prefs` prints ipn.Prefs (`ipn/prefs.go`): RunWebClient, RelayServerPort (a number),
+    AutoUpdate.Check nested."""
+    settings = parse_settings("gw", {"tailscale_set": {"webclient": True, "relay-server-port": 40000}})
+    prefs = {"RouteAll": True, "AdvertiseRoutes": [], "AdvertiseTags": [], "RunSSH": False}
+    assert prefs_mismatches(settings, {**prefs, "RunWebClient": True, "RelayServerPort": 40000}) == []
+    assert prefs_mismatches(settings, {**prefs, "RunWebClient": False}) == [
+        "RunWebClient is False, the settings want True",
+        "RelayServerPort is None, the settings want 40000",
+    ]

@@ -321,3 +321,29 @@ def test_flags_of_tailscale_up_pass_through_as_written(flags: list[str]) -> None
 def test_routes_are_kept_in_the_spelling_the_cli_gives_them() -> None:
     settings = parse_settings("gw", {ROUTES: ["FD00:0::/64", "10.1.0.0/16", "10.1.0.0/16"]})
     assert settings.advertise_routes == ("fd00::/64", "10.1.0.0/16")
+
+
+def test_tailscale_set_gives_set_flags_in_the_order_written() -> None:
+    settings = parse_settings(
+        "gw", {"tailscale_set": {"webclient": True, "update-check": False, "relay-server-port": 40000}}
+    )
+    assert settings.set_flags() == ["--webclient", "--update-check=false", "--relay-server-port=40000"]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (["webclient"], "must be a dict of tailscale set flags"),
+        ({"ssh": True}, "ssh is a flag of tailscale up: use its own setting"),
+        ({"web-client": True}, "not a flag only tailscale set 1.90.6 has (one of nickname, update-check"),
+        ({"webclient": "yes"}, "--webclient takes True or False"),
+        ({"relay-server-port": 70000}, "--relay-server-port takes a UDP port, 0 to 65535"),
+        ({"nickname": "a b"}, "--nickname takes a string of letters, digits and ._-"),
+        ({"auto-update": False}, "refuses it on NixOS: automatic updates are not supported on this platform"),
+    ],
+)
+def test_tailscale_set_refuses_what_set_would(value: object, reason: str) -> None:
+    """tailscale v1.90.6 `cmd/tailscale/cli/set.go`: the flags `up` lacks, a bool, a uint16 port."""
+    with pytest.raises(SettingsError) as refused:
+        parse_settings("gw", {"tailscale_set": value})
+    assert reason in str(refused.value) and "host gw: tailscale_set" in str(refused.value)

@@ -19,6 +19,9 @@ It speaks the documented shapes of the calls `tailnix rotate-key --mint` makes, 
 - `GET /api/v2/tailnet/-/devices` (`{"devices": [...]}`) and `GET /api/v2/device/{id}`: devices in the
   API's shape (`nodeId`, `addresses`, `keyExpiryDisabled`, `expires`, `authorized`, `tags`...), from the
   control plane's nodes; `?fields=all` adds the routes.
+- `GET /api/v2/device/{id}/routes` and `POST /api/v2/device/{id}/routes` with `{"routes": [...]}` (the
+  routes to approve, replacing those approved before): 200 `{"advertisedRoutes", "enabledRoutes"}`
+  (`publicapi/device.md`, "Get device routes", "Set device routes"); a route that is not a prefix is 400.
 
 Scopes: an OAuth client has scopes (`auth_keys`, `devices:core`, `devices:core:read`, `all`, `all:read`,
 and the legacy `devices`, which covers both), its tokens carry them, and a call outside them is 403
@@ -55,6 +58,7 @@ from typing import Any
 
 from tailnix_lab.emulator.control import (
     ControlPlane,
+    enabled_routes,
     parse_auth_key,
     tags_not_permitted,
     tags_refusal,
@@ -252,12 +256,28 @@ class TailscaleApi:
             if request["authorized"]:
                 self.control.authorize(device_id)
             return 200, {}
+        if action == "routes":
+            return self._set_routes(device_id, request)
         if action == "key" and isinstance(request.get("keyExpiryDisabled"), bool):
             self.control.set_key_expiry_disabled(device_id, request["keyExpiryDisabled"])
             return 200, {}
         return 400, {
             "message": f"the lab's API does not emulate POST /api/v2/device/{{id}}/{action} {sorted(request)}"
         }
+
+    def _set_routes(self, device_id: str, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        import ipaddress
+
+        routes = request.get("routes")
+        if not isinstance(routes, list) or not all(isinstance(route, str) for route in routes):
+            return 400, {"message": "routes must be a list of strings"}
+        for route in routes:
+            try:
+                ipaddress.ip_network(route)
+            except ValueError:
+                return 400, {"message": f"invalid route {route!r}"}
+        self.control.approve_routes(device_id, routes)
+        return 200, routes_json(self.control.node(device_id) or {})
 
     def _create_key(self, headers: dict[str, str], request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         client = self._client_of(headers)
@@ -310,7 +330,8 @@ class TailscaleApi:
             url.path.startswith("/api/v2/tailnet/") and url.path.endswith("/devices") and len(parts) == 6
         )
         is_one = url.path.startswith("/api/v2/device/") and len(parts) == 5
-        if not (is_list or is_one):
+        is_routes = url.path.startswith("/api/v2/device/") and len(parts) == 6 and parts[5] == "routes"
+        if not (is_list or is_one or is_routes):
             return 404, {"message": "not found"}
         client = self._client_of(headers)
         if client is None:
@@ -322,6 +343,8 @@ class TailscaleApi:
         node = self._node(parts[4])
         if node is None:
             return 404, {"message": "not found"}
+        if is_routes:
+            return 200, routes_json(node)
         return 200, device_json(node, with_routes=with_routes)
 
     def _node(self, device_id: str) -> dict[str, Any] | None:
@@ -401,6 +424,13 @@ def device_json(node: dict[str, Any], *, with_routes: bool = False) -> dict[str,
         "tailnetLockKey": "",
     }
     if with_routes:
-        device["advertisedRoutes"] = list(node.get("AdvertisedRoutes") or [])
-        device["enabledRoutes"] = list(node.get("AdvertisedRoutes") or [])
+        device.update(routes_json(node))
     return device
+
+
+def routes_json(node: dict[str, Any]) -> dict[str, list[str]]:
+    """A device's routes as the API answers them: those it advertises, and those of them approved."""
+    return {
+        "advertisedRoutes": list(node.get("AdvertisedRoutes") or []),
+        "enabledRoutes": enabled_routes(node),
+    }

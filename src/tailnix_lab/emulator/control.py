@@ -19,7 +19,14 @@ The tailnet has a policy and settings of its own, as a real one does:
   for the device (`set_key_expiry_disabled`, the API's `POST /api/v2/device/{id}/key`);
 - DERP: while `set_derp_reachable(False)`, a node has a path only to peers that are online; the lab's
   one DERP region is `DERP_REGION_NAME`. `set_path_blocked(HOSTNAME, True)` cuts one node off from both.
-- the daemons' clock, which their health timers read: `let_time_pass` moves it on.
+- the daemons' clock, which their health timers read: `let_time_pass` moves it on;
+- routes: a node's advertised routes are usable by its peers only once approved, by an admin
+  (`approve_routes`, the API's `POST /api/v2/device/{id}/routes`) or by the policy's `AUTO_APPROVERS`
+  when the node advertises them. As the real policy's `autoApprovers` (tailscale.com/kb/1337, "autoApprovers";
+  headscale `hscontrol/policy`): a route is approved when it lies inside a `routes` prefix whose approvers
+  include one of the node's tags, and the exit routes (`0.0.0.0/0`, `::/0`) when `exitNode` names one.
+  Approvals are kept when the node stops advertising a route; only advertised and approved routes are
+  enabled (the API's `enabledRoutes`, the peers' `AllowedIPs` and `PrimaryRoutes`).
 """
 
 from __future__ import annotations
@@ -50,6 +57,10 @@ SECONDS_PER_DAY = 86400.0
 # The lab tailnet's policy (its `tagOwners`): the admin, who owns every auth key, owns these tags.
 KEY_OWNER = "admin"
 TAG_OWNERS: dict[str, tuple[str, ...]] = {"tag:server": (KEY_OWNER,), "tag:web": (KEY_OWNER,)}
+# The lab tailnet's `autoApprovers`: tag:server nodes may route 10.0.0.0/8 without an admin; exit nodes
+# always need one.
+AUTO_APPROVERS: dict[str, Any] = {"routes": {"10.0.0.0/8": ["tag:server"]}, "exitNode": []}
+EXIT_ROUTES = ("0.0.0.0/0", "::/0")
 
 
 class KeyRejected(Exception):
@@ -360,6 +371,14 @@ class ControlPlane:
                 node["HostName"] = hostname
                 node["DNSName"] = self._unique_dns_name(state, hostname, node_id)
             node["AdvertisedRoutes"] = list(advertised_routes)
+            approved = set(node.get("ApprovedRoutes") or [])
+            approved |= set(auto_approved(advertised_routes, node.get("Tags") or []))
+            node["ApprovedRoutes"] = sorted(approved)
+
+    def approve_routes(self, node_id: str, routes: list[str]) -> None:
+        """Set a device's approved routes (the API's `POST /api/v2/device/{id}/routes`)."""
+        with self._locked() as state:
+            self._require_node(state, node_id)["ApprovedRoutes"] = sorted(set(routes))
 
     def logout(self, node_id: str) -> None:
         """Expire the node's key; an ephemeral node disappears from the tailnet."""
@@ -499,6 +518,35 @@ class ControlPlane:
         """The log of refused logins: time, key id (None when malformed), host name, reason."""
         with self._locked() as state:
             return [dict(e) for e in state["rejections"]]
+
+
+def auto_approved(routes: list[str], tags: list[str]) -> list[str]:
+    """The routes among `routes` that the policy's `AUTO_APPROVERS` approve for a node with `tags`."""
+    import ipaddress
+
+    approved = []
+    for route in routes:
+        if route in EXIT_ROUTES:
+            if set(AUTO_APPROVERS["exitNode"]) & set(tags):
+                approved.append(route)
+            continue
+        network = ipaddress.ip_network(route)
+        for prefix, approvers in AUTO_APPROVERS["routes"].items():
+            covering = ipaddress.ip_network(prefix)
+            if (
+                network.version == covering.version
+                and network.subnet_of(covering)  # type: ignore[arg-type]
+                and set(approvers) & set(tags)
+            ):
+                approved.append(route)
+                break
+    return approved
+
+
+def enabled_routes(node: dict[str, Any]) -> list[str]:
+    """The node's routes its peers may use: advertised and approved."""
+    approved = set(node.get("ApprovedRoutes") or [])
+    return [route for route in node.get("AdvertisedRoutes") or [] if route in approved]
 
 
 def _now(state: dict[str, Any]) -> float:

@@ -16,9 +16,24 @@ import re
 import sys
 import time
 
-from tailnix.tailscale_flags import ALIASES, BOOL_VALUES, SET_FLAGS, TAILSCALE_RELEASE, UP_FLAGS
+from tailnix.tailscale_flags import (
+    ALIASES,
+    AUTO_UPDATE_UNSUPPORTED,
+    BOOL_VALUES,
+    PREF_OF_SET_ONLY_FLAG,
+    SET_FLAGS,
+    TAILSCALE_RELEASE,
+    UP_FLAGS,
+)
 from tailnix_lab.emulator import tailscaled
-from tailnix_lab.emulator.control import MAGIC_DNS_SUFFIX, TAILNET_NAME, KeyRejected, node_key_expired
+from tailnix_lab.emulator.control import (
+    EXIT_ROUTES,
+    MAGIC_DNS_SUFFIX,
+    TAILNET_NAME,
+    KeyRejected,
+    enabled_routes,
+    node_key_expired,
+)
 from tailnix_lab.emulator.hostroot import host_path
 from tailnix_lab.emulator.oauthkey import ResolveError, resolve_auth_key
 from tailnix_lab.emulator.tailscaled import (
@@ -419,13 +434,9 @@ PREFS_OF_FLAG: dict[str, tuple[str, ...]] = {
     "exit-node-allow-lan-access": ("ExitNodeAllowLANAccess",),
     "operator": ("OperatorUser",),
     "ssh": ("RunSSH",),
-    "webclient": ("RunWebClient",),
-    "nickname": ("ProfileName",),
-    "update-check": ("AutoUpdate.Check",),
-    "auto-update": ("AutoUpdate.Apply",),
     "advertise-connector": ("AppConnector",),
     "report-posture": ("PostureChecking",),
-    "relay-server-port": ("RelayServerPort",),
+    **{flag: (pref,) for flag, pref in PREF_OF_SET_ONLY_FLAG.items()},
 }
 PREFLESS_FLAGS = {
     "auth-key",
@@ -534,8 +545,9 @@ def peer_nodes(state: DaemonState) -> list[dict[str, Any]]:
 
 
 def offers_exit_node(node: dict[str, Any]) -> bool:
-    """Exit routes count only once approved, and the lab's tailnet approves none."""
-    return bool(node.get("ApprovedRoutes")) and "0.0.0.0/0" in node.get("ApprovedRoutes", [])
+    """Exit routes count only once approved: both of them (`tsaddr.ContainsExitRoutes` of AllowedIPs)."""
+    enabled = enabled_routes(node)
+    return all(route in enabled for route in EXIT_ROUTES)
 
 
 def resolve_exit_node(value: str, state: DaemonState) -> tuple[str, str]:
@@ -939,6 +951,9 @@ def run_set(args: list[str], socket_path: str) -> int:
         if not visited:
             sys.stderr.write(SET.usage())
             return 0
+        if "auto-update" in parsed.visited:
+            # set.go: `clientupdate.CanAutoUpdate()` is false on NixOS, whose generation updates tailscale.
+            raise CommandFailed(AUTO_UPDATE_UNSUPPORTED)
         if "advertise-routes" in parsed.visited or "advertise-exit-node" in parsed.visited:
             new["AdvertiseRoutes"] = routes_for_set(parsed, state.prefs)
         if values["relay-server-port"]:
@@ -1015,7 +1030,7 @@ def peer_status(node: dict[str, Any] | None, *, online: bool, os_name: str) -> d
         "OS": "linux",
         "UserID": TAGGED_USER_ID if node.get("Tags") else LAB_USER_ID,
         "TailscaleIPs": ips,
-        "AllowedIPs": [f"{ips[0]}/32", f"{ips[1]}/128"],
+        "AllowedIPs": [f"{ips[0]}/32", f"{ips[1]}/128", *enabled_routes(node)],
         "Addrs": None,
         "CurAddr": "",
         "Relay": "",
@@ -1039,6 +1054,11 @@ def peer_status(node: dict[str, Any] | None, *, online: bool, os_name: str) -> d
         status["KeyExpiry"] = node["KeyExpiry"]
     if node.get("Tags"):
         status["Tags"] = list(node["Tags"])
+    # `peerStatusFromNode` (ipn/ipnlocal/local.go): PrimaryRoutes, omitted when empty, are the subnet
+    # routes control made this node the router for; exit routes are not among them.
+    primary = [route for route in enabled_routes(node) if route not in EXIT_ROUTES]
+    if primary:
+        status["PrimaryRoutes"] = primary
     return status
 
 
@@ -1100,8 +1120,8 @@ def build_status(state: DaemonState, *, with_peers: bool) -> dict[str, Any]:
 def exit_node_status(state: DaemonState) -> dict[str, Any] | None:
     """ipnstate.ExitNodeStatus while all traffic goes through an exit node (None otherwise).
 
-    The lab's tailnet approves no exit routes, so an exit node is never a working one: its traffic
-    is black-holed, and the lab's host stops answering new SSH connections (`reachability`). An
+    An exit node of the lab is never a working one (unapproved, it carries nothing; approved, it has
+    no internet behind it): its traffic is black-holed, and the lab's host stops answering new SSH connections (`reachability`). An
     exit node IP that no peer holds shows with an empty ID.
     """
     in_use = tailscaled.exit_node_in_use(state)
