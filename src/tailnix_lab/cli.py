@@ -106,7 +106,9 @@ def up(
             kind += f"\tdeploys as {host.sudo_user} with sudo ({asks})"
         click.echo(f"{host.name}\t127.0.0.1:{host.port}\t{host.os}{kind}")
     click.echo(f"inventory: {started.layout.inventory}")
-    click.echo(f"own fleet: {started.layout.own_fleet} (the hosts, for the inventory.py of `tailnix init DIR`)")
+    click.echo(
+        f"own fleet: {started.layout.own_fleet} (the hosts, for the inventory.py of `tailnix init DIR`)"
+    )
     click.echo(f"secrets:   {started.layout.secrets_file} (sops config {started.layout.sops_config})")
     click.echo(
         f"api:       {env_file} (the lab's Tailscale API and an OAuth client for {', '.join(TAG_OWNERS)}; "
