@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 STATE_FILE = "control.json"
 LOCK_FILE = "control.lock"
 KEY_PREFIX = "tskey-auth-"
+# headscale's pre-auth keys (`hscontrol/db/preauth_keys.go`): hskey-auth-{12-char prefix}-{64-char secret}.
+HEADSCALE_KEY_PREFIX = "hskey-auth-"
+HEADSCALE_PREFIX_LENGTH = 12
+HEADSCALE_SECRET_LENGTH = 64
 NODE_KEY_EXPIRY_DAYS = 180
 MAGIC_DNS_SUFFIX = "tailnix-lab.ts.net"
 TAILNET_NAME = "tailnix-lab.example"
@@ -73,7 +77,17 @@ class ParsedKey:
 
 
 def parse_auth_key(key: str) -> ParsedKey | None:
-    """Split `tskey-auth-<id>-<secret>`; None when the text does not have that shape."""
+    """Split `tskey-auth-<id>-<secret>` or headscale's `hskey-auth-<prefix>-<secret>`; None otherwise."""
+    if key.startswith(HEADSCALE_KEY_PREFIX):
+        # Fixed-length parsing, as headscale does (`hscontrol/db/preauth_keys.go`): the URL-safe
+        # prefix may itself hold dashes.
+        rest = key[len(HEADSCALE_KEY_PREFIX) :]
+        if (
+            len(rest) != HEADSCALE_PREFIX_LENGTH + 1 + HEADSCALE_SECRET_LENGTH
+            or rest[HEADSCALE_PREFIX_LENGTH] != "-"
+        ):
+            return None
+        return ParsedKey(key_id=rest[:HEADSCALE_PREFIX_LENGTH], whole=key)
     if not key.startswith(KEY_PREFIX):
         return None
     rest = key[len(KEY_PREFIX) :]
@@ -196,6 +210,66 @@ class ControlPlane:
                 "uses": 0,
             }
         return key
+
+    def add_headscale_user(self, name: str) -> dict[str, Any]:
+        """Create a user of the headscale stand-in (`headscale users create NAME`) and return it."""
+        now = time.time()
+        with self._locked() as state:
+            headscale = _headscale(state)
+            if any(user["name"] == name for user in headscale["users"]):
+                raise ValueError(f"creating user: user {name!r} already exists")
+            user = {"id": headscale["next_user_id"], "name": name, "created": now}
+            headscale["next_user_id"] += 1
+            headscale["users"].append(user)
+            return dict(user)
+
+    def headscale_users(self) -> list[dict[str, Any]]:
+        """The headscale stand-in's users, by ID."""
+        with self._locked() as state:
+            return [dict(user) for user in _headscale(state)["users"]]
+
+    def mint_headscale_key(
+        self,
+        *,
+        user_id: int,
+        reusable: bool,
+        ephemeral: bool,
+        tags: tuple[str, ...],
+        expires: float,
+    ) -> tuple[str, dict[str, Any]]:
+        """Create a headscale pre-auth key of user `user_id`; return it in clear, once, and its record.
+
+        Raises LookupError("user not found") for an unknown user, as headscale's `GetUserByID` does.
+        """
+        import secrets
+
+        alphabet = string_url_safe()
+        prefix = "".join(secrets.choice(alphabet) for _ in range(HEADSCALE_PREFIX_LENGTH))
+        secret = "".join(secrets.choice(alphabet) for _ in range(HEADSCALE_SECRET_LENGTH))
+        key = f"{HEADSCALE_KEY_PREFIX}{prefix}-{secret}"
+        now = time.time()
+        with self._locked() as state:
+            headscale = _headscale(state)
+            user = next((u for u in headscale["users"] if u["id"] == user_id), None)
+            if user is None:
+                raise LookupError("user not found")
+            record = {
+                "id": prefix,
+                "hash": key_hash(key),
+                "reusable": reusable,
+                "ephemeral": ephemeral,
+                "preauthorized": True,
+                "tags": sorted(set(tags)),
+                "created": now,
+                "expires": expires,
+                "revoked": False,
+                "uses": 0,
+                "headscale_id": headscale["next_key_id"],
+                "headscale_user": dict(user),
+            }
+            headscale["next_key_id"] += 1
+            state["keys"][prefix] = record
+        return key, dict(record)
 
     def key(self, key_id: str) -> dict[str, Any] | None:
         """The record of one auth key by its id (the key itself is never kept, only its hash)."""
@@ -499,6 +573,22 @@ class ControlPlane:
         """The log of refused logins: time, key id (None when malformed), host name, reason."""
         with self._locked() as state:
             return [dict(e) for e in state["rejections"]]
+
+
+def string_url_safe() -> str:
+    """The alphabet of Go's URL-safe base64, which headscale draws its key parts from."""
+    import string
+
+    return string.ascii_letters + string.digits + "-_"
+
+
+def _headscale(state: dict[str, Any]) -> dict[str, Any]:
+    """The headscale stand-in's own records (users, key numbers), beside the shared keys and nodes."""
+    headscale: dict[str, Any] = state.setdefault("headscale", {})
+    headscale.setdefault("users", [])
+    headscale.setdefault("next_user_id", 1)
+    headscale.setdefault("next_key_id", 1)
+    return headscale
 
 
 def _now(state: dict[str, Any]) -> float:
