@@ -154,3 +154,24 @@ def test_hosts_that_disagree_on_the_login_server_are_named(hs: HeadscaleFleet) -
         f"{hs.server.name}: not set)" in said
     )
     assert hs.fleet.secrets.read_bytes() == before
+
+
+def test_a_tag_change_on_headscale_is_refused_with_the_command_to_run_instead(hs: HeadscaleFleet) -> None:
+    """headscale v0.29.2 `hscontrol/state/state.go` refuses the tags a node asks for at a pre-auth key login;
+    `cmd/headscale/cli/nodes.go` `headscale nodes tag -i ID -t TAGS` changes them."""
+    (host,) = hs.fleet.hosts
+    before = hs.fleet.lab.ssh(host.name, "cat /etc/nixos/configuration.nix; ls /etc/nixos").stdout
+    hs.write_inventory(tailscale_advertise_tags=["tag:web"])
+    try:
+        result = hs.fleet.tailnix("deploy", "-i", "inventory.py", "--limit", host.name)
+    finally:
+        hs.write_inventory()
+    said = result.stdout + result.stderr
+    assert result.returncode == 1, said
+    assert (
+        f"{host.name}: its tags cannot change from none to tag:web by logging in again on {LOGIN_SERVER}"
+        in said
+    )
+    assert "On the headscale server run: headscale nodes tag -i <ID> -t tag:web" in said
+    assert hs.fleet.lab.ssh(host.name, "cat /etc/nixos/configuration.nix; ls /etc/nixos").stdout == before
+    assert backend_state(hs.fleet.lab, host.name) == "Running"
