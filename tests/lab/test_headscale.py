@@ -112,3 +112,25 @@ def test_a_minted_key_logs_a_nixos_host_in_through_its_login_server(
     again = lab.ssh(name, f"{up} --force-reauth", check=False)
     assert again.returncode == 1
     assert "not valid" in again.stderr
+
+
+def test_a_new_node_asking_for_tags_with_a_headscale_key_is_refused(
+    lab: Lab, clean_nixos_host: LabHost
+) -> None:
+    """headscale v0.29.2 `hscontrol/state/state.go`: "PreAuthKey nodes get their tags from the key itself";
+    a new node's `RequestTags` with a pre-auth key fail with `requested tags [...] are invalid or not permitted`."""
+    lab.ssh("debian-1", "headscale users create tagging")
+    user_id = _user_id(lab, "debian-1", "tagging")
+    key = json.loads(lab.ssh("debian-1", f"headscale preauthkeys create -u {user_id} -o json").stdout)["key"]
+    name = clean_nixos_host.name
+    lab.ssh(name, "echo '{ services.tailscale.enable = true; }' > /etc/nixos/tailscale.nix")
+    lab.ssh(name, "sed -i 's|./hardware-configuration.nix|& ./tailscale.nix|' /etc/nixos/configuration.nix")
+    lab.ssh(name, "nixos-rebuild switch")
+    lab.ssh(name, "umask 077; cat > /root/hs.key", input=key)
+    up = lab.ssh(
+        name,
+        "tailscale up --login-server=https://hs.example --auth-key=file:/root/hs.key --advertise-tags=tag:server",
+        check=False,
+    )
+    assert up.returncode == 1
+    assert "requested tags [tag:server] are invalid or not permitted" in up.stderr

@@ -327,6 +327,10 @@ class ControlPlane:
                 rejection = KeyRejected(f"invalid key: API key {record['id']} not valid", "used")
             elif refused:
                 rejection = KeyRejected(tags_refusal(refused), "tags")
+            elif tags and "headscale_id" in record and self._find_node(state, node_key=node_key) is None:
+                # headscale gives a new node its pre-auth key's tags and rejects those it asks for
+                # (v0.29.2 `hscontrol/state/state.go`: "PreAuthKey nodes get their tags from the key itself").
+                rejection = KeyRejected(tags_refusal(list(tags)), "tags")
             if rejection is not None or record is None:
                 rejection = rejection or KeyRejected("invalid key: API key does not exist", "unknown")
                 state["rejections"].append(
