@@ -25,6 +25,17 @@ def _user_id(lab: Lab, host: str, name: str) -> int:
     return int(next(user["id"] for user in users if user["name"] == name))
 
 
+def _with_headscale_key(lab: Lab, name: str, user: str) -> None:
+    """Give NixOS host `name` tailscaled and, in /root/hs.key, a single-use key of a new headscale user."""
+    lab.ssh("debian-1", f"headscale users create {user}")
+    user_id = _user_id(lab, "debian-1", user)
+    key = json.loads(lab.ssh("debian-1", f"headscale preauthkeys create -u {user_id} -o json").stdout)["key"]
+    lab.ssh(name, "echo '{ services.tailscale.enable = true; }' > /etc/nixos/tailscale.nix")
+    lab.ssh(name, "sed -i 's|./hardware-configuration.nix|& ./tailscale.nix|' /etc/nixos/configuration.nix")
+    lab.ssh(name, "nixos-rebuild switch")
+    lab.ssh(name, "umask 077; cat > /root/hs.key", input=key)
+
+
 def test_users_list_shows_a_created_user_with_its_numeric_id(lab: Lab) -> None:
     created = lab.ssh("debian-1", "headscale users create listed")
     assert created.stdout == "User created\n"
@@ -96,14 +107,8 @@ def test_bad_expiration_and_bad_tags_are_refused(lab: Lab) -> None:
 def test_a_minted_key_logs_a_nixos_host_in_through_its_login_server(
     lab: Lab, clean_nixos_host: LabHost
 ) -> None:
-    lab.ssh("debian-1", "headscale users create joining")
-    user_id = _user_id(lab, "debian-1", "joining")
-    key = json.loads(lab.ssh("debian-1", f"headscale preauthkeys create -u {user_id} -o json").stdout)["key"]
     name = clean_nixos_host.name
-    lab.ssh(name, "echo '{ services.tailscale.enable = true; }' > /etc/nixos/tailscale.nix")
-    lab.ssh(name, "sed -i 's|./hardware-configuration.nix|& ./tailscale.nix|' /etc/nixos/configuration.nix")
-    lab.ssh(name, "nixos-rebuild switch")
-    lab.ssh(name, "umask 077; cat > /root/hs.key", input=key)
+    _with_headscale_key(lab, name, "joining")
     up = "tailscale up --login-server=https://hs.example --auth-key=file:/root/hs.key"
     lab.ssh(name, up)
     status = json.loads(lab.ssh(name, "tailscale status --json").stdout)
@@ -119,14 +124,8 @@ def test_a_new_node_asking_for_tags_with_a_headscale_key_is_refused(
 ) -> None:
     """headscale v0.29.2 `hscontrol/state/state.go`: "PreAuthKey nodes get their tags from the key itself";
     a new node's `RequestTags` with a pre-auth key fail with `requested tags [...] are invalid or not permitted`."""
-    lab.ssh("debian-1", "headscale users create tagging")
-    user_id = _user_id(lab, "debian-1", "tagging")
-    key = json.loads(lab.ssh("debian-1", f"headscale preauthkeys create -u {user_id} -o json").stdout)["key"]
     name = clean_nixos_host.name
-    lab.ssh(name, "echo '{ services.tailscale.enable = true; }' > /etc/nixos/tailscale.nix")
-    lab.ssh(name, "sed -i 's|./hardware-configuration.nix|& ./tailscale.nix|' /etc/nixos/configuration.nix")
-    lab.ssh(name, "nixos-rebuild switch")
-    lab.ssh(name, "umask 077; cat > /root/hs.key", input=key)
+    _with_headscale_key(lab, name, "tagging")
     up = lab.ssh(
         name,
         "tailscale up --login-server=https://hs.example --auth-key=file:/root/hs.key --advertise-tags=tag:server",
