@@ -657,7 +657,8 @@ def _read_new_key() -> str:
     is_flag=True,
     help=(
         "Mint the new key from the Tailscale API with an OAuth client ($TS_API_CLIENT_ID and "
-        "$TS_API_CLIENT_SECRET, or --oauth-file) instead of reading it from stdin."
+        "$TS_API_CLIENT_SECRET, or --oauth-file) instead of reading it from stdin; for hosts with a "
+        "tailscale_login_server, with `headscale preauthkeys create` on tailnix_headscale_host over SSH."
     ),
 )
 @click.option(
