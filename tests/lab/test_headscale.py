@@ -133,3 +133,15 @@ def test_a_new_node_asking_for_tags_with_a_headscale_key_is_refused(
     )
     assert up.returncode == 1
     assert "requested tags [tag:server] are invalid or not permitted" in up.stderr
+
+
+def test_a_tagged_key_needs_no_user(lab: Lab) -> None:
+    """headscale v0.29.2 `hscontrol/db/preauth_keys.go` `CreatePreAuthKey`: a key is tagged or owned by a user;
+    `--user` left at 0 with `--tags` makes a tagged key of no user, without tags it is refused."""
+    tagged = json.loads(lab.ssh("debian-1", "headscale preauthkeys create --tags tag:server -o json").stdout)
+    assert "user" not in tagged and tagged["acl_tags"] == ["tag:server"]
+    untagged = lab.ssh("debian-1", "headscale preauthkeys create", check=False)
+    assert (untagged.returncode, untagged.stderr) == (
+        1,
+        "Error: creating preauthkey: rpc error: code = Unknown desc = auth-key must be either tagged or owned by user\n",
+    )

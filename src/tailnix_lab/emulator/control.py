@@ -237,7 +237,8 @@ class ControlPlane:
         tags: tuple[str, ...],
         expires: float,
     ) -> tuple[str, dict[str, Any]]:
-        """Create a headscale pre-auth key of user `user_id`; return it in clear, once, and its record.
+        """Create a headscale pre-auth key of user `user_id` (0: none, a tagged key); return it in clear, once,
+        and its record.
 
         Raises LookupError("user not found") for an unknown user, as headscale's `GetUserByID` does.
         """
@@ -250,8 +251,9 @@ class ControlPlane:
         now = time.time()
         with self._locked() as state:
             headscale = _headscale(state)
+            # User 0 is none: a tagged key of the server's own, as `CreatePreAuthKey` makes for `--user 0`.
             user = next((u for u in headscale["users"] if u["id"] == user_id), None)
-            if user is None:
+            if user is None and user_id != 0:
                 raise LookupError("user not found")
             record = {
                 "id": prefix,
@@ -265,7 +267,7 @@ class ControlPlane:
                 "revoked": False,
                 "uses": 0,
                 "headscale_id": headscale["next_key_id"],
-                "headscale_user": dict(user),
+                "headscale_user": dict(user) if user is not None else None,
             }
             headscale["next_key_id"] += 1
             state["keys"][prefix] = record

@@ -168,11 +168,10 @@ def _preauthkeys(args: list[str], control: ControlPlane) -> None:
         )
     except LookupError as error:
         raise CommandError(f"creating preauthkey: rpc error: code = Unknown desc = {error}") from None
-    result: dict[str, Any] = {
-        "user": _user_json(record["headscale_user"]),
-        "id": record["headscale_id"],
-        "key": key,
-    }
+    result: dict[str, Any] = {}
+    if record["headscale_user"] is not None:
+        result["user"] = _user_json(record["headscale_user"])
+    result.update({"id": record["headscale_id"], "key": key})
     for field in ("reusable", "ephemeral"):
         if record[field]:
             result[field] = True
