@@ -107,8 +107,12 @@ class HeadscaleHost:
             host = inventory.get_host(self.name)
             try:
                 host.connect(raise_exceptions=True)
+                # A host reached as an admin with sudo runs headscale as root, as the deploy runs its commands.
                 ok, output = host.run_shell_command(
-                    StringCommand(command), print_output=False, print_input=False
+                    StringCommand(command),
+                    print_output=False,
+                    print_input=False,
+                    _sudo=bool(host.data.get("_sudo")),
                 )
             except Exception as error:  # pyinfra and paramiko raise many kinds for an unreachable host
                 raise MintError(
@@ -124,8 +128,10 @@ class HeadscaleHost:
 
 def user_id(server: HeadscaleServer, host: HeadscaleHost) -> int:
     """The numeric ID of `server.user` (`headscale users list -o json`)."""
+    # MintError is a ValueError: run the command outside the `try` that catches what json.loads raises.
+    printed = host.run(["headscale", "users", "list", "-o", "json"])
     try:
-        users = json.loads(host.run(["headscale", "users", "list", "-o", "json"]) or "[]")
+        users = json.loads(printed or "[]")
     except ValueError:
         raise MintError(f"{server.host}: `headscale users list -o json` did not print JSON") from None
     names = [str(user.get("name")) for user in users if isinstance(user, dict)]

@@ -30,6 +30,8 @@ USER = "fleet"
 class HeadscaleFleet:
     fleet: Fleet
     server: LabHost
+    sudo_server: LabHost
+    """Another headscale host (the lab's control plane is one), reached as an admin with sudo."""
 
     def write_inventory(self, **data: object) -> None:
         """The NixOS host with the headscale settings (and `data` over them), and the headscale host."""
@@ -41,7 +43,7 @@ class HeadscaleFleet:
         }
         self.fleet.lab.write_inventory(
             self.fleet.inventory,
-            hosts=[host.name, self.server.name],
+            hosts=[host.name, self.server.name, self.sudo_server.name],
             host_data={host.name: {k: v for k, v in {**settings, **data}.items() if v is not None}},
             secrets_file=self.fleet.secrets,
         )
@@ -71,16 +73,18 @@ def _headscale_key(lab: Lab, server: str) -> str:
 @pytest.fixture(scope="module")
 def hs(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadscaleFleet]:
     server = lab.add_host(os="debian")
+    sudo_server = lab.add_host(os="debian", sudo_user="deploy")
     lab.ssh(server.name, f"headscale users create {USER}")
     host = lab.add_host(os="nixos")
     directory: Path = tmp_path_factory.mktemp("headscale-fleet")
-    created = HeadscaleFleet(new_fleet(lab, directory, [host], _headscale_key(lab, server.name)), server)
+    fleet = new_fleet(lab, directory, [host], _headscale_key(lab, server.name))
+    created = HeadscaleFleet(fleet, server, sudo_server)
     created.write_inventory()
     bootstrapped = created.fleet.tailnix("bootstrap", host.name, "-i", "inventory.py")
     assert bootstrapped.returncode == 0, bootstrapped.stdout + bootstrapped.stderr
     yield created
-    lab.stop_host(host.name)
-    lab.stop_host(server.name)
+    for stopped in (host, server, sudo_server):
+        lab.stop_host(stopped.name)
 
 
 def test_rotate_key_mints_on_the_headscale_host_and_the_host_stays_running(hs: HeadscaleFleet) -> None:
@@ -99,6 +103,18 @@ def test_rotate_key_mints_on_the_headscale_host_and_the_host_stays_running(hs: H
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     assert backend_state(hs.fleet.lab, host.name) == "Running"
     assert logins_of(hs.fleet.lab, host.name)[-1]["key_id"] == key[len("hskey-auth-") :][:12]
+
+
+def test_a_headscale_host_reached_through_sudo_runs_headscale_as_root(hs: HeadscaleFleet) -> None:
+    first = hs.key()
+    hs.write_inventory(tailnix_headscale_host=hs.sudo_server.name)
+    try:
+        said, result = hs.mint("--days", "30", "--no-deploy")
+    finally:
+        hs.write_inventory()
+    assert result.returncode == 0, said
+    assert f"of the headscale user {USER} on {hs.sudo_server.name}" in said
+    assert hs.key() != first
 
 
 def test_if_expiring_within_leaves_a_fresh_headscale_key_alone(hs: HeadscaleFleet) -> None:
@@ -151,7 +167,7 @@ def test_hosts_that_disagree_on_the_login_server_are_named(hs: HeadscaleFleet) -
     assert result.returncode == 1, said
     assert (
         f"tailscale_login_server differs between the hosts ({host.name}: '{LOGIN_SERVER}'; "
-        f"{hs.server.name}: not set)" in said
+        f"{hs.server.name}, {hs.sudo_server.name}: not set)" in said
     )
     assert hs.fleet.secrets.read_bytes() == before
 
