@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import click
 
-from tailnix import mint, paths, retire
+from tailnix import headscale, mint, paths, retire
 from tailnix.adminkey import AdminKeyError, find_or_make_admin_key, sops_age_key_file
 from tailnix.authkey import (
     BROKEN,
@@ -680,7 +680,8 @@ def _read_new_key() -> str:
     is_flag=True,
     help=(
         "Mint the new key from the Tailscale API with an OAuth client ($TS_API_CLIENT_ID and "
-        "$TS_API_CLIENT_SECRET, or --oauth-file) instead of reading it from stdin."
+        "$TS_API_CLIENT_SECRET, or --oauth-file) instead of reading it from stdin; for hosts with a "
+        "tailscale_login_server, with `headscale preauthkeys create` on tailnix_headscale_host over SSH."
     ),
 )
 @click.option(
@@ -748,20 +749,29 @@ def rotate_key_command(
     if not mint_key and (tags or oauth_file is not None or ephemeral or not reusable):
         raise click.UsageError("--tag, --single-use, --ephemeral and --oauth-file go with --mint")
     try:
-        chosen = _fleet(inventory_file, (), limits)
+        fleet = load_fleet(inventory_file)
+        chosen = _select(fleet, (), limits)
         location = secrets_location(
             chosen,
             base_dir=inventory_directory(inventory_file),
             secrets_file=secrets_file,
             sops_config=sops_config,
         )
+        server = headscale.headscale_server(chosen, fleet) if mint_key else None
         if if_expiring_within is not None:
             due = rotation_due(location, within_days=if_expiring_within)
             click.echo(due.message)
             if not due.due:
                 return
         expiry: date | None
-        if mint_key:
+        if server is not None:
+            if oauth_file is not None:
+                raise click.UsageError(
+                    f"--oauth-file is for Tailscale's API; these hosts log in to {server.login_server}"
+                )
+            minted = _mint_on_headscale(inventory_file, server, tags, days, reusable, ephemeral, quiet=quiet)
+            key, expiry = minted.key, minted.expires
+        elif mint_key:
             minted = _mint(tags, days, reusable, ephemeral, oauth_file, api_url, quiet=quiet)
             key, expiry = minted.key, minted.expires
         else:
@@ -819,6 +829,34 @@ def _mint(
         click.echo(
             f"minted auth key {minted.key_id} ({kind}, {', '.join(minted.tags)}) from {base_url} with the OAuth "
             f"client {client.client_id} ({client.source}); it expires on {minted.expires}"
+        )
+    return minted
+
+
+def _mint_on_headscale(
+    inventory_file: Path,
+    server: headscale.HeadscaleServer,
+    tags: tuple[str, ...],
+    days: int,
+    reusable: bool,
+    ephemeral: bool,
+    *,
+    quiet: bool = False,
+) -> mint.MintedKey:
+    minted = headscale.mint_headscale_key(
+        server,
+        headscale.HeadscaleHost(inventory_file, server.host),
+        tags=tags,
+        expiry_days=days,
+        reusable=reusable,
+        ephemeral=ephemeral,
+    )
+    if not quiet:
+        kind = "reusable" if minted.reusable else "single-use"
+        described = ", ".join((kind, *minted.tags))
+        click.echo(
+            f"minted pre-auth key {minted.key_id} ({described}) of the headscale user {server.user} on "
+            f"{server.host} for {server.login_server}; it expires on {minted.expires}"
         )
     return minted
 

@@ -51,7 +51,7 @@ def _oauth_client_form(key: str) -> bool:
     return all(name in known and (not value or _attribute_ok(name, value)) for name, value in attributes)
 
 
-_HEADSCALE = re.compile(r"hskey-auth-[A-Za-z0-9_]+-[A-Za-z0-9_-]+|[0-9a-f]{48}")
+_HEADSCALE = re.compile(r"hskey-auth-[A-Za-z0-9_-]+-[A-Za-z0-9_-]+|[0-9a-f]{48}")
 
 
 def bare_key(secret: str) -> str:

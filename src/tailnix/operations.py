@@ -336,7 +336,8 @@ def preflight_problem(state: HostState, plan: HostPlan) -> str | None:
         _edited_configuration(state)
     except ImportEditError as error:
         return _uneditable_message(error)
-    return None
+    reauth = planned_reauthentication(state, plan)
+    return reauth.headscale_refusal() if reauth is not None else None
 
 
 def require_deployable(state: HostState, plan: HostPlan) -> None:

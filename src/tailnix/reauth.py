@@ -55,6 +55,8 @@ class Reauthentication:
     wanted: tuple[str, ...]
     server: str
     wanted_server: str
+    node_id: str = ""
+    """The node's ID as its host reports it (`Self.ID`); on headscale, its numeric node ID."""
 
     @property
     def change(self) -> str:
@@ -65,6 +67,27 @@ class Reauthentication:
         if not _same_server(self.server, self.wanted_server):
             parts.append(f"login server {self.server or DEFAULT_CONTROL_URL} -> {self.wanted_server}")
         return "; ".join(parts)
+
+    def headscale_refusal(self) -> str | None:
+        """Why a tag change on a headscale server cannot be made by logging in again, with the command that can.
+
+        headscale v0.29.2 (`hscontrol/state/state.go`) gives a node that logs in with a pre-auth key the
+        key's tags and rejects the tags it requests; only its admin command (`cmd/headscale/cli/nodes.go`,
+        `headscale nodes tag -i ID -t TAGS`) changes them. None for Tailscale's server, or a server move.
+        """
+        if self.granted == self.wanted or self.wanted_server in _DEFAULT_CONTROL_URLS:
+            return None
+        if not _same_server(self.server, self.wanted_server):
+            return None
+        node = self.node_id if self.node_id.isdigit() else "<ID>"
+        command = f"headscale nodes tag -i {node} -t {_tag_list(self.wanted)}"
+        if node == "<ID>":
+            command += " (the node's ID: `headscale nodes list`)"
+        return (
+            f"{self.host}: its tags cannot change from {_tag_list(self.granted)} to {_tag_list(self.wanted)} by "
+            f"logging in again on {self.wanted_server}: headscale gives a node the tags of its pre-auth key and "
+            f"refuses requested tags with one. On the headscale server run: {command}; then deploy again"
+        )
 
     def refusal(self, status: dict[str, Any] | None) -> str | None:
         """Why the node did not come back as wanted after logging in again; None when it did."""
@@ -112,5 +135,6 @@ def reauthentication(
         wanted=tuple(sorted(settings.advertise_tags)),
         server=str((prefs or {}).get("ControlURL") or ""),
         wanted_server=wanted_server,
+        node_id=str((status.get("Self") or {}).get("ID") or ""),
     )
     return found if found.change else None

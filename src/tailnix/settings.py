@@ -170,6 +170,8 @@ _KNOWN_KEYS = (
     "tailnix_lock_timeout",
     "tailnix_confirm_timeout",
     "tailnix_flake_attr",
+    "tailnix_headscale_host",
+    "tailnix_headscale_user",
     "tailscale_accept_routes",
     "tailscale_advertise_routes",
     "tailscale_advertise_exit_node",

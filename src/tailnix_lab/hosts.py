@@ -48,6 +48,9 @@ EMULATED_COMMANDS = {
 }
 """Command name in a NixOS host's `/usr/local/sbin` -> module under `tailnix_lab.emulator`."""
 
+OTHER_OS_COMMANDS = {"headscale": "headscale"}
+"""The same for the other-OS hosts: each can serve as the fleet's headscale server (`emulator/headscale.py`)."""
+
 EMULATOR_SERVER_LOG = "/var/log/tailnix-lab/emulator-server.log"
 
 HOST_OSES = ("nixos", "debian")
@@ -356,8 +359,9 @@ def _prepare_host_files(
         _write(etc / "nixos" / "hardware-configuration.nix", stock.hardware_configuration_nix(name))
         if flake is not None:
             write_flake_files(etc / "nixos", name, admin_key, *flake)
-        for command in EMULATED_COMMANDS:
-            (host_dir / "sbin" / command).symlink_to(f"{HOST_LAB_MOUNT}/bin/{EXEC_CLIENT_NAME}")
+    commands = EMULATED_COMMANDS if os_name == "nixos" else OTHER_OS_COMMANDS
+    for command in commands:
+        (host_dir / "sbin" / command).symlink_to(f"{HOST_LAB_MOUNT}/bin/{EXEC_CLIENT_NAME}")
     return f"{key_type} {key_data}"
 
 

@@ -79,3 +79,46 @@ def test_tags_a_tagged_key_adds_are_told_as_the_key_s() -> None:
         "desk logged in again with tag:server,tag:web, not tag:web: its auth key carries tag:server; "
         "use a key without them (or with the new tags)"
     )
+
+
+HEADSCALE = "https://headscale.example.com"
+
+
+def test_a_tag_change_on_headscale_is_refused_with_the_headscale_command_and_the_node_id() -> None:
+    """headscale v0.29.2 `hscontrol/state/state.go`: a pre-auth key login with `RequestTags` is rejected
+    ("PreAuthKey nodes get their tags from the key itself"); `cmd/headscale/cli/nodes.go` `tag -i ID -t TAGS`
+    sets them. headscale's node ID is the node's StableID, `Self.ID` of `tailscale status --json`."""
+    status = _running("tag:server")
+    status["Self"]["ID"] = "7"
+    needed = reauthentication(
+        _settings(tailscale_advertise_tags=["tag:web", "tag:db"], tailscale_login_server=HEADSCALE),
+        status,
+        {"ControlURL": HEADSCALE},
+    )
+    assert needed is not None
+    assert needed.headscale_refusal() == (
+        f"desk: its tags cannot change from tag:server to tag:db,tag:web by logging in again on {HEADSCALE}: "
+        "headscale gives a node the tags of its pre-auth key and refuses requested tags with one. On the "
+        "headscale server run: headscale nodes tag -i 7 -t tag:db,tag:web; then deploy again"
+    )
+
+
+def test_without_a_numeric_node_id_the_headscale_command_says_where_to_find_it() -> None:
+    needed = reauthentication(
+        _settings(tailscale_advertise_tags=["tag:web"], tailscale_login_server=HEADSCALE),
+        _running(),
+        {"ControlURL": HEADSCALE},
+    )
+    assert needed is not None
+    refusal = needed.headscale_refusal()
+    assert refusal is not None
+    assert "headscale nodes tag -i <ID> -t tag:web (the node's ID: `headscale nodes list`)" in refusal
+
+
+def test_tailscale_s_own_control_server_and_a_login_server_move_are_not_headscale_refusals() -> None:
+    on_saas = reauthentication(
+        _settings(tailscale_advertise_tags=["tag:web"]), _running("tag:server"), DEFAULT_PREFS
+    )
+    assert on_saas is not None and on_saas.headscale_refusal() is None
+    moving = reauthentication(_settings(tailscale_login_server=HEADSCALE), _running(), DEFAULT_PREFS)
+    assert moving is not None and moving.headscale_refusal() is None

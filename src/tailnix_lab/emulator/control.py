@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 STATE_FILE = "control.json"
 LOCK_FILE = "control.lock"
 KEY_PREFIX = "tskey-auth-"
+# headscale's pre-auth keys (`hscontrol/db/preauth_keys.go`): hskey-auth-{12-char prefix}-{64-char secret}.
+HEADSCALE_KEY_PREFIX = "hskey-auth-"
+HEADSCALE_PREFIX_LENGTH = 12
+HEADSCALE_SECRET_LENGTH = 64
 NODE_KEY_EXPIRY_DAYS = 180
 MAGIC_DNS_SUFFIX = "tailnix-lab.ts.net"
 TAILNET_NAME = "tailnix-lab.example"
@@ -84,7 +88,17 @@ class ParsedKey:
 
 
 def parse_auth_key(key: str) -> ParsedKey | None:
-    """Split `tskey-auth-<id>-<secret>`; None when the text does not have that shape."""
+    """Split `tskey-auth-<id>-<secret>` or headscale's `hskey-auth-<prefix>-<secret>`; None otherwise."""
+    if key.startswith(HEADSCALE_KEY_PREFIX):
+        # Fixed-length parsing, as headscale does (`hscontrol/db/preauth_keys.go`): the URL-safe
+        # prefix may itself hold dashes.
+        rest = key[len(HEADSCALE_KEY_PREFIX) :]
+        if (
+            len(rest) != HEADSCALE_PREFIX_LENGTH + 1 + HEADSCALE_SECRET_LENGTH
+            or rest[HEADSCALE_PREFIX_LENGTH] != "-"
+        ):
+            return None
+        return ParsedKey(key_id=rest[:HEADSCALE_PREFIX_LENGTH], whole=key)
     if not key.startswith(KEY_PREFIX):
         return None
     rest = key[len(KEY_PREFIX) :]
@@ -208,6 +222,68 @@ class ControlPlane:
             }
         return key
 
+    def add_headscale_user(self, name: str) -> dict[str, Any]:
+        """Create a user of the headscale stand-in (`headscale users create NAME`) and return it."""
+        now = time.time()
+        with self._locked() as state:
+            headscale = _headscale(state)
+            if any(user["name"] == name for user in headscale["users"]):
+                raise ValueError(f"creating user: user {name!r} already exists")
+            user = {"id": headscale["next_user_id"], "name": name, "created": now}
+            headscale["next_user_id"] += 1
+            headscale["users"].append(user)
+            return dict(user)
+
+    def headscale_users(self) -> list[dict[str, Any]]:
+        """The headscale stand-in's users, by ID."""
+        with self._locked() as state:
+            return [dict(user) for user in _headscale(state)["users"]]
+
+    def mint_headscale_key(
+        self,
+        *,
+        user_id: int,
+        reusable: bool,
+        ephemeral: bool,
+        tags: tuple[str, ...],
+        expires: float,
+    ) -> tuple[str, dict[str, Any]]:
+        """Create a headscale pre-auth key of user `user_id` (0: none, a tagged key); return it in clear, once,
+        and its record.
+
+        Raises LookupError("user not found") for an unknown user, as headscale's `GetUserByID` does.
+        """
+        import secrets
+
+        alphabet = string_url_safe()
+        prefix = "".join(secrets.choice(alphabet) for _ in range(HEADSCALE_PREFIX_LENGTH))
+        secret = "".join(secrets.choice(alphabet) for _ in range(HEADSCALE_SECRET_LENGTH))
+        key = f"{HEADSCALE_KEY_PREFIX}{prefix}-{secret}"
+        now = time.time()
+        with self._locked() as state:
+            headscale = _headscale(state)
+            # User 0 is none: a tagged key of the server's own, as `CreatePreAuthKey` makes for `--user 0`.
+            user = next((u for u in headscale["users"] if u["id"] == user_id), None)
+            if user is None and user_id != 0:
+                raise LookupError("user not found")
+            record = {
+                "id": prefix,
+                "hash": key_hash(key),
+                "reusable": reusable,
+                "ephemeral": ephemeral,
+                "preauthorized": True,
+                "tags": sorted(set(tags)),
+                "created": now,
+                "expires": expires,
+                "revoked": False,
+                "uses": 0,
+                "headscale_id": headscale["next_key_id"],
+                "headscale_user": dict(user) if user is not None else None,
+            }
+            headscale["next_key_id"] += 1
+            state["keys"][prefix] = record
+        return key, dict(record)
+
     def key(self, key_id: str) -> dict[str, Any] | None:
         """The record of one auth key by its id (the key itself is never kept, only its hash)."""
         with self._locked() as state:
@@ -264,6 +340,10 @@ class ControlPlane:
                 rejection = KeyRejected(f"invalid key: API key {record['id']} not valid", "used")
             elif refused:
                 rejection = KeyRejected(tags_refusal(refused), "tags")
+            elif tags and "headscale_id" in record and self._find_node(state, node_key=node_key) is None:
+                # headscale gives a new node its pre-auth key's tags and rejects those it asks for
+                # (v0.29.2 `hscontrol/state/state.go`: "PreAuthKey nodes get their tags from the key itself").
+                rejection = KeyRejected(tags_refusal(list(tags)), "tags")
             if rejection is not None or record is None:
                 rejection = rejection or KeyRejected("invalid key: API key does not exist", "unknown")
                 state["rejections"].append(
@@ -547,6 +627,22 @@ def enabled_routes(node: dict[str, Any]) -> list[str]:
     """The node's routes its peers may use: advertised and approved."""
     approved = set(node.get("ApprovedRoutes") or [])
     return [route for route in node.get("AdvertisedRoutes") or [] if route in approved]
+
+
+def string_url_safe() -> str:
+    """The alphabet of Go's URL-safe base64, which headscale draws its key parts from."""
+    import string
+
+    return string.ascii_letters + string.digits + "-_"
+
+
+def _headscale(state: dict[str, Any]) -> dict[str, Any]:
+    """The headscale stand-in's own records (users, key numbers), beside the shared keys and nodes."""
+    headscale: dict[str, Any] = state.setdefault("headscale", {})
+    headscale.setdefault("users", [])
+    headscale.setdefault("next_user_id", 1)
+    headscale.setdefault("next_key_id", 1)
+    return headscale
 
 
 def _now(state: dict[str, Any]) -> float:

@@ -1,0 +1,177 @@
+"""Mint a pre-auth key on a headscale server, over SSH, for a fleet whose login server is a headscale one.
+
+headscale has no OAuth clients: its admin CLI runs on the server (headscale v0.29.2,
+`cmd/headscale/cli/preauthkeys.go`, `users.go`). tailnix runs it there through pyinfra's connection to the
+inventory host named by `tailnix_headscale_host`:
+
+    headscale users list -o json                    # the user of tailnix_headscale_user -> its numeric ID
+    headscale preauthkeys create --user ID --reusable --expiration 90d [--tags tag:a,tag:b] -o json
+
+The new key comes back on the command's stdout only: it is never in an argument on either side, in a file or
+in the output, and it lives in this process's memory until sops writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tailnix.fleet import FleetHost, inventory_directory
+from tailnix.mint import MintedKey, MintError
+from tailnix.tailnet_names import check_tag
+
+HEADSCALE_HOST = "tailnix_headscale_host"
+HEADSCALE_USER = "tailnix_headscale_user"
+LOGIN_SERVER = "tailscale_login_server"
+
+
+@dataclass(frozen=True)
+class HeadscaleServer:
+    """Where the fleet's keys are minted: the inventory host running headscale, and the keys' user."""
+
+    host: str
+    user: str
+    login_server: str
+
+
+def _agreed(hosts: Sequence[FleetHost], key: str) -> object:
+    """The one value of `key` every host has; MintError naming the hosts of each value when they differ."""
+    by_value: dict[str, list[str]] = {}
+    for host in hosts:
+        by_value.setdefault(json.dumps(host.data.get(key)), []).append(host.name)
+    if len(by_value) > 1:
+        sides = "; ".join(
+            f"{', '.join(names)}: {json.loads(value)!r}"
+            if json.loads(value) is not None
+            else f"{', '.join(names)}: not set"
+            for value, names in by_value.items()
+        )
+        raise MintError(f"{key} differs between the hosts ({sides}): --mint mints one key for them all")
+    return json.loads(next(iter(by_value))) if by_value else None
+
+
+def headscale_server(chosen: Sequence[FleetHost], fleet: Sequence[FleetHost]) -> HeadscaleServer | None:
+    """The headscale server to mint on, when the chosen hosts log in to a login server; None for Tailscale's.
+
+    + chosen: the hosts the key is for; they must agree on the login server, the host and the user
+    + fleet: every inventory host (the headscale host is one, usually not among `chosen`)
+    """
+    login_server = _agreed(chosen, LOGIN_SERVER)
+    if not login_server:
+        return None
+    host = _agreed(chosen, HEADSCALE_HOST)
+    if not host:
+        raise MintError(
+            f"{LOGIN_SERVER} = {login_server!r}, and there is no {HEADSCALE_HOST}: name the inventory host that "
+            "runs headscale, where --mint runs `headscale preauthkeys create`"
+        )
+    if not isinstance(host, str) or host not in {h.name for h in fleet}:
+        raise MintError(
+            f"{HEADSCALE_HOST} = {host!r}: not a host of the inventory (hosts: {', '.join(h.name for h in fleet)})"
+        )
+    user = _agreed(chosen, HEADSCALE_USER)
+    if not user or not isinstance(user, str):
+        raise MintError(
+            f"{HEADSCALE_USER} = {user!r}: give the headscale user (by name) the keys belong to "
+            f"(`headscale users list` on {host})"
+        )
+    return HeadscaleServer(host, user, str(login_server))
+
+
+class HeadscaleHost:
+    """An SSH session to the headscale host, through pyinfra's connector and the host's inventory data."""
+
+    def __init__(self, inventory_file: Path, name: str) -> None:
+        self.inventory_file = inventory_file
+        self.name = name
+
+    def run(self, argv: list[str]) -> str:
+        """Run `argv` on the host and return its stdout; MintError with its stderr when it fails."""
+        from pyinfra.api.command import StringCommand
+        from pyinfra.api.config import Config
+        from pyinfra.api.state import State
+        from pyinfra.context import ctx_state
+        from pyinfra_cli.inventory import make_inventory
+
+        command = " ".join(shlex.quote(part) for part in argv)
+        state = State()
+        with ctx_state.use(state):
+            inventory = make_inventory(
+                str(self.inventory_file.absolute()), cwd=str(inventory_directory(self.inventory_file))
+            )
+            state.init(inventory, Config())  # type: ignore[no-untyped-call]
+            host = inventory.get_host(self.name)
+            try:
+                host.connect(raise_exceptions=True)
+                # A host reached as an admin with sudo runs headscale as root, as the deploy runs its commands.
+                ok, output = host.run_shell_command(
+                    StringCommand(command),
+                    print_output=False,
+                    print_input=False,
+                    _sudo=bool(host.data.get("_sudo")),
+                )
+            except Exception as error:  # pyinfra and paramiko raise many kinds for an unreachable host
+                raise MintError(
+                    f"{HEADSCALE_HOST} = {self.name!r}: cannot reach it over SSH: {error}"
+                ) from None
+            finally:
+                host.disconnect()
+        if not ok:
+            said = " ".join(line.strip() for line in output.stderr_lines).strip() or "no output"
+            raise MintError(f"{self.name}: `{command}` failed: {said}")
+        return "\n".join(output.stdout_lines)
+
+
+def user_id(server: HeadscaleServer, host: HeadscaleHost) -> int:
+    """The numeric ID of `server.user` (`headscale users list -o json`)."""
+    # MintError is a ValueError: run the command outside the `try` that catches what json.loads raises.
+    printed = host.run(["headscale", "users", "list", "-o", "json"])
+    try:
+        users = json.loads(printed or "[]")
+    except ValueError:
+        raise MintError(f"{server.host}: `headscale users list -o json` did not print JSON") from None
+    names = [str(user.get("name")) for user in users if isinstance(user, dict)]
+    for user in users:
+        if isinstance(user, dict) and user.get("name") == server.user and isinstance(user.get("id"), int):
+            return int(user["id"])
+    raise MintError(
+        f"{HEADSCALE_USER} = {server.user!r}: no such user on the headscale host {server.host} "
+        f"(its users: {', '.join(names) or 'none'}); create it with `headscale users create {server.user}`"
+    )
+
+
+def mint_headscale_key(
+    server: HeadscaleServer,
+    host: HeadscaleHost,
+    *,
+    tags: tuple[str, ...],
+    expiry_days: int,
+    reusable: bool = True,
+    ephemeral: bool = False,
+) -> MintedKey:
+    """Mint a pre-auth key of the server's user with `headscale preauthkeys create`; MintError when refused."""
+    for tag in tags:
+        reason = check_tag(tag)
+        if reason:
+            raise MintError(f"--tag = {tag!r}: {reason}")
+    owner = user_id(server, host)
+    argv = ["headscale", "preauthkeys", "create", "--user", str(owner), "--expiration", f"{expiry_days}d"]
+    argv += ["--reusable"] if reusable else []
+    argv += ["--ephemeral"] if ephemeral else []
+    argv += ["--tags", ",".join(tags)] if tags else []
+    printed = host.run([*argv, "-o", "json"])
+    try:
+        record = json.loads(printed)
+        key = record["key"]
+        expires = datetime.fromtimestamp(int(record["expiration"]["seconds"]), tz=UTC).date()
+    except (ValueError, KeyError, TypeError):
+        raise MintError(
+            f"{server.host}: `headscale preauthkeys create` did not print a key as JSON"
+        ) from None
+    if not isinstance(key, str) or not key:
+        raise MintError(f"{server.host}: `headscale preauthkeys create` printed no key")
+    return MintedKey(key, str(record.get("id", "?")), expires, bool(record.get("reusable")), tags)

@@ -1,0 +1,193 @@
+"""A fleet on a headscale login server, end to end: `rotate-key --mint` mints on the headscale host over SSH.
+
+The headscale host is a lab other-OS host with the lab's `headscale` (the CLI of headscale v0.29.2:
+`cmd/headscale/cli/preauthkeys.go` `create` with `--user` a numeric ID, `users.go` `list -o json`,
+`utils.go` `printError`, exit 1). One NixOS host, bootstrapped with a first headscale key, Running.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tailnix.sops import decrypt_value
+from tailnix_lab.hosts import Lab, LabHost
+
+from .test_fleet import Fleet, backend_state, logins_of, new_fleet
+
+pytestmark = pytest.mark.lab
+
+LOGIN_SERVER = "https://headscale.example.com"
+USER = "fleet"
+
+
+@dataclass
+class HeadscaleFleet:
+    fleet: Fleet
+    server: LabHost
+    sudo_server: LabHost
+    """Another headscale host (the lab's control plane is one), reached as an admin with sudo."""
+
+    def write_inventory(self, **data: object) -> None:
+        """The NixOS host with the headscale settings (and `data` over them), and the headscale host."""
+        (host,) = self.fleet.hosts
+        settings = {
+            "tailscale_login_server": LOGIN_SERVER,
+            "tailnix_headscale_host": self.server.name,
+            "tailnix_headscale_user": USER,
+        }
+        self.fleet.lab.write_inventory(
+            self.fleet.inventory,
+            hosts=[host.name, self.server.name, self.sudo_server.name],
+            host_data={host.name: {k: v for k, v in {**settings, **data}.items() if v is not None}},
+            secrets_file=self.fleet.secrets,
+        )
+
+    def mint(self, *arguments: str) -> tuple[str, subprocess.CompletedProcess[str]]:
+        (host,) = self.fleet.hosts
+        result = self.fleet.tailnix(
+            "rotate-key", "-i", "inventory.py", "--limit", host.name, "--mint", *arguments
+        )
+        return result.stdout + result.stderr, result
+
+    def key(self) -> str:
+        return decrypt_value(
+            self.fleet.secrets, "tailscale_auth_key", age_key_file=self.fleet.lab.layout.admin_agekey
+        )
+
+
+def _headscale_key(lab: Lab, server: str) -> str:
+    users = json.loads(lab.ssh(server, "headscale users list -o json").stdout)
+    user_id = next(user["id"] for user in users if user["name"] == USER)
+    created = lab.ssh(
+        server, f"headscale preauthkeys create --user {user_id} --reusable --expiration 90d -o json"
+    )
+    return str(json.loads(created.stdout)["key"])
+
+
+@pytest.fixture(scope="module")
+def hs(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadscaleFleet]:
+    server = lab.add_host(os="debian")
+    sudo_server = lab.add_host(os="debian", sudo_user="deploy")
+    lab.ssh(server.name, f"headscale users create {USER}")
+    host = lab.add_host(os="nixos")
+    directory: Path = tmp_path_factory.mktemp("headscale-fleet")
+    fleet = new_fleet(lab, directory, [host], _headscale_key(lab, server.name))
+    created = HeadscaleFleet(fleet, server, sudo_server)
+    created.write_inventory()
+    bootstrapped = created.fleet.tailnix("bootstrap", host.name, "-i", "inventory.py")
+    assert bootstrapped.returncode == 0, bootstrapped.stdout + bootstrapped.stderr
+    yield created
+    for stopped in (host, server, sudo_server):
+        lab.stop_host(stopped.name)
+
+
+def test_rotate_key_mints_on_the_headscale_host_and_the_host_stays_running(hs: HeadscaleFleet) -> None:
+    (host,) = hs.fleet.hosts
+    said, result = hs.mint("--days", "30")
+    assert result.returncode == 0, said
+    key = hs.key()
+    assert key.startswith("hskey-auth-") and key != hs.fleet.first_key
+    assert key not in said
+    assert f"of the headscale user {USER} on {hs.server.name} for {LOGIN_SERVER}" in said
+    assert f"{host.name}: ok, switched" in said
+    assert backend_state(hs.fleet.lab, host.name) == "Running"
+    # A node logged out comes back with the new key at the next deploy: the key is the headscale server's.
+    hs.fleet.lab.ssh(host.name, "tailscale logout")
+    deployed = hs.fleet.tailnix("deploy", "-i", "inventory.py", "--limit", host.name)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert backend_state(hs.fleet.lab, host.name) == "Running"
+    assert logins_of(hs.fleet.lab, host.name)[-1]["key_id"] == key[len("hskey-auth-") :][:12]
+
+
+def test_a_headscale_host_reached_through_sudo_runs_headscale_as_root(hs: HeadscaleFleet) -> None:
+    first = hs.key()
+    hs.write_inventory(tailnix_headscale_host=hs.sudo_server.name)
+    try:
+        said, result = hs.mint("--days", "30", "--no-deploy")
+    finally:
+        hs.write_inventory()
+    assert result.returncode == 0, said
+    assert f"of the headscale user {USER} on {hs.sudo_server.name}" in said
+    assert hs.key() != first
+
+
+def test_if_expiring_within_leaves_a_fresh_headscale_key_alone(hs: HeadscaleFleet) -> None:
+    before = hs.fleet.secrets.read_bytes()
+    said, result = hs.mint("--days", "30", "--if-expiring-within", "7")
+    assert result.returncode == 0, said
+    assert "nothing to do" in said
+    assert hs.fleet.secrets.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"tailnix_headscale_user": "nobody"},
+            "tailnix_headscale_user = 'nobody': no such user on the headscale host",
+        ),
+        ({"tailnix_headscale_host": None}, "and there is no tailnix_headscale_host"),
+        ({"tailnix_headscale_host": "hs-9"}, "tailnix_headscale_host = 'hs-9': not a host of the inventory"),
+    ],
+)
+def test_a_refused_mint_names_the_field_and_leaves_the_secrets_file_alone(
+    hs: HeadscaleFleet, data: dict[str, object], expected: str
+) -> None:
+    before = hs.fleet.secrets.read_bytes()
+    hs.write_inventory(**data)
+    try:
+        said, result = hs.mint("--days", "30")
+    finally:
+        hs.write_inventory()
+    assert result.returncode == 1, said
+    assert expected in said
+    assert hs.fleet.secrets.read_bytes() == before
+
+
+def test_a_headscale_error_is_shown_with_the_host_and_the_file_left_alone(hs: HeadscaleFleet) -> None:
+    before = hs.fleet.secrets.read_bytes()
+    said, result = hs.mint("--days", "30", "--tag", "tag:Web")
+    assert result.returncode == 1, said
+    assert f"{hs.server.name}: `headscale preauthkeys create" in said
+    assert "tag should be lowercase" in said
+    assert hs.fleet.secrets.read_bytes() == before
+
+
+def test_hosts_that_disagree_on_the_login_server_are_named(hs: HeadscaleFleet) -> None:
+    (host,) = hs.fleet.hosts
+    before = hs.fleet.secrets.read_bytes()
+    result = hs.fleet.tailnix("rotate-key", "-i", "inventory.py", "--mint", "--days", "30")
+    said = result.stdout + result.stderr
+    assert result.returncode == 1, said
+    assert (
+        f"tailscale_login_server differs between the hosts ({host.name}: '{LOGIN_SERVER}'; "
+        f"{hs.server.name}, {hs.sudo_server.name}: not set)" in said
+    )
+    assert hs.fleet.secrets.read_bytes() == before
+
+
+def test_a_tag_change_on_headscale_is_refused_with_the_command_to_run_instead(hs: HeadscaleFleet) -> None:
+    """headscale v0.29.2 `hscontrol/state/state.go` refuses the tags a node asks for at a pre-auth key login;
+    `cmd/headscale/cli/nodes.go` `headscale nodes tag -i ID -t TAGS` changes them."""
+    (host,) = hs.fleet.hosts
+    before = hs.fleet.lab.ssh(host.name, "cat /etc/nixos/configuration.nix; ls /etc/nixos").stdout
+    hs.write_inventory(tailscale_advertise_tags=["tag:web"])
+    try:
+        result = hs.fleet.tailnix("deploy", "-i", "inventory.py", "--limit", host.name)
+    finally:
+        hs.write_inventory()
+    said = result.stdout + result.stderr
+    assert result.returncode == 1, said
+    assert (
+        f"{host.name}: its tags cannot change from none to tag:web by logging in again on {LOGIN_SERVER}"
+        in said
+    )
+    assert "On the headscale server run: headscale nodes tag -i <ID> -t tag:web" in said
+    assert hs.fleet.lab.ssh(host.name, "cat /etc/nixos/configuration.nix; ls /etc/nixos").stdout == before
+    assert backend_state(hs.fleet.lab, host.name) == "Running"
