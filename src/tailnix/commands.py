@@ -750,7 +750,7 @@ def rotate_key_command(
         raise click.UsageError("--tag, --single-use, --ephemeral and --oauth-file go with --mint")
     try:
         fleet = load_fleet(inventory_file)
-        chosen = _select(fleet, (), limits)
+        chosen = headscale.without_servers(_select(fleet, (), limits), fleet)
         location = secrets_location(
             chosen,
             base_dir=inventory_directory(inventory_file),

@@ -54,6 +54,16 @@ def _agreed(hosts: Sequence[FleetHost], key: str) -> object:
     return json.loads(next(iter(by_value))) if by_value else None
 
 
+def without_servers(chosen: Sequence[FleetHost], fleet: Sequence[FleetHost]) -> list[FleetHost]:
+    """`chosen` without the hosts that only run headscale for the others.
+
+    A host that some host names as its `tailnix_headscale_host`, and that logs in to no login server itself,
+    is the control server, not a node: a key is neither minted for it nor deployed to it.
+    """
+    servers = {h.data.get(HEADSCALE_HOST) for h in fleet}
+    return [h for h in chosen if not (h.name in servers and not h.data.get(LOGIN_SERVER))]
+
+
 def headscale_server(chosen: Sequence[FleetHost], fleet: Sequence[FleetHost]) -> HeadscaleServer | None:
     """The headscale server to mint on, when the chosen hosts log in to a login server; None for Tailscale's.
 

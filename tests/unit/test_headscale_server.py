@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tailnix.fleet import FleetHost
-from tailnix.headscale import HeadscaleServer, headscale_server
+from tailnix.headscale import HeadscaleServer, headscale_server, without_servers
 from tailnix.mint import MintError
 
 SERVER = "https://headscale.example.com"
@@ -73,3 +73,14 @@ def test_a_missing_or_unknown_setting_is_named_with_its_value(data: dict[str, ob
     with pytest.raises(MintError) as refused:
         headscale_server([host], [host, HS])
     assert message in str(refused.value)
+
+
+def test_the_headscale_host_is_left_out_of_the_key_and_the_deploy() -> None:
+    """`rotate-key --mint` over the whole inventory: the server is no node; a node named as server stays."""
+    hosts = [_host("web-1"), _host("web-2")]
+    assert without_servers([*hosts, HS], [*hosts, HS]) == hosts
+    node_and_server = FleetHost("hs", ("fleet",), dict(ON_HEADSCALE))
+    assert without_servers([*hosts, node_and_server], [*hosts, node_and_server]) == [*hosts, node_and_server]
+    assert headscale_server(without_servers([*hosts, HS], [*hosts, HS]), [*hosts, HS]) == HeadscaleServer(
+        "hs", "fleet", SERVER
+    )
