@@ -42,6 +42,7 @@ from tailnix.authkey import (
     normalise_key,
     rotate_key,
 )
+from tailnix.drift import status_sentence
 from tailnix.fleet import (
     FleetError,
     FleetHost,
@@ -971,6 +972,8 @@ def status_command(inventory_file: Path, limits: tuple[str, ...], as_json: bool,
                 click.echo(f"{host['name']}: {problem}", err=True)
             for warning in host["warnings"]:
                 click.echo(f"{host['name']}: warning: {warning}", err=True)
+            if host["drift"]:
+                click.echo(f"{host['name']}: {status_sentence(host['drift'])}", err=True)
         healthy = sum(host["healthy"] for host in document["hosts"])
         total, members = len(document["hosts"]), len(document["mesh"]["members"])
         # The mesh is complete only when every host is in it, not merely when the Running ones agree.

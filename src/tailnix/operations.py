@@ -32,6 +32,7 @@ from pyinfra.context import state as pyinfra_state
 
 from tailnix import events, host_scripts, paths, steps
 from tailnix.agekey import KeyFormatError, ssh_public_key_to_age
+from tailnix.drift import PrefDrift, drift_plan, prefs_drift
 from tailnix.facts import HostState, TailnixHostState
 from tailnix.flake import FlakeShape, read_flake
 from tailnix.nix_imports import ImportEditError, add_import, has_import, manual_instruction
@@ -653,28 +654,54 @@ def _load_json(text: str) -> dict[str, Any] | None:
 
 
 def prefs_mismatches(settings: TailscaleSettings, prefs: dict[str, Any]) -> list[str]:
-    """How the node's prefs (`tailscale debug prefs`) differ from the settings, one sentence each."""
-    routes = list(settings.advertise_routes)
-    if settings.advertise_exit_node:
-        routes += ["0.0.0.0/0", "::/0"]
-    wanted: dict[str, Any] = {
-        "RouteAll": settings.accept_routes,
-        "AdvertiseRoutes": sorted(set(routes)),
-        "AdvertiseTags": sorted(settings.advertise_tags),
-        "RunSSH": settings.ssh,
-    }
-    if settings.hostname:
-        wanted["Hostname"] = settings.hostname
-    if settings.login_server:
-        wanted["ControlURL"] = settings.login_server
-    mismatches = []
-    for key, value in wanted.items():
-        actual = prefs.get(key)
-        if isinstance(actual, list) or actual is None and isinstance(value, list):
-            actual = sorted(actual or [])
-        if actual != value:
-            mismatches.append(f"{key} is {actual!r}, the settings want {value!r}")
-    return mismatches
+    """How the node's prefs (`tailscale debug prefs`) differ from the settings, one sentence each.
+
+    Only the prefs the settings name: one set by hand is drift (`tailnix.drift`), told but not a failure.
+    """
+    return [d.mismatch for d in prefs_drift(settings, prefs) if not d.by_hand]
+
+
+def _drift_of(state: HostState, plan: HostPlan) -> list[PrefDrift]:
+    """The drift of a Running node's prefs from its settings (none for a node not on the tailnet)."""
+    status, prefs = state.tailscale_status, state.tailscale_prefs
+    if status is None or prefs is None or status.get("BackendState") != "Running":
+        return []
+    return prefs_drift(plan.settings, prefs)
+
+
+UNDONE_BY = "the deploy"
+NO_SWITCH = "since nothing needs a switch here and only a switch runs the join unit's `tailscale up --reset`"
+NATIVE_KEEPS = (
+    'since NixOS\'s own join unit (tailnix_mode = "native") runs `tailscale up` only for a node that is not '
+    "logged in"
+)
+
+
+def planned_drift(state: HostState, plan: HostPlan) -> str | None:
+    """The plan's sentence about the node's drift, and whether this deploy undoes it; None without drift.
+
+    The join unit's `tailscale up --reset` runs when the switch starts or restarts it, so a deploy clears
+    the drift exactly when it switches; NixOS's own unit (native mode) leaves a Running node alone.
+    """
+    drift = _drift_of(state, plan)
+    if not drift:
+        return None
+    if plan.settings.mode != "autoconnect":
+        return drift_plan(drift, undone_by=None, kept_because=NATIVE_KEEPS)
+    if not needs_switch(state, plan):
+        return drift_plan(drift, undone_by=None, kept_because=NO_SWITCH)
+    return drift_plan(drift, undone_by=UNDONE_BY)
+
+
+def report_drift(state: HostState, plan: HostPlan) -> None:
+    """While the deploy is prepared, before anything is changed: say how the node's prefs drifted.
+
+    `pyinfra --dry` prints it for the host, and `tailnix deploy --dry` lists it (an events.PLANNED event).
+    """
+    sentence = planned_drift(state, plan)
+    if sentence is not None and host.state.current_stage == StateStage.Prepare:
+        host.log_styled(sentence, fg="yellow", log_func=logger.warning)
+        events.host_planned(host.state, host.name, steps.DRIFT, sentence)
 
 
 def tags_not_granted(settings: TailscaleSettings, status: dict[str, Any]) -> list[str]:
@@ -702,7 +729,30 @@ def _running_summary(status: dict[str, Any]) -> str:
     return summary
 
 
-def _verify(state: State, host: Host, settings: TailscaleSettings, arguments: ConnectorArguments) -> bool:
+def _undone_drift(
+    settings: TailscaleSettings, prefs: dict[str, Any] | None, drifted: tuple[PrefDrift, ...]
+) -> str:
+    """After a switch: which of the prefs set by hand before it the join unit's `up --reset` cleared."""
+    if not drifted or prefs is None:
+        return ""
+    left = {d.pref for d in prefs_drift(settings, prefs)}
+    cleared = [f"{d.described} {d.undone}" for d in drifted if d.pref not in left]
+    kept = [d.described for d in drifted if d.pref in left]
+    return "".join(
+        [
+            f"; drift: {', '.join(cleared)}" if cleared else "",
+            f"; still drifted: {', '.join(kept)}" if kept else "",
+        ]
+    )
+
+
+def _verify(
+    state: State,
+    host: Host,
+    settings: TailscaleSettings,
+    arguments: ConnectorArguments,
+    drifted: tuple[PrefDrift, ...] = (),
+) -> bool:
     ok, output = host.run_shell_command(StringCommand(_poll_script(settings)), **arguments)
     sections = _sections(list(output.stdout_lines) if ok else [])
     status = _load_json(sections.get("status", ""))
@@ -745,7 +795,7 @@ def _verify(state: State, host: Host, settings: TailscaleSettings, arguments: Co
                 "Tailscale is Running but its prefs differ: " + "; ".join(mismatches),
                 False,
             )
-    return _report(state, host, _running_summary(status), True)
+    return _report(state, host, _running_summary(status) + _undone_drift(settings, prefs, drifted), True)
 
 
 def _verification(state: HostState, plan: HostPlan) -> Commands:
@@ -759,6 +809,9 @@ def _verification(state: HostState, plan: HostPlan) -> Commands:
         and not tags_not_granted(plan.settings, status)
     ):
         summary = _running_summary(status)
+        kept = planned_drift(state, plan)
+        if kept is not None:
+            summary += f"; {kept}"
         if host.state.current_stage == StateStage.Execute:
             # Reported like a verification that ran: a person reads every host's state either way.
             host.log_styled(summary, fg="green")
@@ -778,7 +831,8 @@ def _verification(state: HostState, plan: HostPlan) -> Commands:
                 fg="yellow",
             )
         yield StringCommand("systemctl", "restart", f"{unit}.service")
-    yield FunctionCommand(_verify, (plan.settings, operation_arguments(host)), {})
+    drifted = tuple(d for d in _drift_of(state, plan) if d.by_hand)
+    yield FunctionCommand(_verify, (plan.settings, operation_arguments(host), drifted), {})
 
 
 @operation()

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tailnix.agekey import ssh_private_key_to_age_identity, ssh_public_key_to_age
+from tailnix.runner import default_deploy_file, pyinfra_argv
 from tailnix.sops import SopsError, decrypt_value, encrypt_values, read_metadata, sops_binary, update_keys
 from tailnix_lab.demo import render_sops_config
 from tailnix_lab.emulator.api import TailscaleApi
@@ -84,6 +85,17 @@ class Fleet:
             text=True,
             env=env,
             timeout=600,
+        )
+
+    def pyinfra_dry(self) -> subprocess.CompletedProcess[str]:
+        """pyinfra's own dry run of the fleet's deploy, in the fleet's directory: its plan, nothing changed."""
+        return subprocess.run(
+            [*pyinfra_argv(self.inventory, "--dry"), str(default_deploy_file(self.directory))],
+            cwd=self.directory,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "SOPS_AGE_KEY_FILE": str(self.lab.layout.admin_agekey)},
         )
 
     def recipient(self, host: LabHost) -> str:

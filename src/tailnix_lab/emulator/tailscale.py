@@ -16,7 +16,15 @@ import re
 import sys
 import time
 
-from tailnix.tailscale_flags import ALIASES, BOOL_VALUES, SET_FLAGS, TAILSCALE_RELEASE, UP_FLAGS
+from tailnix.tailscale_flags import (
+    ALIASES,
+    BOOL_VALUES,
+    PREFLESS_FLAGS,
+    PREFS_OF_FLAG,
+    SET_FLAGS,
+    TAILSCALE_RELEASE,
+    UP_FLAGS,
+)
 from tailnix_lab.emulator import tailscaled
 from tailnix_lab.emulator.control import MAGIC_DNS_SUFFIX, TAILNET_NAME, KeyRejected, node_key_expired
 from tailnix_lab.emulator.hostroot import host_path
@@ -401,47 +409,6 @@ NOT_EMULATED = {
     "appc-routes",
     "wait",
 }
-
-# Which ipn.Prefs fields each flag sets (what a masked edit touches).
-PREFS_OF_FLAG: dict[str, tuple[str, ...]] = {
-    "advertise-exit-node": ("AdvertiseRoutes",),
-    "advertise-routes": ("AdvertiseRoutes",),
-    "exit-node": ("ExitNodeIP", "ExitNodeID"),
-    "accept-dns": ("CorpDNS",),
-    "accept-routes": ("RouteAll",),
-    "advertise-tags": ("AdvertiseTags",),
-    "hostname": ("Hostname",),
-    "login-server": ("ControlURL",),
-    "netfilter-mode": ("NetfilterMode",),
-    "shields-up": ("ShieldsUp",),
-    "snat-subnet-routes": ("NoSNAT",),
-    "stateful-filtering": ("NoStatefulFiltering",),
-    "exit-node-allow-lan-access": ("ExitNodeAllowLANAccess",),
-    "operator": ("OperatorUser",),
-    "ssh": ("RunSSH",),
-    "webclient": ("RunWebClient",),
-    "nickname": ("ProfileName",),
-    "update-check": ("AutoUpdate.Check",),
-    "auto-update": ("AutoUpdate.Apply",),
-    "advertise-connector": ("AppConnector",),
-    "report-posture": ("PostureChecking",),
-    "relay-server-port": ("RelayServerPort",),
-}
-PREFLESS_FLAGS = {
-    "auth-key",
-    "force-reauth",
-    "reset",
-    "qr",
-    "qr-format",
-    "json",
-    "timeout",
-    "accept-risk",
-    "host-routes",
-    "client-id",
-    "client-secret",
-    "id-token",
-}
-
 
 # --- validation of values, as the real CLI does it ---------------------------------------------
 
