@@ -359,9 +359,10 @@ def test_status_json_follows_the_documented_schema(fleet: Fleet, rotated: tuple[
     for host in document["hosts"]:
         assert set(host) == {
             "name", "reachable", "nixos_version", "backend_state", "tailscale_ips", "dns_name",
-            "node_key_expiry", "tags", "warnings", "health", "module_current", "last_switch", "problems",
-            "healthy",
+            "node_key_expiry", "tags", "warnings", "health", "module_current", "last_switch", "drift",
+            "problems", "healthy",
         }  # fmt: skip
+        assert host["drift"] == [], "a node as tailnix left it has no drift"
         assert host["reachable"] is True and host["healthy"] is True and host["problems"] == []
         assert host["health"] == []
         assert host["nixos_version"] == "25.11" and host["backend_state"] == "Running"
