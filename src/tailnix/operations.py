@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import os
+import re
 import shlex
 import socket
 from collections.abc import Generator, Iterator
@@ -714,6 +715,29 @@ def tags_not_granted(settings: TailscaleSettings, status: dict[str, Any]) -> lis
     return [tag for tag in settings.advertise_tags if tag not in granted]
 
 
+def renamed(settings: TailscaleSettings, status: dict[str, Any]) -> str | None:
+    """The name the tailnet gave the node when it is the wanted one with a suffix (`desk-1`); None otherwise.
+
+    Control gives a node whose name another device of the tailnet holds (an offline one, left by a host
+    reinstalled or whose /var/lib/tailscale was lost) that name with `-1`, `-2`... (`Self.DNSName`).
+    """
+    own = status.get("Self") or {}
+    wanted = (settings.hostname or str(own.get("HostName") or "")).split(".", 1)[0].lower()
+    given = str(own.get("DNSName") or "").split(".", 1)[0]
+    if wanted and re.fullmatch(rf"{re.escape(wanted)}-[0-9]+", given):
+        return given
+    return None
+
+
+def _renamed_sentence(settings: TailscaleSettings, status: dict[str, Any], given: str) -> str:
+    wanted = given.rsplit("-", 1)[0]
+    return (
+        f"{_running_summary(status)}, but the tailnet named it {given}, not {wanted}: another device of the "
+        f"tailnet holds {wanted} (this host reinstalled, or its /var/lib/tailscale lost, leaves its old device "
+        "behind); delete that device in the admin console, then rename this one there"
+    )
+
+
 def _not_granted_sentence(missing: list[str], status: dict[str, Any]) -> str:
     granted = (status.get("Self") or {}).get("Tags") or []
     return f"control did not grant {', '.join(missing)} (the node carries {', '.join(granted) or 'no tags'})"
@@ -785,6 +809,9 @@ def _verify(
         return _report(
             state, host, f"Tailscale is Running but {_not_granted_sentence(missing, status)}", False
         )
+    given = renamed(settings, status)
+    if given is not None:
+        return _report(state, host, _renamed_sentence(settings, status, given), False)
     prefs = _load_json(sections.get("prefs", ""))
     if prefs is not None:
         mismatches = prefs_mismatches(settings, prefs)
@@ -807,6 +834,7 @@ def _verification(state: HostState, plan: HostPlan) -> Commands:
         and prefs is not None
         and not prefs_mismatches(plan.settings, prefs)
         and not tags_not_granted(plan.settings, status)
+        and renamed(plan.settings, status) is None
     ):
         summary = _running_summary(status)
         kept = planned_drift(state, plan)

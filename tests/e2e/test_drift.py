@@ -21,11 +21,10 @@ from typing import Any
 
 import pytest
 
-from tailnix_lab.emulator.control import ControlPlane
 from tailnix_lab.hosts import Lab
 
 from .deploying import etc_nixos
-from .test_fleet import Fleet, new_fleet
+from .test_fleet import Fleet, bootstrapped_fleet
 
 pytestmark = pytest.mark.lab
 
@@ -42,12 +41,8 @@ def drifted(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flee
     With LAN access allowed: an exit node without it would cut the deployer's SSH (docs/lab.md).
     """
     directory = tmp_path_factory.mktemp("drift-fleet")
-    hosts = [lab.add_host(os="nixos")]
-    key = ControlPlane(lab.layout.control).mint_key(reusable=True)
-    created = new_fleet(lab, directory, hosts, key)
-    created.write_inventory()
-    bootstrapped = created.tailnix("bootstrap", hosts[0].name, "-i", "inventory.py")
-    assert bootstrapped.returncode == 0, bootstrapped.stdout + bootstrapped.stderr
+    created = bootstrapped_fleet(lab, directory)
+    hosts = created.hosts
     set_by_hand = lab.ssh(
         hosts[0].name, "tailscale set --exit-node=100.64.0.9 --exit-node-allow-lan-access --operator=alice"
     )

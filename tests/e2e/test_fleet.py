@@ -120,6 +120,17 @@ def new_fleet(lab: Lab, directory: Path, hosts: list[LabHost], first_key: str, *
     return Fleet(lab, directory, hosts, first_key)
 
 
+def bootstrapped_fleet(lab: Lab, directory: Path) -> Fleet:
+    """One fresh host, bootstrapped with a reusable key and default settings: Running."""
+    hosts = [lab.add_host(os="nixos")]
+    key = ControlPlane(lab.layout.control).mint_key(reusable=True)
+    created = new_fleet(lab, directory, hosts, key)
+    created.write_inventory()
+    bootstrapped = created.tailnix("bootstrap", hosts[0].name, "-i", "inventory.py")
+    assert bootstrapped.returncode == 0, bootstrapped.stdout + bootstrapped.stderr
+    return created
+
+
 def backend_state(lab: Lab, host: str) -> str:
     return str(json.loads(lab.ssh(host, "tailscale status --json --peers=false").stdout)["BackendState"])
 
