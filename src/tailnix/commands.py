@@ -58,6 +58,7 @@ from tailnix.key_expiry import KEY_EXPIRY_CHANGE, disable_node_key_expiry, read_
 from tailnix.keyform import key_kind
 from tailnix.known_hosts import HostAddress, HostKeyScanError, NewHostKey, is_known, record, scan
 from tailnix.recipients import RecipientChange, RecipientUpdate, forget_recipient, record_recipients
+from tailnix.reinstall import replace_offline_devices
 from tailnix.rotation import rotation_due
 from tailnix.runner import DeployOutcome, HostDeployResult, dry_run, run_batched_deploy
 from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS
@@ -259,6 +260,7 @@ def _deploy(
 ) -> DeployOutcome:
     if not hosts:
         return DeployOutcome()
+    _replace_offline_devices(inventory_file, hosts, oauth_file, api_url, quiet=quiet)
     report = DeployReport(len(hosts), quiet=quiet)
     outcome = run_batched_deploy(
         inventory_file,
@@ -279,6 +281,24 @@ def _deploy(
         )
         sys.exit(INTERRUPTED_EXIT)
     return outcome
+
+
+def _replace_offline_devices(
+    inventory_file: Path, hosts: list[str], oauth_file: Path | None, api_url: str | None, *, quiet: bool
+) -> None:
+    """Before the deploy: the offline devices holding the names of nodes about to join are deleted.
+
+    A failure is said and the deploy goes on: the node then joins as `desk-1`, and verify names it.
+    """
+    fleet = [host for host in load_fleet(inventory_file) if host.name in hosts]
+    for result in replace_offline_devices(
+        inventory_file,
+        fleet,
+        find_client=lambda: _oauth_client(oauth_file),
+        base_url=api_url or os.environ.get(mint.BASE_URL_ENV) or mint.DEFAULT_BASE_URL,
+    ):
+        if not result.ok or not quiet:
+            click.echo(f"{result.host}: {result.message}", err=not result.ok)
 
 
 def _set_key_expiry(

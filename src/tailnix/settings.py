@@ -98,6 +98,8 @@ class TailscaleSettings:
     extra_up_flags: tuple[str, ...] = ()
     key_expiry: bool = True
     """Whether the node key expires (Tailscale's default); False disables it through the Tailscale API."""
+    replace_offline_device: bool = True
+    """Before a node that is not logged in joins, delete an offline device of its name through the API."""
     secret_name: str = DEFAULT_SECRET_NAME
     secrets_file: Path = Path(DEFAULT_SECRETS_FILE)
     sops_nix: SopsNixPin = field(
@@ -160,6 +162,7 @@ _KNOWN_KEYS = (
     "tailscale_login_server",
     "tailscale_extra_up_flags",
     "tailscale_key_expiry",
+    "tailnix_replace_offline_device",
 )
 
 
@@ -459,6 +462,7 @@ def parse_settings(host: str, data: Mapping[str, Any], *, base_dir: Path | None 
         login_server=login_server,
         extra_up_flags=extra,
         key_expiry=read.boolean("tailscale_key_expiry", True),
+        replace_offline_device=read.boolean("tailnix_replace_offline_device", True),
         secret_name=secret_name,
         secrets_file=secrets_path,
         sops_nix=SopsNixPin(pin_url, pin_hash),
