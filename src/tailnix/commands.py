@@ -283,6 +283,11 @@ def _deploy(
     return outcome
 
 
+def _api_base(api_url: str | None) -> str:
+    """The Tailscale API: --api-url, else $TS_BASE_URL, else Tailscale's."""
+    return api_url or os.environ.get(mint.BASE_URL_ENV) or mint.DEFAULT_BASE_URL
+
+
 def _replace_offline_devices(
     inventory_file: Path, hosts: list[str], oauth_file: Path | None, api_url: str | None, *, quiet: bool
 ) -> None:
@@ -295,7 +300,7 @@ def _replace_offline_devices(
         inventory_file,
         fleet,
         find_client=lambda: _oauth_client(oauth_file),
-        base_url=api_url or os.environ.get(mint.BASE_URL_ENV) or mint.DEFAULT_BASE_URL,
+        base_url=_api_base(api_url),
     ):
         if not result.ok or not quiet:
             click.echo(f"{result.host}: {result.message}", err=not result.ok)
@@ -314,7 +319,7 @@ def _set_key_expiry(
         inventory_file,
         fleet,
         find_client=lambda: _oauth_client(oauth_file),
-        base_url=api_url or os.environ.get(mint.BASE_URL_ENV) or mint.DEFAULT_BASE_URL,
+        base_url=_api_base(api_url),
     )
     for result in results:
         if result.ok:
@@ -923,6 +928,14 @@ def deploy_command(
             devices = read_expiring_devices(inventory_file, fleet)
             for host in [*devices.expiring, *devices.unread]:
                 planned.setdefault(host, []).append(KEY_EXPIRY_CHANGE)
+            for replacement in replace_offline_devices(
+                inventory_file,
+                fleet,
+                find_client=lambda: _oauth_client(oauth_file),
+                base_url=_api_base(api_url),
+                dry=True,
+            ):
+                planned.setdefault(replacement.host, []).insert(0, replacement.message)
             for host, changes in planned.items():
                 click.echo(f"{host}: {'; '.join(changes) if changes else 'nothing to do'}")
             return

@@ -734,7 +734,8 @@ def _renamed_sentence(settings: TailscaleSettings, status: dict[str, Any], given
     return (
         f"{_running_summary(status)}, but the tailnet named it {given}, not {wanted}: another device of the "
         f"tailnet holds {wanted} (this host reinstalled, or its /var/lib/tailscale lost, leaves its old device "
-        "behind); delete that device in the admin console, then rename this one there"
+        "behind); delete that device in the admin console, then rename this one there (with an OAuth client, "
+        "the deploy deletes an offline one before such a node joins: tailnix_replace_offline_device)"
     )
 
 

@@ -52,8 +52,11 @@ def replace_offline_devices(
     *,
     find_client: Callable[[], mint.OAuthClient | None],
     base_url: str,
+    dry: bool = False,
 ) -> list[Replacement]:
     """Delete the offline devices that hold the names of hosts about to join; one result per deletion.
+
+    + dry: only list them (the API is read, nothing is deleted); each result then says what would be done
 
     Without a client nothing is read or asked; with one, the hosts are read once more (one round trip).
     """
@@ -80,12 +83,14 @@ def replace_offline_devices(
             for device in devices.named(name):
                 if device.online:
                     continue
-                devices.delete(device)
+                if not dry:
+                    devices.delete(device)
+                done = "delete" if dry else "deleted"
                 results.append(
                     Replacement(
                         joiner,
                         True,
-                        f"deleted the offline device {device.name} ({device.device_id}) through the Tailscale "
+                        f"{done} the offline device {device.name} ({device.device_id}) through the Tailscale "
                         f"API, so that the node joins as {name}",
                     )
                 )

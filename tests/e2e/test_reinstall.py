@@ -80,7 +80,15 @@ def test_with_an_api_client_the_old_device_is_deleted_and_the_node_gets_its_name
     with TailscaleApi(lab.layout.control) as api:
         client_id, secret = api.add_client(())
         env = {"TS_API_CLIENT_ID": client_id, "TS_API_CLIENT_SECRET": secret, "TS_BASE_URL": api.url}
+        dry = fleet.tailnix("deploy", "-i", "inventory.py", "--dry", env=env)
+        assert [n["ID"] for n in control.nodes() if n["HostName"] == name] == [old["ID"]]
         deployed = fleet.tailnix("deploy", "-i", "inventory.py", env=env)
+
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert (
+        f"{name}: delete the offline device {old['DNSName'].rstrip('.')} ({old['ID']}) through the Tailscale "
+        f"API, so that the node joins as {name}"
+    ) in dry.stdout
 
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     assert (
