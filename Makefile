@@ -34,9 +34,10 @@ shellcheck: system  ## the shell tailnix runs on hosts, as POSIX sh
 typecheck: venv
 	$(BIN)/mypy
 
-# Tests run in parallel, one worker per core (at most 4), each worker with a lab of its own.
+# Tests run in parallel, one worker per core (at most 4), each worker with a lab of its own; the tests of a
+# file stay on one worker, in order (some files follow one fleet through its life).
 unit: venv
-	$(BIN)/pytest --numprocesses=auto --maxprocesses=4
+	$(BIN)/pytest --numprocesses=auto --maxprocesses=4 --dist=loadfile
 
 system:  ## the Debian packages the lab and the tests use
 	@missing=""; for package in $(APT_PACKAGES); do \

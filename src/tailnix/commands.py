@@ -42,6 +42,7 @@ from tailnix.authkey import (
     normalise_key,
     rotate_key,
 )
+from tailnix.drift import status_sentence
 from tailnix.fleet import (
     FleetError,
     FleetHost,
@@ -62,6 +63,7 @@ from tailnix.key_expiry import (
 from tailnix.keyform import key_kind
 from tailnix.known_hosts import HostAddress, HostKeyScanError, NewHostKey, is_known, record, scan
 from tailnix.recipients import RecipientChange, RecipientUpdate, forget_recipient, record_recipients
+from tailnix.reinstall import replace_offline_devices
 from tailnix.rotation import rotation_due
 from tailnix.routes import RouteResult, approval_change, approve_routes, read_unapproved
 from tailnix.runner import DeployOutcome, HostDeployResult, dry_run, run_batched_deploy
@@ -264,6 +266,7 @@ def _deploy(
 ) -> DeployOutcome:
     if not hosts:
         return DeployOutcome()
+    _replace_offline_devices(inventory_file, hosts, oauth_file, api_url, quiet=quiet)
     report = DeployReport(len(hosts), quiet=quiet)
     outcome = run_batched_deploy(
         inventory_file,
@@ -286,6 +289,29 @@ def _deploy(
     return outcome
 
 
+def _api_base(api_url: str | None) -> str:
+    """The Tailscale API: --api-url, else $TS_BASE_URL, else Tailscale's."""
+    return api_url or os.environ.get(mint.BASE_URL_ENV) or mint.DEFAULT_BASE_URL
+
+
+def _replace_offline_devices(
+    inventory_file: Path, hosts: list[str], oauth_file: Path | None, api_url: str | None, *, quiet: bool
+) -> None:
+    """Before the deploy: the offline devices holding the names of nodes about to join are deleted.
+
+    A failure is said and the deploy goes on: the node then joins as `desk-1`, and verify names it.
+    """
+    fleet = [host for host in load_fleet(inventory_file) if host.name in hosts]
+    for result in replace_offline_devices(
+        inventory_file,
+        fleet,
+        find_client=lambda: _oauth_client(oauth_file),
+        base_url=_api_base(api_url),
+    ):
+        if not result.ok or not quiet:
+            click.echo(f"{result.host}: {result.message}", err=not result.ok)
+
+
 def _set_key_expiry(
     inventory_file: Path, outcome: DeployOutcome, oauth_file: Path | None, api_url: str | None, *, quiet: bool
 ) -> None:
@@ -297,7 +323,7 @@ def _set_key_expiry(
     deployed = {result.host for result in outcome.hosts if result.ok}
     whole_fleet = load_fleet(inventory_file)
     fleet = [host for host in whole_fleet if host.name in deployed]
-    base_url = api_url or os.environ.get(mint.BASE_URL_ENV) or mint.DEFAULT_BASE_URL
+    base_url = _api_base(api_url)
     results: list[KeyExpiryResult | RouteResult] = [
         *disable_node_key_expiry(
             inventory_file, fleet, find_client=lambda: _oauth_client(oauth_file), base_url=base_url
@@ -965,6 +991,14 @@ def deploy_command(
                 planned.setdefault(host, []).append(KEY_EXPIRY_CHANGE)
             for host, routes in read_unapproved(inventory_file, fleet).items():
                 planned.setdefault(host, []).append(approval_change(routes))
+            for replacement in replace_offline_devices(
+                inventory_file,
+                fleet,
+                find_client=lambda: _oauth_client(oauth_file),
+                base_url=_api_base(api_url),
+                dry=True,
+            ):
+                planned.setdefault(replacement.host, []).insert(0, replacement.message)
             for host, changes in planned.items():
                 click.echo(f"{host}: {'; '.join(changes) if changes else 'nothing to do'}")
             return
@@ -1034,6 +1068,8 @@ def status_command(inventory_file: Path, limits: tuple[str, ...], as_json: bool,
                 click.echo(f"{host['name']}: {problem}", err=True)
             for warning in host["warnings"]:
                 click.echo(f"{host['name']}: warning: {warning}", err=True)
+            if host["drift"]:
+                click.echo(f"{host['name']}: {status_sentence(host['drift'])}", err=True)
         healthy = sum(host["healthy"] for host in document["hosts"])
         total, members = len(document["hosts"]), len(document["mesh"]["members"])
         # The mesh is complete only when every host is in it, not merely when the Running ones agree.

@@ -37,6 +37,8 @@ class Device:
     hostname: str
     name: str
     """Its MagicDNS name."""
+    online: bool = False
+    """Connected to control now (`connectedToControl`)."""
 
 
 def _request(base_url: str, token: str, method: str, path: str, what: str) -> Any:
@@ -93,7 +95,12 @@ class TailnetDevices:
         if not isinstance(listed, list):
             raise DeviceApiError(f"{self.base_url}/api/v2/tailnet/-/devices answered without a devices list")
         return [
-            Device(str(d.get("nodeId") or d.get("id")), str(d.get("hostname")), str(d.get("name") or ""))
+            Device(
+                str(d.get("nodeId") or d.get("id")),
+                str(d.get("hostname")),
+                str(d.get("name") or ""),
+                online=bool(d.get("connectedToControl")),
+            )
             for d in listed
             if isinstance(d, dict) and d.get("hostname") == hostname
         ]

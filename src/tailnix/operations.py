@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import os
+import re
 import shlex
 import socket
 from collections.abc import Generator, Iterator
@@ -32,6 +33,7 @@ from pyinfra.context import state as pyinfra_state
 
 from tailnix import events, host_scripts, paths, steps
 from tailnix.agekey import KeyFormatError, ssh_public_key_to_age
+from tailnix.drift import PrefDrift, drift_plan, prefs_drift
 from tailnix.facts import HostState, TailnixHostState
 from tailnix.flake import FlakeShape, read_flake
 from tailnix.nix_imports import ImportEditError, add_import, has_import, manual_instruction
@@ -655,33 +657,65 @@ def _load_json(text: str) -> dict[str, Any] | None:
 
 
 def prefs_mismatches(settings: TailscaleSettings, prefs: dict[str, Any]) -> list[str]:
-    """How the node's prefs (`tailscale debug prefs`) differ from the settings, one sentence each."""
-    routes = list(settings.advertise_routes)
-    if settings.advertise_exit_node:
-        routes += ["0.0.0.0/0", "::/0"]
-    wanted: dict[str, Any] = {
-        "RouteAll": settings.accept_routes,
-        "AdvertiseRoutes": sorted(set(routes)),
-        "AdvertiseTags": sorted(settings.advertise_tags),
-        "RunSSH": settings.ssh,
-    }
-    if settings.hostname:
-        wanted["Hostname"] = settings.hostname
-    if settings.login_server:
-        wanted["ControlURL"] = settings.login_server
+    """How the node's prefs (`tailscale debug prefs`) differ from the settings, one sentence each.
+
+    Only the prefs the settings name: one set by hand is drift (`tailnix.drift`), told but not a failure.
+    The prefs of `tailscale_set` are checked here too (`tailscale set` changes them, never `up --reset`).
+    """
+    mismatches = [d.mismatch for d in prefs_drift(settings, prefs) if not d.by_hand]
     for flag, value in settings.set_prefs:
+        key = PREF_OF_SET_ONLY_FLAG[flag]
         # `relay-server-port` is a number in the prefs.
-        wanted[PREF_OF_SET_ONLY_FLAG[flag]] = int(value) if flag == "relay-server-port" else value
-    mismatches = []
-    for key, value in wanted.items():
+        wanted = int(value) if flag == "relay-server-port" else value
         actual: Any = prefs
         for name in key.split("."):
             actual = actual.get(name) if isinstance(actual, dict) else None
-        if isinstance(actual, list) or actual is None and isinstance(value, list):
-            actual = sorted(actual or [])
-        if actual != value:
-            mismatches.append(f"{key} is {actual!r}, the settings want {value!r}")
+        if actual != wanted:
+            mismatches.append(f"{key} is {actual!r}, the settings want {wanted!r}")
     return mismatches
+
+
+def _drift_of(state: HostState, plan: HostPlan) -> list[PrefDrift]:
+    """The drift of a Running node's prefs from its settings (none for a node not on the tailnet)."""
+    status, prefs = state.tailscale_status, state.tailscale_prefs
+    if status is None or prefs is None or status.get("BackendState") != "Running":
+        return []
+    return prefs_drift(plan.settings, prefs)
+
+
+UNDONE_BY = "the deploy"
+NO_SWITCH = "since nothing needs a switch here and only a switch runs the join unit's `tailscale up --reset`"
+NATIVE_KEEPS = (
+    'since NixOS\'s own join unit (tailnix_mode = "native") runs `tailscale up` only for a node that is not '
+    "logged in"
+)
+
+
+def planned_drift(state: HostState, plan: HostPlan) -> str | None:
+    """The plan's sentence about the node's drift, and whether this deploy undoes it; None without drift.
+
+    The join unit's `tailscale up --reset` runs when the switch starts or restarts it, so a deploy clears
+    the drift exactly when it switches; NixOS's own unit (native mode) leaves a Running node alone.
+    """
+    drift = _drift_of(state, plan)
+    if not drift:
+        return None
+    if plan.settings.mode != "autoconnect":
+        return drift_plan(drift, undone_by=None, kept_because=NATIVE_KEEPS)
+    if not needs_switch(state, plan):
+        return drift_plan(drift, undone_by=None, kept_because=NO_SWITCH)
+    return drift_plan(drift, undone_by=UNDONE_BY)
+
+
+def report_drift(state: HostState, plan: HostPlan) -> None:
+    """While the deploy is prepared, before anything is changed: say how the node's prefs drifted.
+
+    `pyinfra --dry` prints it for the host, and `tailnix deploy --dry` lists it (an events.PLANNED event).
+    """
+    sentence = planned_drift(state, plan)
+    if sentence is not None and host.state.current_stage == StateStage.Prepare:
+        host.log_styled(sentence, fg="yellow", log_func=logger.warning)
+        events.host_planned(host.state, host.name, steps.DRIFT, sentence)
 
 
 def tags_not_granted(settings: TailscaleSettings, status: dict[str, Any]) -> list[str]:
@@ -692,6 +726,30 @@ def tags_not_granted(settings: TailscaleSettings, status: dict[str, Any]) -> lis
     """
     granted = (status.get("Self") or {}).get("Tags") or []
     return [tag for tag in settings.advertise_tags if tag not in granted]
+
+
+def renamed(settings: TailscaleSettings, status: dict[str, Any]) -> str | None:
+    """The name the tailnet gave the node when it is the wanted one with a suffix (`desk-1`); None otherwise.
+
+    Control gives a node whose name another device of the tailnet holds (an offline one, left by a host
+    reinstalled or whose /var/lib/tailscale was lost) that name with `-1`, `-2`... (`Self.DNSName`).
+    """
+    own = status.get("Self") or {}
+    wanted = (settings.hostname or str(own.get("HostName") or "")).split(".", 1)[0].lower()
+    given = str(own.get("DNSName") or "").split(".", 1)[0]
+    if wanted and re.fullmatch(rf"{re.escape(wanted)}-[0-9]+", given):
+        return given
+    return None
+
+
+def _renamed_sentence(settings: TailscaleSettings, status: dict[str, Any], given: str) -> str:
+    wanted = given.rsplit("-", 1)[0]
+    return (
+        f"{_running_summary(status)}, but the tailnet named it {given}, not {wanted}: another device of the "
+        f"tailnet holds {wanted} (this host reinstalled, or its /var/lib/tailscale lost, leaves its old device "
+        "behind); delete that device in the admin console, then rename this one there (with an OAuth client, "
+        "the deploy deletes an offline one before such a node joins: tailnix_replace_offline_device)"
+    )
 
 
 def _not_granted_sentence(missing: list[str], status: dict[str, Any]) -> str:
@@ -709,7 +767,30 @@ def _running_summary(status: dict[str, Any]) -> str:
     return summary
 
 
-def _verify(state: State, host: Host, settings: TailscaleSettings, arguments: ConnectorArguments) -> bool:
+def _undone_drift(
+    settings: TailscaleSettings, prefs: dict[str, Any] | None, drifted: tuple[PrefDrift, ...]
+) -> str:
+    """After a switch: which of the prefs set by hand before it the join unit's `up --reset` cleared."""
+    if not drifted or prefs is None:
+        return ""
+    left = {d.pref for d in prefs_drift(settings, prefs)}
+    cleared = [f"{d.described} {d.undone}" for d in drifted if d.pref not in left]
+    kept = [d.described for d in drifted if d.pref in left]
+    return "".join(
+        [
+            f"; drift: {', '.join(cleared)}" if cleared else "",
+            f"; still drifted: {', '.join(kept)}" if kept else "",
+        ]
+    )
+
+
+def _verify(
+    state: State,
+    host: Host,
+    settings: TailscaleSettings,
+    arguments: ConnectorArguments,
+    drifted: tuple[PrefDrift, ...] = (),
+) -> bool:
     ok, output = host.run_shell_command(StringCommand(_poll_script(settings)), **arguments)
     sections = _sections(list(output.stdout_lines) if ok else [])
     status = _load_json(sections.get("status", ""))
@@ -742,6 +823,9 @@ def _verify(state: State, host: Host, settings: TailscaleSettings, arguments: Co
         return _report(
             state, host, f"Tailscale is Running but {_not_granted_sentence(missing, status)}", False
         )
+    given = renamed(settings, status)
+    if given is not None:
+        return _report(state, host, _renamed_sentence(settings, status, given), False)
     prefs = _load_json(sections.get("prefs", ""))
     if prefs is not None:
         mismatches = prefs_mismatches(settings, prefs)
@@ -752,7 +836,7 @@ def _verify(state: State, host: Host, settings: TailscaleSettings, arguments: Co
                 "Tailscale is Running but its prefs differ: " + "; ".join(mismatches),
                 False,
             )
-    return _report(state, host, _running_summary(status), True)
+    return _report(state, host, _running_summary(status) + _undone_drift(settings, prefs, drifted), True)
 
 
 def _verification(state: HostState, plan: HostPlan) -> Commands:
@@ -764,8 +848,12 @@ def _verification(state: HostState, plan: HostPlan) -> Commands:
         and prefs is not None
         and not prefs_mismatches(plan.settings, prefs)
         and not tags_not_granted(plan.settings, status)
+        and renamed(plan.settings, status) is None
     ):
         summary = _running_summary(status)
+        kept = planned_drift(state, plan)
+        if kept is not None:
+            summary += f"; {kept}"
         if host.state.current_stage == StateStage.Execute:
             # Reported like a verification that ran: a person reads every host's state either way.
             host.log_styled(summary, fg="green")
@@ -785,7 +873,8 @@ def _verification(state: HostState, plan: HostPlan) -> Commands:
                 fg="yellow",
             )
         yield StringCommand("systemctl", "restart", f"{unit}.service")
-    yield FunctionCommand(_verify, (plan.settings, operation_arguments(host)), {})
+    drifted = tuple(d for d in _drift_of(state, plan) if d.by_hand)
+    yield FunctionCommand(_verify, (plan.settings, operation_arguments(host), drifted), {})
 
 
 @operation()

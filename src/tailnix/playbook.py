@@ -49,6 +49,8 @@ def deploy_tailscale() -> None:
         state = operations.host_state(plan.settings.lock_timeout)
         if state is not None:
             operations.require_deployable(state, plan)
+            # Prefs set by hand that the switch's `tailscale up --reset` would clear, said before any change.
+            operations.report_drift(state, plan)
             # A host that needs no change gets one operation: the checks and the verification (each
             # operation costs the deployer time for every host of the fleet).
             if operations.changes_needed(state, plan):

@@ -442,6 +442,10 @@ def dry_run(
             name = progress.planned.get(host, {}).get(operation["name"], operation["name"])
             if host in changes and name not in changes[host]:
                 changes[host].append(name)
+    for host, planned in progress.planned.items():
+        # The drift of a node's prefs is no operation: a host that changes nothing has it too.
+        if host in changes and steps.DRIFT in planned:
+            changes[host] = [*(changes[host] or ["nothing to do"]), planned[steps.DRIFT]]
     for host, outcome in progress.refusals.items():
         if host in changes:
             changes[host] = [f"{outcome.outcome}: {outcome.sentence}"]

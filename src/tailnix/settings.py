@@ -107,6 +107,8 @@ class TailscaleSettings:
     """`tailscale_set`: (flag, value) of the prefs only `tailscale set` changes, applied after `up`."""
     key_expiry: bool = True
     """Whether the node key expires (Tailscale's default); False disables it through the Tailscale API."""
+    replace_offline_device: bool = True
+    """Before a node that is not logged in joins, delete an offline device of its name through the API."""
     secret_name: str = DEFAULT_SECRET_NAME
     secrets_file: Path = Path(DEFAULT_SECRETS_FILE)
     sops_nix: SopsNixPin = field(
@@ -182,6 +184,7 @@ _KNOWN_KEYS = (
     "tailscale_extra_up_flags",
     "tailscale_key_expiry",
     "tailscale_set",
+    "tailnix_replace_offline_device",
 )
 # The prefs only `tailscale set` changes (`up` has no flag for them, and its --reset leaves them alone).
 SET_ONLY_FLAGS = {flag.name: flag for flag in SET_FLAGS if not flag.up}
@@ -526,6 +529,7 @@ def parse_settings(host: str, data: Mapping[str, Any], *, base_dir: Path | None 
         extra_up_flags=extra,
         key_expiry=read.boolean("tailscale_key_expiry", True),
         set_prefs=_set_prefs(read),
+        replace_offline_device=read.boolean("tailnix_replace_offline_device", True),
         secret_name=secret_name,
         secrets_file=secrets_path,
         sops_nix=SopsNixPin(pin_url, pin_hash),

@@ -124,6 +124,11 @@ tailscale_ssh = {_python(defaults.ssh)}
 # OAuth client with the devices:core scope: $TS_API_CLIENT_ID and $TS_API_CLIENT_SECRET, or --oauth-file).
 tailscale_key_expiry = {_python(defaults.key_expiry)}
 
+# A host reinstalled (or whose /var/lib/tailscale was lost) joins as a new device; while its old device is
+# on the tailnet, the new one is named `host-1`. With an OAuth client (devices:core), `tailnix deploy`
+# deletes such an offline device of the same name first, for a node that is not logged in.
+tailnix_replace_offline_device = {_python(defaults.replace_offline_device)}
+
 # How long the verify step waits for a host to report Running (seconds).
 tailnix_verify_timeout = {_python(defaults.verify_timeout)}
 

@@ -15,6 +15,7 @@ from pyinfra.api.facts import FactBase
 from tailnix import paths
 from tailnix.advertised_routes import UNAPPROVED, describe, unapproved_routes, wanted_routes
 from tailnix.authkey import OK, WARNING, Finding
+from tailnix.drift import prefs_drift
 from tailnix.fleet import FleetHost, inventory_directory
 from tailnix.plan import plan_host
 from tailnix.runner import read_fact
@@ -38,26 +39,33 @@ class FleetHostStatus(FactBase[dict[str, Any]]):
                 f'echo "applied=$(cat {applied} 2>/dev/null)"',
                 f'echo "applied_mtime=$(stat -c %Y {applied} 2>/dev/null)"',
                 'echo "tailscale_b64=$(tailscale status --json 2>/dev/null | base64 -w 0)"',
+                'echo "prefs_b64=$(tailscale debug prefs 2>/dev/null | base64 -w 0)"',
                 "true",
             ]
         )
 
     def process(self, output: list[str]) -> dict[str, Any]:
         values = dict(line.partition("=")[::2] for line in output)
-        status: Any = None
-        try:
-            decoded = base64.b64decode(values.get("tailscale_b64", "")).decode()
-            status = json.loads(decoded) if decoded.strip() else None
-        except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
-            status = None
+        status = _json_b64(values.get("tailscale_b64", ""))
+        prefs = _json_b64(values.get("prefs_b64", ""))
         mtime = values.get("applied_mtime", "")
         return {
             "os_id": values.get("os_id", ""),
             "os_version": values.get("os_version", ""),
             "applied": values.get("applied") or None,
             "applied_mtime": int(mtime) if mtime.isdigit() else None,
-            "tailscale": status if isinstance(status, dict) else None,
+            "tailscale": status,
+            "prefs": prefs,
         }
+
+
+def _json_b64(encoded: str) -> dict[str, Any] | None:
+    try:
+        decoded = base64.b64decode(encoded).decode()
+        value = json.loads(decoded) if decoded.strip() else None
+    except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 STATUS_SCHEMA_VERSION = 1
@@ -112,6 +120,7 @@ def fleet_status(
             "health": [],
             "module_current": None,
             "last_switch": None,
+            "drift": [],
             "problems": [],
             "healthy": False,
         }
@@ -129,6 +138,7 @@ def fleet_status(
         else:
             entry["nixos_version"] = value["os_version"] or None
         entry["last_switch"] = _iso(value["applied_mtime"])
+        plan = None
         try:
             plan = plan_host(host.name, host.data, base_dir=inventory_directory(inventory_file))
             # A flake host that brings its own sops-nix gets the module without the fetched copy.
@@ -164,6 +174,9 @@ def fleet_status(
         entry["unapproved_routes"] = unapproved_routes(wanted_routes(host), own)
         if entry["unapproved_routes"]:
             problems.append(UNAPPROVED.format(routes=describe(entry["unapproved_routes"])))
+        if plan is not None and value["prefs"] is not None:
+            # Not a problem: told so that a deploy's `tailscale up --reset` clears nothing unseen.
+            entry["drift"] = [d.to_json() for d in prefs_drift(plan.settings, value["prefs"])]
         if own.get("ID"):
             node_ids[host.name] = str(own["ID"])
         peers_of[host.name] = {

@@ -15,6 +15,9 @@ SWITCH = "nixos-rebuild switch"
 REAUTHENTICATE = "re-authenticate"
 """A Running node logs in again with other tags or another login server; `--dry` shows it with the change
 (`re-authenticate: tags tag:server -> tag:web`)."""
+DRIFT = "drift"
+"""Not an operation: what the plan says of a Running node's prefs that differ from its settings
+(`drift: ExitNodeIP 100.64.0.9 (set by hand) would be cleared by the deploy`)."""
 VERIFY = "Verify Tailscale is Running"
 CONVERGED = "Check the host and that Tailscale is Running"
 """The one operation a host that needs no change gets: the checks of PREFLIGHT, then VERIFY."""

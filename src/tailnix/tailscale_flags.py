@@ -138,3 +138,48 @@ BOOL_VALUES = {
     **dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
     **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False),
 }
+
+# `--netfilter-mode` and the value of the NetfilterMode pref (preftype.NetfilterMode).
+NETFILTER_MODES = {"off": 0, "nodivert": 1, "on": 2}
+
+# Which ipn.Prefs fields each flag sets (up.go's `prefsOfFlag`): what a masked edit touches, and so what
+# `tailscale up --reset` sets from its flags (`updatePrefs` visits ALL of up's flags then), while the prefs
+# of set-only flags are kept. The flags that are no pref (`preflessFlag`) touch none.
+PREFS_OF_FLAG: dict[str, tuple[str, ...]] = {
+    "advertise-exit-node": ("AdvertiseRoutes",),
+    "advertise-routes": ("AdvertiseRoutes",),
+    "exit-node": ("ExitNodeIP", "ExitNodeID"),
+    "accept-dns": ("CorpDNS",),
+    "accept-routes": ("RouteAll",),
+    "advertise-tags": ("AdvertiseTags",),
+    "hostname": ("Hostname",),
+    "login-server": ("ControlURL",),
+    "netfilter-mode": ("NetfilterMode",),
+    "shields-up": ("ShieldsUp",),
+    "snat-subnet-routes": ("NoSNAT",),
+    "stateful-filtering": ("NoStatefulFiltering",),
+    "exit-node-allow-lan-access": ("ExitNodeAllowLANAccess",),
+    "operator": ("OperatorUser",),
+    "ssh": ("RunSSH",),
+    "webclient": ("RunWebClient",),
+    "nickname": ("ProfileName",),
+    "update-check": ("AutoUpdate.Check",),
+    "auto-update": ("AutoUpdate.Apply",),
+    "advertise-connector": ("AppConnector",),
+    "report-posture": ("PostureChecking",),
+    "relay-server-port": ("RelayServerPort",),
+}
+PREFLESS_FLAGS = {
+    "auth-key",
+    "force-reauth",
+    "reset",
+    "qr",
+    "qr-format",
+    "json",
+    "timeout",
+    "accept-risk",
+    "host-routes",
+    "client-id",
+    "client-secret",
+    "id-token",
+}

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tailnix.agekey import ssh_private_key_to_age_identity, ssh_public_key_to_age
+from tailnix.runner import default_deploy_file, pyinfra_argv
 from tailnix.sops import SopsError, decrypt_value, encrypt_values, read_metadata, sops_binary, update_keys
 from tailnix_lab.demo import render_sops_config
 from tailnix_lab.emulator.api import TailscaleApi
@@ -86,6 +87,17 @@ class Fleet:
             timeout=600,
         )
 
+    def pyinfra_dry(self) -> subprocess.CompletedProcess[str]:
+        """pyinfra's own dry run of the fleet's deploy, in the fleet's directory: its plan, nothing changed."""
+        return subprocess.run(
+            [*pyinfra_argv(self.inventory, "--dry"), str(default_deploy_file(self.directory))],
+            cwd=self.directory,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "SOPS_AGE_KEY_FILE": str(self.lab.layout.admin_agekey)},
+        )
+
     def recipient(self, host: LabHost) -> str:
         return ssh_public_key_to_age(host.host_key_public)
 
@@ -106,6 +118,17 @@ def new_fleet(lab: Lab, directory: Path, hosts: list[LabHost], first_key: str, *
         age_key_file=lab.layout.admin_agekey,
     )
     return Fleet(lab, directory, hosts, first_key)
+
+
+def bootstrapped_fleet(lab: Lab, directory: Path) -> Fleet:
+    """One fresh host, bootstrapped with a reusable key and default settings: Running."""
+    hosts = [lab.add_host(os="nixos")]
+    key = ControlPlane(lab.layout.control).mint_key(reusable=True)
+    created = new_fleet(lab, directory, hosts, key)
+    created.write_inventory()
+    bootstrapped = created.tailnix("bootstrap", hosts[0].name, "-i", "inventory.py")
+    assert bootstrapped.returncode == 0, bootstrapped.stdout + bootstrapped.stderr
+    return created
 
 
 def backend_state(lab: Lab, host: str) -> str:
@@ -348,9 +371,10 @@ def test_status_json_follows_the_documented_schema(fleet: Fleet, rotated: tuple[
         assert set(host) == {
             "name", "reachable", "nixos_version", "backend_state", "tailscale_ips", "dns_name",
             "node_key_expiry", "tags", "unapproved_routes", "warnings", "health", "module_current",
-            "last_switch", "problems", "healthy",
+            "last_switch", "drift", "problems", "healthy",
         }  # fmt: skip
         assert host["unapproved_routes"] == []
+        assert host["drift"] == [], "a node as tailnix left it has no drift"
         assert host["reachable"] is True and host["healthy"] is True and host["problems"] == []
         assert host["health"] == []
         assert host["nixos_version"] == "25.11" and host["backend_state"] == "Running"

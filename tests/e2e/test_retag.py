@@ -19,14 +19,11 @@ the tests run in order: dry run, retag to tag:web, retag to a tag the admin does
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from tailnix import paths
-from tailnix.runner import default_deploy_file, pyinfra_argv
 from tailnix_lab.emulator.control import ControlPlane
 from tailnix_lab.hosts import Lab
 
@@ -87,14 +84,7 @@ def test_dry_run_names_the_re_authentication(tagged: Fleet, lab: Lab) -> None:
         assert "nixos-rebuild switch" in line
 
     # pyinfra's own dry run names it for each host too.
-    plain = subprocess.run(
-        [*pyinfra_argv(tagged.inventory, "--dry"), str(default_deploy_file(tagged.directory))],
-        cwd=tagged.directory,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "SOPS_AGE_KEY_FILE": str(lab.layout.admin_agekey)},
-    )
+    plain = tagged.pyinfra_dry()
     assert plain.returncode == 0, plain.stderr
     for name in names:
         assert f"[{name}] re-authenticate: tags tag:server -> tag:web" in plain.stdout + plain.stderr

@@ -199,3 +199,15 @@ def test_down_clears_the_exit_route_and_lab_down_stops_a_cut_host(lab: Lab, join
     lab.stop_host(name)
     assert time.monotonic() - started < 5, "a stopped listener must not wait for the SIGKILL fallback"
     assert processes_in_namespace(joined_host.mount_namespace) == []
+
+
+def test_an_exit_node_with_lan_access_leaves_ssh_over_the_lan_alone(lab: Lab, joined_host: LabHost) -> None:
+    """`--exit-node-allow-lan-access` keeps the host's local networks out of the exit route (tailscale v1.90.6
+    `ipn/prefs.go`, ExitNodeAllowLANAccess): the deployer reaching the host over its LAN is still answered."""
+    name = joined_host.name
+    status = lab.ssh(
+        name,
+        f"tailscale set --exit-node={BLACK_HOLE_EXIT_NODE} --exit-node-allow-lan-access && tailscale status --json",
+    )
+    assert "ExitNodeStatus" in json.loads(status.stdout)
+    assert answers(lab, name)

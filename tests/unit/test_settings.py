@@ -26,6 +26,11 @@ def test_node_key_expiry_is_kept_unless_turned_off() -> None:
     assert parse_settings("desk", {"tailscale_key_expiry": False}).up_flags() == ["--accept-routes"]
 
 
+def test_an_offline_device_of_the_name_is_replaced_unless_turned_off() -> None:
+    assert parse_settings("desk", {}).replace_offline_device is True
+    assert parse_settings("desk", {"tailnix_replace_offline_device": False}).replace_offline_device is False
+
+
 def test_full_settings_map_to_up_flags_in_a_stable_order() -> None:
     settings = parse_settings(
         "gw",
@@ -85,6 +90,8 @@ BAD: list[tuple[str, Any, str]] = [
     ("tailscale_key_expiry", "never", "True or False"),
     ("tailscale_key_expiry", 0, "True or False"),
     ("tailscale_keyexpiry", False, "did you mean tailscale_key_expiry"),
+    ("tailnix_replace_offline_device", "yes", "True or False"),
+    ("tailnix_replace_offline_devices", True, "did you mean tailnix_replace_offline_device"),
     ("tailnix_key_expiry", False, "did you mean tailscale_key_expiry"),
 ]
 

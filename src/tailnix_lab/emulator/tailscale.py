@@ -20,7 +20,8 @@ from tailnix.tailscale_flags import (
     ALIASES,
     AUTO_UPDATE_UNSUPPORTED,
     BOOL_VALUES,
-    PREF_OF_SET_ONLY_FLAG,
+    PREFLESS_FLAGS,
+    PREFS_OF_FLAG,
     SET_FLAGS,
     TAILSCALE_RELEASE,
     UP_FLAGS,
@@ -416,43 +417,6 @@ NOT_EMULATED = {
     "appc-routes",
     "wait",
 }
-
-# Which ipn.Prefs fields each flag sets (what a masked edit touches).
-PREFS_OF_FLAG: dict[str, tuple[str, ...]] = {
-    "advertise-exit-node": ("AdvertiseRoutes",),
-    "advertise-routes": ("AdvertiseRoutes",),
-    "exit-node": ("ExitNodeIP", "ExitNodeID"),
-    "accept-dns": ("CorpDNS",),
-    "accept-routes": ("RouteAll",),
-    "advertise-tags": ("AdvertiseTags",),
-    "hostname": ("Hostname",),
-    "login-server": ("ControlURL",),
-    "netfilter-mode": ("NetfilterMode",),
-    "shields-up": ("ShieldsUp",),
-    "snat-subnet-routes": ("NoSNAT",),
-    "stateful-filtering": ("NoStatefulFiltering",),
-    "exit-node-allow-lan-access": ("ExitNodeAllowLANAccess",),
-    "operator": ("OperatorUser",),
-    "ssh": ("RunSSH",),
-    "advertise-connector": ("AppConnector",),
-    "report-posture": ("PostureChecking",),
-    **{flag: (pref,) for flag, pref in PREF_OF_SET_ONLY_FLAG.items()},
-}
-PREFLESS_FLAGS = {
-    "auth-key",
-    "force-reauth",
-    "reset",
-    "qr",
-    "qr-format",
-    "json",
-    "timeout",
-    "accept-risk",
-    "host-routes",
-    "client-id",
-    "client-secret",
-    "id-token",
-}
-
 
 # --- validation of values, as the real CLI does it ---------------------------------------------
 

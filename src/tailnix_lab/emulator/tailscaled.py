@@ -37,7 +37,7 @@ STARTUP_SECONDS = 0.5
 
 DEFAULT_CONTROL_URL = tailscale_flags.DEFAULT_CONTROL_URL
 # preftype.NetfilterMode: off=0, nodivert=1, on=2; `debug prefs` shows the number.
-NETFILTER_MODES = {"off": 0, "nodivert": 1, "on": 2}
+NETFILTER_MODES = tailscale_flags.NETFILTER_MODES
 
 NO_STATE = "NoState"
 NEEDS_LOGIN = "NeedsLogin"
@@ -216,7 +216,9 @@ def locked_state() -> Iterator[DaemonState]:
             state = DaemonState(node_key=new_node_key())
         yield state
         _write_state(path, state)
-        exit_node = exit_node_in_use(state)
+        # With LAN access allowed, the host's local routes stay out of the exit route
+        # (`--exit-node-allow-lan-access`): the deployer's SSH over the LAN still gets its answers.
+        exit_node = "" if state.prefs.get("ExitNodeAllowLANAccess") else exit_node_in_use(state)
     finally:
         os.close(dir_fd)
     # Outside the lock: the black hole's guard process must not inherit it.
