@@ -144,7 +144,7 @@ def render_own_fleet(layout: LabLayout, hosts: list[LabHost]) -> str:
         for host in hosts
         if host.os == "nixos"
     ]
-    text = render_inventory({"lab_hosts": members}, layout)
+    text = render_inventory({"lab_hosts": members}, layout) if members else "\nlab_hosts = []\n"
     header = (
         f"# The NixOS hosts of the tailnix lab in {layout.root}, for the inventory.py of a fleet made by\n"
         "# `tailnix init`: copy this file over it. An auth key the lab's control plane knows is in the lab's\n"
