@@ -13,6 +13,7 @@ A switch under way is not harmed by that: the host confirms nothing without the 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import os
@@ -36,6 +37,14 @@ def _unpatched(module: str, name: str) -> Any:
     return monkey.get_original(module, name)
 
 
+def _exit_interrupted() -> None:
+    """At exit, whatever the run did after the interrupt: the status is the interrupt's, as was said."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(INTERRUPTED_EXIT)
+
+
 def _end_after(seconds: float) -> None:
     sleep: Callable[[float], None] = _unpatched("time", "sleep")
     sleep(seconds)
@@ -54,6 +63,10 @@ def _interrupted(signum: int, frame: FrameType | None) -> None:
         file=sys.stderr,
         flush=True,
     )
+    # Under gevent the SystemExit below can land in a greenlet whose run then goes on to the end; the exit
+    # status is the interrupt's all the same, since that is what the user was told.
+    atexit.unregister(_exit_interrupted)
+    atexit.register(_exit_interrupted)
     start_thread = _unpatched("_thread", "start_new_thread")
     start_thread(_end_after, (GRACE_SECONDS,))
     sys.exit(INTERRUPTED_EXIT)

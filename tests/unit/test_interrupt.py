@@ -20,6 +20,12 @@ try:
     print("ready", flush=True)
     while True:
         time.sleep(0.05)
+except SystemExit:
+    if {finishes}:
+        # The interrupt landed where the run swallows it, and the run goes on to its end.
+        print("finished", flush=True)
+        raise SystemExit(0)
+    raise
 finally:
     # Ending after the interrupt, as pyinfra closes its SSH connections; when {stuck}, that never ends.
     while {stuck}:
@@ -30,9 +36,9 @@ finally:
 """
 
 
-def _interrupt(stuck: bool) -> subprocess.CompletedProcess[str]:
+def _interrupt(stuck: bool = False, finishes: bool = False) -> subprocess.CompletedProcess[str]:
     child = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(CHILD.format(stuck=stuck))],
+        [sys.executable, "-c", textwrap.dedent(CHILD.format(stuck=stuck, finishes=finishes))],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -60,3 +66,11 @@ def test_a_run_that_does_not_end_after_ctrl_c_is_ended_and_says_why() -> None:
         "Interrupted: the run had not ended 0.5s after the interrupt (closing its SSH connections); ended now. "
         "A switch under way is not confirmed, so its host rolls it back by itself."
     )
+
+
+def test_a_run_that_goes_on_to_its_end_after_ctrl_c_still_exits_130() -> None:
+    """What the user was told ("Interrupted") and the exit status agree, even when the run went on."""
+    ended = _interrupt(finishes=True)
+    assert ended.stdout == "finished\n"
+    assert ended.returncode == 130
+    assert ended.stderr.startswith("Interrupted: the deploy did not finish.")
