@@ -15,11 +15,11 @@ import os
 import re
 import shlex
 import socket
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from io import StringIO
-from typing import Any
+from typing import Any, TypeVar
 
 from pyinfra import logger
 from pyinfra.api.arguments import ConnectorArguments
@@ -36,10 +36,11 @@ from tailnix.agekey import KeyFormatError, ssh_public_key_to_age
 from tailnix.drift import PrefDrift, drift_plan, prefs_drift
 from tailnix.facts import HostState, TailnixHostState
 from tailnix.flake import FlakeShape, read_flake
+from tailnix.interrupt import exit_nonzero_on_interrupt
 from tailnix.nix_imports import ImportEditError, add_import, has_import, manual_instruction
 from tailnix.plan import HostPlan, ModuleFile
 from tailnix.reauth import Reauthentication, login_error, reauthentication
-from tailnix.settings import TailscaleSettings
+from tailnix.settings import SettingsError, TailscaleSettings
 from tailnix.sudo import (
     SudoAccess,
     host_password_refusal,
@@ -80,6 +81,27 @@ BACKEND_STATE_MEANINGS = {
 
 
 _REPORTED_UNREACHABLE: set[tuple[int, str]] = set()
+
+
+Read = TypeVar("Read")
+
+
+def begin_host(read: Callable[[], Read]) -> Read:
+    """The start of each tailnix playbook on the current host; what `read` returns (its settings, its plan).
+
+    Ctrl-C ends the run with 130 (pyinfra's own handler exits 0); with $TAILNIX_EVENTS set, what happens
+    to the host is also written there as data; a settings error is the host's event and stops the run
+    before any host is changed, as pyinfra stops it; the hosts pyinfra could not reach are said.
+    """
+    exit_nonzero_on_interrupt()
+    events.record_events(host.state)
+    try:
+        value = read()
+    except SettingsError as error:
+        events.host_ended(host.state, host.name, events.INVALID, str(error))
+        raise
+    report_unreachable_hosts()
+    return value
 
 
 def report_unreachable_hosts() -> None:

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 from pyinfra.context import host
 
-from tailnix import events, operations, steps
-from tailnix.interrupt import exit_nonzero_on_interrupt
+from tailnix import operations, steps
 from tailnix.plan import plan_host
-from tailnix.settings import SettingsError
 
 
 def deploy_tailscale() -> None:
@@ -26,17 +24,8 @@ def deploy_tailscale() -> None:
     The operation names (tailnix.steps) are part of the interface: `tailnix deploy` and scripts reading
     `pyinfra --json` find the switch by its name, `nixos-rebuild switch`.
     """
-    exit_nonzero_on_interrupt()  # pyinfra itself exits 0 on Ctrl-C
-    # With $TAILNIX_EVENTS set, what happens to each host is also written there as data (tailnix deploy).
-    events.record_events(host.state)
-
     # Settings and the local secrets file are checked here, for every host, before any host is changed.
-    try:
-        plan = plan_host(host.name, host.data.dict())  # type: ignore[no-untyped-call]
-    except SettingsError as error:
-        events.host_ended(host.state, host.name, events.INVALID, str(error))
-        raise
-    operations.report_unreachable_hosts()
+    plan = operations.begin_host(lambda: plan_host(host.name, host.data.dict()))  # type: ignore[no-untyped-call]
 
     # A host that cannot be deployed to is refused before any operation (an OperationError, failing this
     # host alone): a dry run shows the refusal, not changes, and a real run goes on with the other hosts.

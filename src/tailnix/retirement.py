@@ -21,12 +21,11 @@ from pyinfra.api.facts import FactBase
 from pyinfra.api.operation import operation
 from pyinfra.context import host
 
-from tailnix import events, operations, paths
+from tailnix import operations, paths
 from tailnix.facts import HostState
 from tailnix.flake import read_flake
-from tailnix.interrupt import exit_nonzero_on_interrupt
 from tailnix.nix_imports import ImportEditError, has_import, manual_instruction, remove_entry, remove_import
-from tailnix.settings import SettingsError, parse_settings
+from tailnix.settings import parse_settings
 from tailnix.sudo import operation_arguments
 from tailnix.switch import await_switch, new_token, start_command
 
@@ -182,14 +181,7 @@ def switch(confirm_timeout: int) -> operations.Commands:
 
 def retire_tailscale() -> None:
     """Add the steps that take tailnix off the current host (pyinfra runs the deploy file per host)."""
-    exit_nonzero_on_interrupt()  # pyinfra itself exits 0 on Ctrl-C
-    events.record_events(host.state)
-    try:
-        settings = parse_settings(host.name, host.data.dict())  # type: ignore[no-untyped-call]
-    except SettingsError as error:
-        events.host_ended(host.state, host.name, events.INVALID, str(error))
-        raise
-    operations.report_unreachable_hosts()
+    settings = operations.begin_host(lambda: parse_settings(host.name, host.data.dict()))  # type: ignore[no-untyped-call]
     with operations.refused_alone():
         operations.require_sudo()
         state = operations.host_state(settings.lock_timeout)

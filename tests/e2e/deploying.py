@@ -181,3 +181,23 @@ def write_secrets(
     )
     write_private_file(target, encrypted.stdout)
     return target, auth_key
+
+
+HOLDER = "alice@laptop (pid 4242) since 2026-11-28T09:00:00Z"
+
+
+def hold_lock(lab: Lab, host: str) -> subprocess.Popen[str]:
+    """Another deploy holding the host's lock, as `lock.sh` takes it and says who holds it, until it is
+    sent a line (`holder.communicate("done\n")`)."""
+    holder = subprocess.Popen(
+        [
+            *lab.ssh_command(host),
+            "install -d -m 0700 /var/lib/tailnix; exec 9>> /var/lib/tailnix/lock; flock 9; "
+            f"echo '{HOLDER}' > /var/lib/tailnix/lock.holder; echo held; read line",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder

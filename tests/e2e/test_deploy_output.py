@@ -18,7 +18,7 @@ import pytest
 from tailnix import events, steps
 from tailnix_lab.hosts import Lab, LabHost
 
-from .deploying import PYINFRA, REPOSITORY, write_secrets
+from .deploying import PYINFRA, REPOSITORY, hold_lock, write_secrets
 
 pytestmark = pytest.mark.lab
 
@@ -196,19 +196,8 @@ def test_a_shell_step_that_fails_is_summed_up_by_what_it_printed(
 ) -> None:
     # The lock is taken by a shell script on the host, which says who holds it: that line is the reason.
     host = mixed.broken.name
-    holder = subprocess.Popen(
-        [
-            *lab.ssh_command(host),
-            "install -d -m 0700 /var/lib/tailnix; exec 9>> /var/lib/tailnix/lock; flock 9; "
-            "echo 'alice@laptop (pid 4242) since 2026-11-28T09:00:00Z' > /var/lib/tailnix/lock.holder; "
-            "echo held; read line",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = hold_lock(lab, host)
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         text = mixed.inventory.read_text().replace(
             "'tailnix_secrets_file'", "'tailnix_lock_timeout': 2, 'tailnix_secrets_file'"
         )

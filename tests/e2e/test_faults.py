@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +14,7 @@ import yaml
 
 from tailnix_lab.hosts import Lab, LabHost
 
-from .deploying import SUDO_USER, SWITCH, DeployRun, deploy, etc_nixos, write_secrets
+from .deploying import SUDO_USER, SWITCH, DeployRun, deploy, etc_nixos, hold_lock, write_secrets
 
 pytestmark = pytest.mark.lab
 
@@ -42,19 +41,8 @@ def test_a_second_deploy_waits_then_fails_naming_the_holder(
     lab: Lab, host: LabHost, secrets: Path, tmp_path: Path
 ) -> None:
     before = etc_nixos(lab, host.name)
-    holder = subprocess.Popen(
-        [
-            *lab.ssh_command(host.name),
-            "install -d -m 0700 /var/lib/tailnix; exec 9>> /var/lib/tailnix/lock; flock 9; "
-            "echo 'alice@laptop (pid 4242) since 2026-11-28T09:00:00Z' > /var/lib/tailnix/lock.holder; "
-            "echo held; read line",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = hold_lock(lab, host.name)
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         inventory = lab.write_inventory(
             tmp_path / "inventory.py",
             hosts=[host.name],

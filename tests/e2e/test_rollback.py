@@ -83,6 +83,17 @@ def test_a_switch_that_cuts_ssh_is_rolled_back_by_the_host_itself(
     del generation
 
 
+def _fresh_inventory(lab: Lab, host: LabHost, tmp_path: Path) -> Path:
+    """An inventory of `host` alone, with a secrets file for it and a short confirmation timeout."""
+    secrets, _ = write_secrets(lab, tmp_path / "fleet", [host])
+    return lab.write_inventory(
+        tmp_path / "inventory.py",
+        hosts=[host.name],
+        secrets_file=secrets,
+        host_data={host.name: {"tailnix_confirm_timeout": 3}},
+    )
+
+
 def _wait_for_the_switch_job(lab: Lab, name: str) -> None:
     """A switch the deployer started goes on without it; wait until the host has ended it."""
     _wait_for(
@@ -135,13 +146,7 @@ def test_a_killed_deploy_leaves_old_or_new_and_the_next_run_completes(
 ) -> None:
     host = lab.add_host(os="nixos", sudo_user=sudo_user)
     try:
-        secrets, _ = write_secrets(lab, tmp_path / "fleet", [host])
-        inventory = lab.write_inventory(
-            tmp_path / "inventory.py",
-            hosts=[host.name],
-            secrets_file=secrets,
-            host_data={host.name: {"tailnix_confirm_timeout": 3}},
-        )
+        inventory = _fresh_inventory(lab, host, tmp_path)
         old = etc_nixos(lab, host.name)
         printed, status = _kill_when(start_deploy(inventory), marker, signal_number)
         assert marker in printed
@@ -179,13 +184,7 @@ def test_ctrl_c_on_tailnix_deploy_exits_130_and_the_next_run_completes(lab: Lab,
     """
     host = lab.add_host(os="nixos")
     try:
-        secrets, _ = write_secrets(lab, tmp_path / "fleet", [host])
-        inventory = lab.write_inventory(
-            tmp_path / "inventory.py",
-            hosts=[host.name],
-            secrets_file=secrets,
-            host_data={host.name: {"tailnix_confirm_timeout": 3}},
-        )
+        inventory = _fresh_inventory(lab, host, tmp_path)
         tailnix = Path(sys.executable).parent / "tailnix"
         process = subprocess.Popen(
             [str(tailnix), "deploy", "-i", str(inventory)],
