@@ -33,6 +33,7 @@ from types import FrameType
 
 import click
 
+from tailnix_lab import ansible_peer
 from tailnix_lab.hosts import Lab
 from tailnix_lab.layout import LabError
 
@@ -42,11 +43,13 @@ FLOOR = "floor"
 NOOP = "noop"
 NOOP_NO_WAIT = "noop_no_wait"
 FIRST = "first"
+ANSIBLE = "ansible"
 KIND_LABELS = {
     FLOOR: "(a) floor: pyinfra exec -- true",
     NOOP: "(b) no-op redeploy",
     NOOP_NO_WAIT: "(b') no-op redeploy, --no-wait",
     FIRST: "(c) first deploy, fresh hosts",
+    ANSIBLE: "(d) Ansible, the same steps, no-op",
 }
 _MARKER = "--> "
 _COMMAND_LINE = re.compile(r"Running command on (?P<host>\S+): \(pty=\w+\) (?P<command>.*)$")
@@ -107,6 +110,8 @@ class Results:
     commands: CommandCount | None = None
     emulator: EmulatorCost | None = None
     replayed: list[tuple[str, float | None]] = field(default_factory=list)
+    ansible_changed: list[int] = field(default_factory=list)
+    """Tasks the Ansible peer changed in each of its runs, the untimed first one included."""
 
     def of(self, kind: str) -> list[Run]:
         """The runs of one kind, in the order they ran."""
@@ -120,6 +125,11 @@ class Results:
     def ratio_noop_vs_floor(self) -> float:
         """Median no-op redeploy over median floor: the figure the fleet's users feel."""
         return self.median_seconds(NOOP) / self.median_seconds(FLOOR)
+
+    @property
+    def ratio_ansible_vs_noop(self) -> float:
+        """Median no-op run of the Ansible peer over median no-op redeploy of tailnix."""
+        return self.median_seconds(ANSIBLE) / self.median_seconds(NOOP)
 
 
 def _phase_name(marker: str) -> str:
@@ -286,8 +296,11 @@ def time_emulated_calls(lab: Lab, repeat: int = 5) -> EmulatorCost:
     )
 
 
-def run_benchmark(lab: Lab, repository: Path, rounds: int) -> Results:
-    """Run (c) once, then (a), (b) and (b') alternately `rounds` times, then count (b)'s commands."""
+def run_benchmark(lab: Lab, repository: Path, rounds: int, ansible: bool = False) -> Results:
+    """Run (c) once, then (a), (b) and (b') alternately `rounds` times, then count (b)'s commands.
+
+    + ansible: also run the Ansible peer (d) in each round, after one untimed run (`ansible_peer`)
+    """
     inventory = lab.layout.inventory
     hosts = [host for host in lab.hosts if host.os == "nixos"]
     results = Results(hosts=len(hosts), rounds=rounds)
@@ -299,14 +312,35 @@ def run_benchmark(lab: Lab, repository: Path, rounds: int) -> Results:
             (NOOP, deploy),
             (NOOP_NO_WAIT, ["--no-wait", *deploy]),
         ]
-    for number, (kind, arguments) in enumerate(plan, start=1):
-        run, _lines = run_pyinfra(kind, arguments, repository)
-        results.runs.append(run)
-        click.echo(f"  [{number}/{len(plan)}] {KIND_LABELS[kind]}: {run.seconds:.2f} s", err=True)
+        if ansible:
+            # In the same rounds as (b), so that both see the same machine load.
+            plan.append((ANSIBLE, []))
+    peer = ansible_peer.AnsiblePeer.write(lab, repository, lab.directory / "ansible") if ansible else None
+    try:
+        for number, (kind, arguments) in enumerate(plan, start=1):
+            if kind == ANSIBLE and peer is not None:
+                run = _run_ansible_peer(peer, results)
+            else:
+                run, _lines = run_pyinfra(kind, arguments, repository)
+            results.runs.append(run)
+            click.echo(f"  [{number}/{len(plan)}] {KIND_LABELS[kind]}: {run.seconds:.2f} s", err=True)
+    finally:
+        if peer is not None:
+            peer.remove_sockets()
     results.commands = count_commands(lab, inventory, repository)
     results.emulator = time_emulated_calls(lab)
     results.replayed = replay_commands(lab, results.commands.scripts_of_one_host)
     return results
+
+
+def _run_ansible_peer(peer: ansible_peer.AnsiblePeer, results: Results) -> Run:
+    # One untimed run first (as (c) is for the deploy); its changed= says whether the peer found the
+    # files exactly as tailnix placed them.
+    if not results.ansible_changed:
+        results.ansible_changed.append(peer.run().changed)
+    run = peer.run()
+    results.ansible_changed.append(run.changed)
+    return Run(ANSIBLE, run.seconds, run.cpu_seconds, run.max_rss_kib, phases=())
 
 
 def _spread(values: Sequence[float], unit: str = "s", digits: int = 2) -> str:
@@ -330,7 +364,7 @@ def render_report(results: Results) -> str:
         "",
         f"{'run':<34} {'wall':>22} {'deployer CPU':>22} {'max RSS':>10}",
     ]
-    for kind in (FLOOR, NOOP, NOOP_NO_WAIT, FIRST):
+    for kind in (FLOOR, NOOP, NOOP_NO_WAIT, FIRST, ANSIBLE):
         runs = results.of(kind)
         if not runs:
             continue
@@ -344,6 +378,12 @@ def render_report(results: Results) -> str:
     if results.of(NOOP_NO_WAIT):
         no_wait = results.median_seconds(NOOP_NO_WAIT) / results.median_seconds(FLOOR)
         lines.append(f"ratio (b')/(a), medians: {no_wait:.2f}")
+    if results.of(ANSIBLE):
+        lines.append(f"ratio (d)/(b), medians: {results.ratio_ansible_vs_noop:.2f}")
+        lines.append(
+            "(d) tasks changed per Ansible run, the untimed first one included: "
+            + ", ".join(map(str, results.ansible_changed))
+        )
 
     commands = results.commands
     if commands is not None:
@@ -394,6 +434,10 @@ def render_report(results: Results) -> str:
         lines.append(f"first_deploy_seconds: {results.median_seconds(FIRST):.3f}")
     if commands is not None:
         lines.append(f"ssh_commands_per_host: {max(commands.commands_per_host.values())}")
+    if results.of(ANSIBLE):
+        lines.append(f"ratio_ansible_vs_noop: {results.ratio_ansible_vs_noop:.3f}")
+        lines.append(f"ansible_noop_seconds: {results.median_seconds(ANSIBLE):.3f}")
+        lines.append(f"ansible_changed_per_run: {','.join(map(str, results.ansible_changed))}")
     lines.append(f"max_rss_mib: {max(run.max_rss_kib for run in results.runs) / 1024:.1f}")
     return "\n".join(lines)
 
@@ -449,12 +493,17 @@ def bench_lab(hosts: int, directory: Path | None) -> Iterator[Lab]:
     show_default=True,
     help="The checkout whose deploy is measured (e.g. an older one, to compare before and after).",
 )
-def bench(hosts: int, rounds: int, directory: Path | None, repository: Path) -> None:
+@click.option(
+    "--ansible",
+    is_flag=True,
+    help="Also run the deploy's steps as an Ansible playbook (d) in each round, and compare with (b).",
+)
+def bench(hosts: int, rounds: int, directory: Path | None, repository: Path, ansible: bool) -> None:
     """Time a no-op redeploy of an N-host lab against a bare pyinfra run; print where the time goes.
 
     The deploy runs from the repository root, as the README runs it: deploys/tailscale.py.
 
-    Example: tailnix bench --hosts 20 --rounds 5
+    Example: tailnix bench --hosts 20 --rounds 5 --ansible
     """
     repository = repository.resolve()
     if not (repository / DEPLOY).is_file():
@@ -462,7 +511,7 @@ def bench(hosts: int, rounds: int, directory: Path | None, repository: Path) -> 
     try:
         with bench_lab(hosts, directory) as lab:
             click.echo(f"lab of {hosts} hosts up in {lab.directory}", err=True)
-            results = run_benchmark(lab, repository, rounds)
-    except (LabError, BenchError) as error:
+            results = run_benchmark(lab, repository, rounds, ansible=ansible)
+    except (LabError, BenchError, ansible_peer.AnsibleError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(render_report(results))

@@ -18,16 +18,21 @@ pytestmark = pytest.mark.lab
 TAILNIX = Path(sys.executable).parent / "tailnix"
 
 
-def test_bench_prints_the_table_and_machine_readable_lines(tmp_path: Path) -> None:
-    lab_directory = tmp_path / "bench-lab"
-    result = subprocess.run(
-        [str(TAILNIX), "bench", "--hosts", "2", "--rounds", "1", "--dir", str(lab_directory)],
+def run_bench(lab_directory: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """`tailnix bench` on a 2-host lab in `lab_directory`, one round, from the repository root."""
+    return subprocess.run(
+        [str(TAILNIX), "bench", "--hosts", "2", "--rounds", "1", "--dir", str(lab_directory), *options],
         cwd=REPOSITORY,
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
+
+
+def test_bench_prints_the_table_and_machine_readable_lines(tmp_path: Path) -> None:
+    lab_directory = tmp_path / "bench-lab"
+    result = run_bench(lab_directory)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for row in ("(a) floor", "(b) no-op redeploy", "(c) first deploy", "ratio (b)/(a)"):
@@ -42,3 +47,23 @@ def test_bench_prints_the_table_and_machine_readable_lines(tmp_path: Path) -> No
         [str(TAILNIX), "lab", "status", "--dir", str(lab_directory)], capture_output=True, text=True
     ).stdout
     assert "running" not in hosts.split("STATE", 1)[-1]
+
+
+def test_bench_with_ansible_runs_the_same_steps_as_a_playbook_that_changes_nothing(tmp_path: Path) -> None:
+    """The Ansible peer (`--ansible`) runs beside the no-op redeploy; on the fleet tailnix converged, its
+    copy, lineinfile and command tasks find nothing to change, in its first run and in every run after."""
+    lab_directory = tmp_path / "bench-lab"
+    result = run_bench(lab_directory, "--ansible")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert re.search(r"^\(d\) Ansible, the same steps, no-op +\d+\.\d\d s .* MiB$", out, re.MULTILINE)
+    assert re.search(r"^ratio \(d\)/\(b\), medians: \d+\.\d\d$", out, re.MULTILINE)
+    assert re.search(r"^ratio_ansible_vs_noop: \d+\.\d+$", out, re.MULTILINE)
+    assert re.search(r"^ansible_noop_seconds: \d+\.\d+$", out, re.MULTILINE)
+    # The untimed first run and the timed one: nothing changed on either host.
+    assert re.search(r"^ansible_changed_per_run: 0,0$", out, re.MULTILINE)
+    # The playbook and its inventory were written in the bench's lab directory, with forks for every host.
+    config = (lab_directory / "ansible" / "ansible.cfg").read_text()
+    assert "forks = 2" in config and "pipelining = True" in config
+    assert "StrictHostKeyChecking=yes" in config
+    assert lab_mounts(lab_directory) == []
