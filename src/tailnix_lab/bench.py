@@ -33,7 +33,7 @@ from types import FrameType
 
 import click
 
-from tailnix_lab import ansible_peer
+from tailnix_lab import ansible_peer, boot_bench
 from tailnix_lab.hosts import Lab
 from tailnix_lab.layout import LabError
 
@@ -498,12 +498,20 @@ def bench_lab(hosts: int, directory: Path | None) -> Iterator[Lab]:
     is_flag=True,
     help="Also run the deploy's steps as an Ansible playbook (d) in each round, and compare with (b).",
 )
-def bench(hosts: int, rounds: int, directory: Path | None, repository: Path, ansible: bool) -> None:
+@click.option(
+    "--boot",
+    is_flag=True,
+    help="Also time boot to Running of three more hosts (tailnix's unit, NixOS's own, the seed recipe), "
+    "ROUNDS first boots each.",
+)
+def bench(
+    hosts: int, rounds: int, directory: Path | None, repository: Path, ansible: bool, boot: bool
+) -> None:
     """Time a no-op redeploy of an N-host lab against a bare pyinfra run; print where the time goes.
 
     The deploy runs from the repository root, as the README runs it: deploys/tailscale.py.
 
-    Example: tailnix bench --hosts 20 --rounds 5 --ansible
+    Example: tailnix bench --hosts 20 --rounds 5 --ansible --boot
     """
     repository = repository.resolve()
     if not (repository / DEPLOY).is_file():
@@ -512,6 +520,10 @@ def bench(hosts: int, rounds: int, directory: Path | None, repository: Path, ans
         with bench_lab(hosts, directory) as lab:
             click.echo(f"lab of {hosts} hosts up in {lab.directory}", err=True)
             results = run_benchmark(lab, repository, rounds, ansible=ansible)
-    except (LabError, BenchError, ansible_peer.AnsibleError) as error:
+            # Last: it adds hosts to the lab, which the runs above must not see.
+            boots = boot_bench.run_boot_bench(lab, repository, rounds) if boot else None
+    except (LabError, BenchError, ansible_peer.AnsibleError, boot_bench.BootBenchError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(render_report(results))
+    if boots is not None:
+        click.echo(boot_bench.render_boot_report(boots))

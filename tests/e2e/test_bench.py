@@ -67,3 +67,18 @@ def test_bench_with_ansible_runs_the_same_steps_as_a_playbook_that_changes_nothi
     assert "forks = 2" in config and "pipelining = True" in config
     assert "StrictHostKeyChecking=yes" in config
     assert lab_mounts(lab_directory) == []
+
+
+def test_bench_with_boot_prints_boot_to_running_of_the_three_joins(tmp_path: Path) -> None:
+    """`--boot` reboots three more hosts as first boots, each joining its own way (tailnix's unit, NixOS's
+    `tailscaled-autoconnect`, the seed recipe): every boot reached Running, or the bench would have failed."""
+    lab_directory = tmp_path / "bench-lab"
+    result = run_bench(lab_directory, "--boot")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for mode in ("autoconnect", "native", "seed"):
+        assert re.search(rf"^    {mode} +\d+\.\d\d s \(\d+\.\d\d-\d+\.\d\d\)$", out, re.MULTILINE)
+    assert re.search(
+        r"^boot_to_running_seconds: autoconnect=\d+\.\d\d native=\d+\.\d\d seed=\d+\.\d\d$", out, re.MULTILINE
+    )
+    assert lab_mounts(lab_directory) == []

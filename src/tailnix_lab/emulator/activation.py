@@ -611,6 +611,28 @@ def run_units(plan: UnitPlan, configured: dict[str, units.ServiceUnit], refused:
     return failed
 
 
+def run_activation_script(generation: Generation, configuration: dict[str, Any]) -> tuple[set[str], int]:
+    """The generation's activation script: the system profile, /run/current-system, sops-nix's secrets.
+
+    switch-to-configuration runs it before it handles units, and so does stage 2 of a boot, before systemd
+    starts. Returns the secrets that changed and the status (0, or ACTIVATION_FAILED when sops-nix failed).
+    """
+    build_profile(generation)
+    _replace_symlink(host_path(CURRENT_SYSTEM), str(host_path(generation.host_path)))
+    say("setting up /etc...")
+    sops = configuration.get("sops")
+    if sops is None:
+        return set(), 0
+    if not host_path(SECRETS_LINK).exists() and sops.get("secrets"):
+        say("setting up secrets...")
+    try:
+        return install_secrets(sops), 0
+    except SecretsError as err:
+        say(f"sops-install-secrets: {err}")
+        say("Activation script snippet 'setupSecrets' failed (1)")
+        return set(), ACTIVATION_FAILED
+
+
 def switch_to_configuration(generation: Generation, action: str) -> int:
     """Make a generation the running (`switch`, `test`) and/or boot (`switch`, `boot`) system."""
     if action in ("switch", "boot"):
@@ -618,27 +640,15 @@ def switch_to_configuration(generation: Generation, action: str) -> int:
     if action == "boot":
         return 0
     configuration = generation.configuration()["config"]
-    status = 0
     say("activating the configuration...")
-    build_profile(generation)
-    _replace_symlink(host_path(CURRENT_SYSTEM), str(host_path(generation.host_path)))
-    say("setting up /etc...")
-    changed_secrets: set[str] = set()
-    sops = configuration.get("sops")
-    if sops is not None:
-        if not host_path(SECRETS_LINK).exists() and sops.get("secrets"):
-            say("setting up secrets...")
-        try:
-            changed_secrets = install_secrets(sops)
-        except SecretsError as err:
-            say(f"sops-install-secrets: {err}")
-            say("Activation script snippet 'setupSecrets' failed (1)")
-            status = ACTIVATION_FAILED
+    changed_secrets, status = run_activation_script(generation, configuration)
     configured = configured_units(configuration)
     # What sops-install-secrets writes to /run/nixos/activation-restart-list: the names as given.
     restart_list: list[str] = []
     for name in sorted(changed_secrets):
-        for unit in (sops or {}).get("secrets", {}).get(name, {}).get("restartUnits") or []:
+        for unit in (configuration.get("sops") or {}).get("secrets", {}).get(name, {}).get(
+            "restartUnits"
+        ) or []:
             if str(unit) not in restart_list:
                 restart_list.append(str(unit))
     plan = plan_units(configured, restart_list)
