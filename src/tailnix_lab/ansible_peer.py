@@ -23,6 +23,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -248,12 +249,15 @@ def run_playbook(peer: AnsiblePeer) -> AnsibleRun:
         stderr=subprocess.STDOUT,
         text=True,
         env=_environment(directory),
+        # A group of its own: a run past its bound is killed with its forks, which hold its output open.
+        start_new_session=True,
     )
     assert process.stdout is not None
 
     def stop() -> None:
         timed_out.set()
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
     timer = threading.Timer(RUN_TIMEOUT_SECONDS, stop)
     timer.start()
@@ -261,15 +265,16 @@ def run_playbook(peer: AnsiblePeer) -> AnsibleRun:
         output = process.stdout.read()
         # wait4 rather than Popen.wait: the usage it returns includes the forks and ssh clients the run reaped.
         _pid, status, usage = os.wait4(process.pid, 0)
+        ended = time.monotonic()
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
         raise
     finally:
         timer.cancel()
+        # Not timed: the masters would linger on their own (ControlPersist), nobody waits for them.
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             peer.close_connections()
-    ended = time.monotonic()
     process.returncode = os.waitstatus_to_exitcode(status)
     lines = output.splitlines()
     if timed_out.is_set():

@@ -6,7 +6,9 @@
 - then, R times, alternating so that both see the same machine load: (a) the floor, a bare pyinfra run
   of `true` on every host (one connection and one command per host); (b) the deploy again on the
   converged fleet; (b') the same deploy with pyinfra's `--no-wait`, which drops the barrier between
-  operations, to show what the barriers cost.
+  operations, to show what the barriers cost;
+- with `--ansible`, in each round, (d) the same steps as an Ansible playbook (`ansible_peer`);
+- with `--boot`, at the end, boot to Running of three more hosts, one per way of joining (`boot_bench`).
 
 Everything runs through the real pyinfra CLI, as a user runs it. The phases of each run are timed from
 pyinfra's own `-->` lines as they arrive; the SSH commands of (b) are counted from one extra,

@@ -59,10 +59,10 @@ def _journal(lab: Lab, host: str, unit: str) -> str:
 def test_boot_starts_the_transaction_at_once_and_orders_only_after_units_that_exist(
     lab: Lab, clean_nixos_host: LabHost
 ) -> None:
-    """systemd starts the units of the boot transaction in parallel; After= orders a start job after the
-    jobs of the named units in the same transaction, and an After= or Wants= of a unit that does not exist
-    orders against nothing and pulls in nothing (systemd `man/systemd.unit.xml`, After=/Before= and Wants=;
-    `src/core/transaction.c`). NixOS has `tailscaled.service`, no `tailscale.service` (nixpkgs
+    """systemd starts the units of the boot transaction at once; After= delays a start-up only when both
+    units are being started, and units with no ordering between them start simultaneously (systemd
+    `man/systemd.unit.xml`, Before=/After=), so an After= of a unit that does not exist orders against
+    nothing. NixOS has `tailscaled.service`, no `tailscale.service` (nixpkgs
     `nixos/modules/services/networking/tailscale.nix`)."""
     host = clean_nixos_host.name
     _import_module(lab, host, "/etc/nixos/order.nix", ORDER_UNITS)

@@ -17,7 +17,9 @@ Run inside a host: `python3 -m tailnix_lab.emulator.boot [--first-boot] [--watch
    transaction, of the units it is ordered `After=` (or that are `Before=` it) to finish: a oneshot's job
    is done when its script has ended, a notify unit's when it said READY=1. An ordering on a unit with no
    job in the transaction (one that does not exist, as `tailscale.service` on NixOS) orders against
-   nothing (systemd `man/systemd.unit.xml`, After=/Before=; `src/core/transaction.c`).
+   nothing: systemd `man/systemd.unit.xml` (Before=/After=: a start-up is delayed "if ... both units are
+   being started"; units with no ordering between them "are ... started up simultaneously"; a service's
+   start-up is complete when its start-up commands "either failed or reported start-up success").
 
 With `--watch-running`, the command polls `tailscale status --json --peers=false` every 50 ms, as a person
 would, until BackendState is Running (bounded), and prints, as JSON, when tailscaled started and when
