@@ -59,6 +59,7 @@ def test_bench_with_ansible_runs_the_same_steps_as_a_playbook_that_changes_nothi
     assert re.search(r"^\(d\) Ansible, the same steps, no-op +\d+\.\d\d s .* MiB$", out, re.MULTILINE)
     assert re.search(r"^ratio \(d\)/\(b\), medians: \d+\.\d\d$", out, re.MULTILINE)
     assert re.search(r"^ratio_ansible_vs_noop: \d+\.\d+$", out, re.MULTILINE)
+    assert re.search(r"^ratio_ansible_vs_noop_cpu: \d+\.\d+$", out, re.MULTILINE)
     assert re.search(r"^ansible_noop_seconds: \d+\.\d+$", out, re.MULTILINE)
     # The untimed first run and the timed one: nothing changed on either host.
     assert re.search(r"^ansible_changed_per_run: 0,0$", out, re.MULTILINE)
