@@ -31,7 +31,7 @@ from pyinfra.api.state import State, StateStage
 from pyinfra.context import host
 from pyinfra.context import state as pyinfra_state
 
-from tailnix import events, host_scripts, paths, steps
+from tailnix import events, host_scripts, node_records, paths, steps
 from tailnix.agekey import KeyFormatError, ssh_public_key_to_age
 from tailnix.drift import PrefDrift, drift_plan, prefs_drift
 from tailnix.facts import HostState, TailnixHostState
@@ -858,6 +858,7 @@ def _verify(
                 "Tailscale is Running but its prefs differ: " + "; ".join(mismatches),
                 False,
             )
+    node_records.saw(host.name, status)
     return _report(state, host, _running_summary(status) + _undone_drift(settings, prefs, drifted), True)
 
 
@@ -880,6 +881,7 @@ def _verification(state: HostState, plan: HostPlan) -> Commands:
             # Reported like a verification that ran: a person reads every host's state either way.
             host.log_styled(summary, fg="green")
             events.host_said(host.state, host.name, summary)
+            node_records.saw(host.name, status)
 
         host.noop(summary)
         return
