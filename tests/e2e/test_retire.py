@@ -53,8 +53,6 @@ def fleet(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]
     bootstrapped = created.tailnix("bootstrap", *(h.name for h in hosts), "-i", "inventory.py")
     assert bootstrapped.returncode == 0, bootstrapped.stdout + bootstrapped.stderr
     yield created
-    # The lab finds a host's processes by its /etc/hostname: the renamed one gets its own back first.
-    lab.ssh(hosts[1].name, f"echo {hosts[1].name} > /etc/hostname", check=False)
     for host in created.hosts:
         lab.stop_host(host.name)
 
@@ -182,9 +180,6 @@ def lost(fleet: Fleet) -> subprocess.CompletedProcess[str]:
         "tailscale_ips": device["TailscaleIPs"],
         "approved_routes": [],
     }
-    # The lab finds a host's processes by its /etc/hostname: its inventory name again, to stop it. The
-    # node keeps the name it joined with, as control has it.
-    fleet.lab.ssh(gone, f"echo {gone} > /etc/hostname")
     fleet.lab.stop_host(gone)
     with TailscaleApi(fleet.lab.layout.control) as api:
         dry = _retire(fleet, api, gone, "--dry")
