@@ -66,7 +66,14 @@ from tailnix.node_records import update_records
 from tailnix.recipients import RecipientChange, RecipientUpdate, forget_recipient, record_recipients
 from tailnix.reinstall import replace_offline_devices
 from tailnix.rotation import rotation_due
-from tailnix.routes import RouteResult, approval_change, approve_routes, read_unapproved
+from tailnix.routes import (
+    RouteResult,
+    approval_change,
+    approve_routes,
+    read_unapproved,
+    read_withdrawals,
+    withdrawal_change,
+)
 from tailnix.runner import DeployOutcome, HostDeployResult, dry_run, run_batched_deploy
 from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS
 from tailnix.skeleton import InitError, check_directory, write_fleet
@@ -1000,6 +1007,8 @@ def deploy_command(
                 planned.setdefault(host, []).append(KEY_EXPIRY_CHANGE)
             for host, routes in read_unapproved(inventory_file, fleet).items():
                 planned.setdefault(host, []).append(approval_change(routes))
+            for host, routes in read_withdrawals(inventory_file, fleet).items():
+                planned.setdefault(host, []).append(withdrawal_change(routes))
             for replacement in replace_offline_devices(
                 inventory_file,
                 fleet,

@@ -31,7 +31,14 @@ from typing import Any
 from tailnix import mint
 from tailnix.advertised_routes import EXIT_ROUTES, UNAPPROVED, describe, unapproved_routes, wanted_routes
 from tailnix.fleet import FleetHost, inventory_directory
-from tailnix.node_records import RECORD_FILE, NodeRecord, NodeRecordError, read_records, update_records
+from tailnix.node_records import (
+    RECORD_FILE,
+    NodeRecord,
+    NodeRecordError,
+    node_of,
+    read_records,
+    update_records,
+)
 from tailnix.runner import read_fact
 from tailnix.status import FLEET_STATUS_FACT
 
@@ -118,6 +125,28 @@ def read_unapproved(inventory_file: Path, hosts: list[FleetHost]) -> dict[str, l
     return unapproved
 
 
+def read_withdrawals(inventory_file: Path, hosts: list[FleetHost]) -> dict[str, list[str]]:
+    """For `deploy --dry`: host -> the routes tailnix approved through the API that its settings no longer
+    advertise (read from `tailnix-nodes.json`, no host asked)."""
+    try:
+        records = read_records(inventory_directory(inventory_file))
+    except NodeRecordError:
+        return {}
+    withdrawals = {}
+    for host in hosts:
+        if host.name in records:
+            wanted = wanted_routes(host)
+            stale = [route for route in records[host.name].approved_routes if route not in wanted]
+            if stale:
+                withdrawals[host.name] = stale
+    return withdrawals
+
+
+def withdrawal_change(routes: list[str]) -> str:
+    """The `deploy --dry` line for approvals to withdraw."""
+    return f"withdraw the approval of {describe(routes)} through the Tailscale API: no longer advertised"
+
+
 def approval_change(routes: list[str]) -> str:
     """The `deploy --dry` line for routes that wait for approval."""
     return (
@@ -185,7 +214,7 @@ def approve_routes(
         withdraw = stale.get(name, [])
         if record is None or record.node_id != str(own["ID"]):
             # A new device (the host joined again): the approvals recorded were the old device's.
-            record = NodeRecord(str(own["ID"]), str(own.get("HostName") or ""), str(own.get("DNSName") or ""))
+            record = node_of(statuses[name]) or NodeRecord(str(own["ID"]), "", "")
             withdraw = []
         missing = unapproved_routes(routes, own)
         if missing or withdraw:

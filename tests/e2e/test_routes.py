@@ -174,6 +174,10 @@ def test_an_approval_the_deploy_made_is_withdrawn_when_its_route_is_dropped(rout
         routes_fleet.write_inventory(
             **_tagged(**{router: {"tailscale_advertise_routes": [SUBNET]}, peer: {}, third: {}})
         )
+        planned = routes_fleet.tailnix("deploy", "-i", "inventory.py", "--dry", env=env)
+        assert (
+            f"withdraw the approval of {SECOND_SUBNET} through the Tailscale API: no longer advertised"
+        ) in planned.stdout, planned.stdout + planned.stderr
         deployed = _deploy(routes_fleet, env)
         assert (
             f"{router}: withdrew the approval of {SECOND_SUBNET} through {api.url}: it no longer advertises them"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from tailnix.fleet import FleetHost
 from tailnix.node_records import (
     RECORD_FILE,
     NodeRecord,
@@ -15,7 +17,7 @@ from tailnix.node_records import (
     read_records,
     update_records,
 )
-from tailnix.routes import _seen_from_peers
+from tailnix.routes import _seen_from_peers, read_withdrawals, withdrawal_change
 
 STATUS = {
     "Self": {
@@ -106,3 +108,22 @@ def test_a_withdrawn_route_or_exit_node_still_seen_by_a_peer_is_named() -> None:
     )
     statuses["a"] = _peer({})
     assert _seen_from_peers("router", "nRouter", [], statuses) == (True, "a sees no route of it")
+
+
+def test_dry_run_lists_the_approvals_tailnix_made_that_the_settings_no_longer_advertise(
+    tmp_path: Path,
+) -> None:
+    record = node_of(STATUS)
+    assert record is not None
+    approved = ("192.168.5.0/24", "192.168.6.0/24", "0.0.0.0/0", "::/0")
+    update_records(tmp_path, {"gw": replace(record, approved_routes=approved), "desk": record})
+    hosts = [
+        FleetHost("gw", ("all",), {"tailscale_advertise_routes": ["192.168.5.0/24"]}),
+        FleetHost("desk", ("all",), {}),
+        FleetHost("new", ("all",), {}),
+    ]
+    withdrawals = read_withdrawals(tmp_path / "inventory.py", hosts)
+    assert withdrawals == {"gw": ["192.168.6.0/24", "0.0.0.0/0", "::/0"]}
+    assert withdrawal_change(withdrawals["gw"]) == (
+        "withdraw the approval of 192.168.6.0/24 and the exit node through the Tailscale API: no longer advertised"
+    )
