@@ -11,7 +11,7 @@ so that a later deploy withdraws an approval whose route the host no longer adve
 
 The file holds no secret (the same facts `tailnix status` prints); commit it with the inventory, so that
 another workstation retires the right device too. It is JSON, one entry per inventory host, sorted, and
-rewritten (atomically, under a lock beside it) only when an entry changed:
+rewritten (atomically, with the directory locked) only when an entry changed:
 
     {"schema": 1, "hosts": {"desk": {"node_id": "nXXXXCNTRL", "hostname": "desk", "dns_name":
      "desk.example.ts.net.", "tailscale_ips": ["100.64.0.1", "fd7a:115c:a1e0::1"], "approved_routes": []}}}
@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -95,6 +96,25 @@ def read_records(directory: Path) -> dict[str, NodeRecord]:
     return records
 
 
+LOCK_WAIT_SECONDS = 10.0
+"""How long a run waits for another one writing the record (a write takes milliseconds)."""
+
+
+def _lock(descriptor: int, path: Path) -> None:
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise NodeRecordError(
+                    f"{path}: another tailnix run kept its directory locked for {LOCK_WAIT_SECONDS:g}s; "
+                    "nothing was recorded"
+                ) from None
+            time.sleep(0.05)
+
+
 def update_records(
     directory: Path, changes: Mapping[str, NodeRecord | None], *, keep_routes: bool = True
 ) -> None:
@@ -105,8 +125,10 @@ def update_records(
       False when `changes` say which routes are approved now
     """
     path = directory / RECORD_FILE
-    with open(directory / f".{RECORD_FILE}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # The directory itself is locked (two deploys from one fleet may end at once): no lock file to ignore.
+    lock = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _lock(lock, path)
         before = read_records(directory)
         after = dict(before)
         for name, record in changes.items():
@@ -125,6 +147,8 @@ def update_records(
             out.write(json.dumps(document, indent=2) + "\n")
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
+    finally:
+        os.close(lock)
 
 
 _SEEN: dict[str, NodeRecord] = {}

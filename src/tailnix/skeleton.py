@@ -84,8 +84,6 @@ keys.txt
 __pycache__/
 .venv/
 pyinfra-debug.log
-# The lock of tailnix-nodes.json (the file itself, the nodes the deploys saw, is meant to be committed).
-.tailnix-nodes.json.lock
 """
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -127,3 +129,19 @@ def test_dry_run_lists_the_approvals_tailnix_made_that_the_settings_no_longer_ad
     assert withdrawal_change(withdrawals["gw"]) == (
         "withdraw the approval of 192.168.6.0/24 and the exit node through the Tailscale API: no longer advertised"
     )
+
+
+def test_a_record_locked_by_another_run_is_waited_for_a_bounded_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tailnix.node_records.LOCK_WAIT_SECONDS", 0.2)
+    holder = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(NodeRecordError, match="another tailnix run kept its directory locked for 0.2s"):
+            update_records(tmp_path, {"box": node_of(STATUS)})
+    finally:
+        os.close(holder)
+    update_records(tmp_path, {"box": node_of(STATUS)})
+    assert list(read_records(tmp_path)) == ["box"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [RECORD_FILE]  # no lock file, no leftover
