@@ -23,6 +23,7 @@ import atexit
 import fcntl
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -158,7 +159,11 @@ def _write_seen(directory: Path) -> None:
     try:
         update_records(directory, _SEEN)
     except (OSError, NodeRecordError) as error:
-        print(f"tailnix: the nodes seen were not recorded in {directory / RECORD_FILE}: {error}")
+        # stderr: `tailnix deploy` reads pyinfra's stdout as JSON.
+        print(
+            f"tailnix: the nodes seen were not recorded in {directory / RECORD_FILE}: {error}",
+            file=sys.stderr,
+        )
 
 
 def saw(host: str, status: Mapping[str, Any]) -> None:

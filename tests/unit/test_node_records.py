@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tailnix import node_records
 from tailnix.fleet import FleetHost
 from tailnix.node_records import (
     RECORD_FILE,
@@ -145,3 +146,20 @@ def test_a_record_locked_by_another_run_is_waited_for_a_bounded_time(
     update_records(tmp_path, {"box": node_of(STATUS)})
     assert list(read_records(tmp_path)) == ["box"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [RECORD_FILE]  # no lock file, no leftover
+
+
+def test_a_record_that_cannot_be_written_is_said_on_stderr_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tailnix deploy` reads pyinfra's stdout as JSON: the playbook's words about the record go to stderr."""
+    (tmp_path / RECORD_FILE).write_text("not json")
+    record = node_of(STATUS)
+    assert record is not None
+    node_records._SEEN["box"] = record
+    try:
+        node_records._write_seen(tmp_path)
+    finally:
+        node_records._SEEN.clear()
+    said = capsys.readouterr()
+    assert said.out == ""
+    assert f"tailnix: the nodes seen were not recorded in {tmp_path / RECORD_FILE}: " in said.err
