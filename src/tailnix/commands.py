@@ -62,10 +62,18 @@ from tailnix.key_expiry import (
 )
 from tailnix.keyform import key_kind
 from tailnix.known_hosts import HostAddress, HostKeyScanError, NewHostKey, is_known, record, scan
+from tailnix.node_records import update_records
 from tailnix.recipients import RecipientChange, RecipientUpdate, forget_recipient, record_recipients
 from tailnix.reinstall import replace_offline_devices
 from tailnix.rotation import rotation_due
-from tailnix.routes import RouteResult, approval_change, approve_routes, read_unapproved
+from tailnix.routes import (
+    RouteResult,
+    approval_change,
+    approve_routes,
+    read_unapproved,
+    read_withdrawals,
+    withdrawal_change,
+)
 from tailnix.runner import DeployOutcome, HostDeployResult, dry_run, run_batched_deploy
 from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS
 from tailnix.skeleton import InitError, check_directory, write_fleet
@@ -328,8 +336,8 @@ def _set_key_expiry(
         *disable_node_key_expiry(
             inventory_file, fleet, find_client=lambda: _oauth_client(oauth_file), base_url=base_url
         ),
-        # Advertised routes and exit nodes: approved through the API where the tailnet has not, and
-        # seen from another fleet host.
+        # Advertised routes and exit nodes: approved through the API where the tailnet has not (and the
+        # approvals tailnix made for routes no longer advertised withdrawn), and seen from other fleet hosts.
         *approve_routes(
             inventory_file,
             fleet,
@@ -339,6 +347,9 @@ def _set_key_expiry(
         ),
     ]
     for result in results:
+        if isinstance(result, RouteResult) and result.warning:
+            click.echo(f"{result.host}: {result.message}", err=True)
+            continue
         if result.ok:
             if not quiet:
                 click.echo(f"{result.host}: {result.message}")
@@ -614,10 +625,13 @@ def retire_command(
             keep_device=keep_device,
             recipient=retire.recipient_of(location, host),
         )
+        plan.recorded, plan.others = retire.recorded_nodes(base_dir, host)
         api = None if keep_device else retire.find_devices(plan, api_url, retire.oauth_client(oauth_file))
     except (FleetError, mint.MintError) as error:
         raise click.ClickException(str(error)) from None
     if plan.nothing_to_do:
+        if plan.recorded is not None and not keep_device:
+            update_records(base_dir, {host: None})  # its device is gone: nothing is left to find
         click.echo(f"{host}: retired already: nothing to do")
         return
     for line in plan.lines():
@@ -663,6 +677,8 @@ def retire_command(
         for line in said:
             click.echo(line, err=line.startswith("tailnet: error"))
         ok = ok and deleted
+        if deleted and plan.recorded is not None:
+            update_records(base_dir, {host: None})
     if plan.recipient is not None:
         try:
             _print_recipients(forget_recipient(location, host), location)
@@ -991,6 +1007,8 @@ def deploy_command(
                 planned.setdefault(host, []).append(KEY_EXPIRY_CHANGE)
             for host, routes in read_unapproved(inventory_file, fleet).items():
                 planned.setdefault(host, []).append(approval_change(routes))
+            for host, routes in read_withdrawals(inventory_file, fleet).items():
+                planned.setdefault(host, []).append(withdrawal_change(routes))
             for replacement in replace_offline_devices(
                 inventory_file,
                 fleet,

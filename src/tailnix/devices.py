@@ -1,7 +1,8 @@
 """Find and delete a host's devices through the Tailscale API, with the OAuth client `rotate-key --mint` uses.
 
-Two calls of the API v2 (tailscale.com/api, "Devices"): `GET /api/v2/tailnet/-/devices` lists the tailnet's
-devices (`{"devices": [{"id", "nodeId", "hostname", "name", ...}]}`), and `DELETE /api/v2/device/{deviceId}`
+Calls of the API v2 (tailscale.com/api, "Devices"): `GET /api/v2/tailnet/-/devices` lists the tailnet's
+devices (`{"devices": [{"id", "nodeId", "hostname", "name", ...}]}`), `GET /api/v2/device/{deviceId}` reads
+one (404 when there is none), and `DELETE /api/v2/device/{deviceId}`
 removes one (200 with an empty body; 404 when there is no such device). The access token comes from the
 client credentials flow (`mint.access_token`) and lives in this process's memory only.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +73,15 @@ def _request(base_url: str, token: str, method: str, path: str, what: str) -> An
         raise DeviceApiError(f"{what}: {request.full_url} answered something that is not JSON") from None
 
 
+def _device(answer: dict[str, Any]) -> Device:
+    return Device(
+        str(answer.get("nodeId") or answer.get("id")),
+        str(answer.get("hostname")),
+        str(answer.get("name") or ""),
+        online=bool(answer.get("connectedToControl")),
+    )
+
+
 class TailnetDevices:
     """The tailnet's devices through the API, with one access token for the calls of one command.
 
@@ -88,22 +99,26 @@ class TailnetDevices:
             self._token = access_token(self.base_url, self.client)
         return _request(self.base_url, self._token, method, path, what)
 
+    def by_id(self, device_id: str) -> Device | None:
+        """The device of that ID (`nodeId`, or the legacy `id`); None when the tailnet has none (404)."""
+        path = f"/api/v2/device/{urllib.parse.quote(device_id, safe='')}"
+        try:
+            answer = self._call("GET", path, f"reading the device {device_id}")
+        except DeviceApiError as error:
+            if error.status == 404:
+                return None
+            raise
+        if not isinstance(answer, dict):
+            raise DeviceApiError(f"{self.base_url}{path} answered without a device")
+        return _device(answer)
+
     def named(self, hostname: str) -> list[Device]:
         """The devices whose host name is `hostname` (a reinstalled host can have left more than one)."""
         answer = self._call("GET", "/api/v2/tailnet/-/devices", "listing the tailnet's devices")
         listed = answer.get("devices") if isinstance(answer, dict) else None
         if not isinstance(listed, list):
             raise DeviceApiError(f"{self.base_url}/api/v2/tailnet/-/devices answered without a devices list")
-        return [
-            Device(
-                str(d.get("nodeId") or d.get("id")),
-                str(d.get("hostname")),
-                str(d.get("name") or ""),
-                online=bool(d.get("connectedToControl")),
-            )
-            for d in listed
-            if isinstance(d, dict) and d.get("hostname") == hostname
-        ]
+        return [_device(d) for d in listed if isinstance(d, dict) and d.get("hostname") == hostname]
 
     def delete(self, device: Device) -> bool:
         """Remove the device from the tailnet; False when it was gone already (404)."""

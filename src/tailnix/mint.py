@@ -250,11 +250,16 @@ def disable_key_expiry(base_url: str, token: str, device_id: str) -> None:
     )
 
 
-def approve_device_routes(base_url: str, token: str, device_id: str, routes: list[str]) -> list[str]:
-    """Approve `routes` for a device, keeping those it had approved; returns its `enabledRoutes`.
+def change_device_routes(
+    base_url: str, token: str, device_id: str, *, approve: list[str], withdraw: list[str]
+) -> list[str]:
+    """Approve `approve` and withdraw `withdraw` for a device, keeping its other approvals; returns its
+    `enabledRoutes`.
 
     `GET /api/v2/device/{id}/routes` answers `{"advertisedRoutes", "enabledRoutes"}`; a `POST` to the same
-    path with `{"routes": [...]}` replaces the approved routes and answers the same shape (scope devices:core).
+    path with `{"routes": [...]}` replaces the enabled (approved) routes and answers the same shape (scope
+    devices:core). An approval outlives the route's advertisement (`publicapi/device.md`, "Subnet routes"):
+    only this call withdraws it. Nothing is posted when the enabled routes are as wanted already.
     """
     path = f"/api/v2/device/{urllib.parse.quote(device_id, safe='')}/routes"
     reading = urllib.request.Request(
@@ -262,6 +267,8 @@ def approve_device_routes(base_url: str, token: str, device_id: str, routes: lis
     )
     before = _call(reading, f"reading the routes of {device_id}")
     enabled = [str(route) for route in before.get("enabledRoutes") or []]
-    body = {"routes": list(dict.fromkeys([*enabled, *routes]))}
-    after = _call(_api_post(base_url, token, path, body), f"approving the routes of {device_id}")
+    routes = list(dict.fromkeys([*(r for r in enabled if r not in withdraw), *approve]))
+    if set(routes) == set(enabled):
+        return enabled
+    after = _call(_api_post(base_url, token, path, {"routes": routes}), f"setting the routes of {device_id}")
     return [str(route) for route in after.get("enabledRoutes") or []]

@@ -31,7 +31,7 @@ from pyinfra.api.state import State, StateStage
 from pyinfra.context import host
 from pyinfra.context import state as pyinfra_state
 
-from tailnix import events, host_scripts, paths, steps
+from tailnix import connect_errors, events, host_scripts, node_records, paths, steps
 from tailnix.agekey import KeyFormatError, ssh_public_key_to_age
 from tailnix.drift import PrefDrift, drift_plan, prefs_drift
 from tailnix.facts import HostState, TailnixHostState
@@ -116,8 +116,11 @@ def report_unreachable_hosts() -> None:
         if key in _REPORTED_UNREACHABLE or failed.connected:
             continue
         _REPORTED_UNREACHABLE.add(key)
-        reason = f"refused, timed out after {current.config.CONNECT_TIMEOUT}s, or rejected"
-        logger.error(f"    [{failed.name}] not deployed: no SSH connection ({reason}: see above)")
+        # pyinfra's own reason when config.py recorded it (a fleet's older config.py does not).
+        reason = connect_errors.reason_of(failed) or (
+            f"refused, timed out after {current.config.CONNECT_TIMEOUT}s, or rejected"
+        )
+        logger.error(f"    [{failed.name}] not deployed: no SSH connection ({reason})")
         address = f"{failed.data.get('ssh_hostname') or failed.name}:{failed.data.get('ssh_port') or 22}"
         events.host_ended(
             failed.state, failed.name, events.UNREACHABLE, f"no SSH connection to {address} ({reason})"
@@ -858,6 +861,7 @@ def _verify(
                 "Tailscale is Running but its prefs differ: " + "; ".join(mismatches),
                 False,
             )
+    node_records.saw(host.name, status)
     return _report(state, host, _running_summary(status) + _undone_drift(settings, prefs, drifted), True)
 
 
@@ -880,6 +884,7 @@ def _verification(state: HostState, plan: HostPlan) -> Commands:
             # Reported like a verification that ran: a person reads every host's state either way.
             host.log_styled(summary, fg="green")
             events.host_said(host.state, host.name, summary)
+            node_records.saw(host.name, status)
 
         host.noop(summary)
         return

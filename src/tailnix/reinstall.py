@@ -4,8 +4,9 @@ A host reinstalled, or whose /var/lib/tailscale was lost, logs in as a new devic
 still on the tailnet, control names the new one `desk-1` (tailscale/tailscale #4778). Before the deploy,
 for each host whose node is not logged in (NeedsLogin), the offline devices of its host name are deleted
 through the Tailscale API. This runs in the `tailnix` process (the OAuth client never reaches a host),
-before the join, and deletes only a device that is not connected to control: a running machine that
-happens to share the name is left alone, and verify names the `-1` the node then gets.
+before the join, and deletes only a device that is not connected to control and that `tailnix-nodes.json`
+does not record as another inventory host's node: a running machine, or another fleet host that is off,
+that happens to share the name is left alone, and verify names the `-1` the node then gets.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from tailnix import mint
 from tailnix.devices import TailnetDevices
-from tailnix.fleet import FleetHost
+from tailnix.fleet import FleetHost, inventory_directory
+from tailnix.node_records import RECORD_FILE, NodeRecordError, read_records
 from tailnix.runner import read_fact
 from tailnix.settings import SettingsError, parse_settings
 from tailnix.status import FLEET_STATUS_FACT
@@ -76,12 +78,29 @@ def replace_offline_devices(
             joining[host.name] = _hostname(host, status.get("Self") or {})
     if not joining:
         return []
+    try:
+        records = read_records(inventory_directory(inventory_file))
+    except NodeRecordError:
+        records = {}  # said after the deploy, by the route approvals
     devices = TailnetDevices(base_url, client)
     results = []
     for joiner, name in joining.items():
         try:
             for device in devices.named(name):
                 if device.online:
+                    continue
+                owner = next(
+                    (h for h, r in records.items() if h != joiner and r.node_id == device.device_id), None
+                )
+                if owner is not None:
+                    results.append(
+                        Replacement(
+                            joiner,
+                            True,
+                            f"the offline device {device.name} ({device.device_id}) holds {name}, but it is "
+                            f"{owner}'s node ({RECORD_FILE}): left alone",
+                        )
+                    )
                     continue
                 if not dry:
                     devices.delete(device)

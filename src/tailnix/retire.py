@@ -16,6 +16,7 @@ from tailnix.devices import Device, DeviceApiError, TailnetDevices
 from tailnix.facts import HostState
 from tailnix.fleet import FleetError, FleetHost, SecretsLocation
 from tailnix.nix_imports import ImportEditError
+from tailnix.node_records import RECORD_FILE, NodeRecord, NodeRecordError, read_records
 from tailnix.retirement import LOGGED_IN, Removal, needs_switch, removal
 from tailnix.runner import INSTALLED, HostDeployResult, read_fact, run_deploy
 from tailnix.settings import SettingsError, parse_settings
@@ -64,6 +65,12 @@ class RetirePlan:
     """Why the devices were not looked up or cannot be deleted (no client, the API refused)."""
     keep_device: bool = False
     recipient: str | None = None
+    recorded: NodeRecord | None = None
+    """The node its last good deploy saw (`tailnix-nodes.json`): its device when the host cannot say."""
+    others: dict[str, str] = field(default_factory=dict)
+    """Node ID -> the other inventory host `tailnix-nodes.json` records it for: never deleted here."""
+    spared: list[Device] = field(default_factory=list)
+    """Devices of the host's name that are another host's recorded node."""
 
     @property
     def nothing_to_do(self) -> bool:
@@ -103,15 +110,56 @@ class RetirePlan:
             said.append(f"tailnet: {self.device_problem}")
         elif self.devices:
             said += [
-                f"tailnet: delete the device {d.name or d.hostname} ({d.device_id})" for d in self.devices
+                f"tailnet: delete the device {d.name or d.hostname} ({d.device_id}){self._found_by(d)}"
+                for d in self.devices
             ]
+        elif self.recorded is not None and self.on_host.node_id is None:
+            said.append(
+                f"tailnet: the device of its last deploy, {self.recorded.name} ({self.recorded.node_id}), "
+                "is gone already"
+            )
         else:
             said.append(f"tailnet: no device named {self.hostname}")
+        said += [
+            f"tailnet: {d.name or d.hostname} ({d.device_id}) is {self.others[d.device_id]}'s node "
+            f"({RECORD_FILE}): left alone"
+            for d in self.spared
+        ]
         if self.recipient is not None:
             said.append(f".sops.yaml: remove the recipient &{host} ({self.recipient}) and re-encrypt")
         else:
             said.append(f".sops.yaml: no recipient &{host}")
         return said
+
+    def _found_by(self, device: Device) -> str:
+        if (
+            self.on_host.node_id is None
+            and self.recorded is not None
+            and device.device_id == self.recorded.node_id
+        ):
+            return f", the node its last deploy saw ({RECORD_FILE})"
+        return ""
+
+
+def recorded_nodes(base_dir: Path, host: str) -> tuple[NodeRecord | None, dict[str, str]]:
+    """The node the host's last good deploy saw (None when none was recorded), and the other hosts' nodes
+    (node ID -> host).
+
+    A node recorded for two inventory hosts (the file edited by hand, or a host renamed in the inventory)
+    belongs to neither for sure: that is an error, and no device is deleted.
+    """
+    try:
+        records = read_records(base_dir)
+    except NodeRecordError as error:
+        raise FleetError(str(error)) from None
+    others = {other.node_id: name for name, other in records.items() if name != host}
+    record = records.get(host)
+    if record is not None and record.node_id in others:
+        raise FleetError(
+            f"{base_dir / RECORD_FILE}: the node {record.node_id} is recorded for {host} and for "
+            f"{others[record.node_id]}: it cannot be told whose it is; remove the wrong entry"
+        )
+    return record, others
 
 
 def read_host(inventory_file: Path, member: FleetHost | None) -> HostPart:
@@ -155,18 +203,25 @@ def find_devices(plan: RetirePlan, api_url: str, client: mint.OAuthClient | None
             f"with DELETE /api/v2/device/ID"
         )
         return None
+    # Another machine may have the same host name, and the host's own hostname need not be its inventory
+    # name: the node ID decides when it is known (the host's own while it answers and is logged in, else
+    # the one its last good deploy recorded), and without it only a single device of that name is taken
+    # for the host's.
+    node_id = plan.on_host.node_id or (plan.recorded.node_id if plan.recorded is not None else None)
     try:
         api = TailnetDevices(api_url, client)
+        if node_id is not None:
+            device = api.by_id(node_id)
+            plan.devices = [device] if device is not None else []
+            return api
         named = api.named(plan.hostname)
     except mint.MintError as error:
         plan.device_problem = f"the devices could not be read: {error}"
         return None
-    # Another machine may have the same host name: the host's own node ID decides when it is known, and
-    # without it only a single device of that name is taken for the host's.
-    node_id = plan.on_host.node_id
-    if node_id is not None:
-        plan.devices = [device for device in named if device.device_id == node_id]
-    elif len(named) > 1:
+    # A device of that name that another host's last deploy recorded as its node is that host's.
+    plan.spared = [device for device in named if device.device_id in plan.others]
+    named = [device for device in named if device.device_id not in plan.others]
+    if len(named) > 1:
         listed = ", ".join(f"{d.name or d.hostname} ({d.device_id})" for d in named)
         plan.device_problem = (
             f"{len(named)} devices are named {plan.hostname} ({listed}) and the host did not say which is "

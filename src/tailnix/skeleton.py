@@ -206,7 +206,8 @@ tailnix is installed with `pipx install --include-deps`).
    ```
 4. **Bootstrap** the hosts: each new host's SSH host key is shown with its fingerprint and, once you
    confirm it, recorded in `known_hosts` (commit it); the key becomes a recipient of the file, then the
-   host is deployed.
+   host is deployed. Each deploy records the node it saw on each host in `tailnix-nodes.json` (commit it
+   too: `tailnix retire` finds a host's device by it when the host no longer answers).
 
    ```
    tailnix bootstrap desk laptop gateway      # or: tailnix bootstrap --limit GROUP
@@ -219,6 +220,7 @@ tailnix deploy                            # or: pyinfra inventory.py deploys/tai
 tailnix status                            # every host Running, and every host sees the others
 tailnix check                             # for cron or CI: key expiry, recipients, no secret in git
 tailnix rotate-key < new-key.txt          # before the key expires; records the expiry for check
+tailnix retire oldbox                     # off the tailnet and out of the secrets file
 tailnix forget oldbox                     # a retired host can no longer read the file
 ```
 

@@ -16,6 +16,7 @@ that did not come back with the tags it logged in again for: tailnix.reauth).
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import shlex
 import time
@@ -41,6 +42,11 @@ JOB_UNIT = "tailnix-switch"
 
 ABSENT_SUFFIX = ".tailnix-absent"
 ABSENT_DIRECTORY_SUFFIX = ".tailnix-absent-dir"
+
+# switch-to-configuration's words (nixpkgs `switch-to-configuration-ng` `main.rs`): the failed units, each
+# with its status and last journal lines, then the end of the failed switch.
+UNITS_FAILED = "the following units failed:"
+SWITCH_ERRORS = "warning: error(s) occurred while switching"
 
 # How long a switch itself may take before the deployer stops waiting for it (the job goes on).
 SWITCH_WAIT_SECONDS = 1800
@@ -205,14 +211,23 @@ def _failure_log(host: Host, arguments: ConnectorArguments) -> str:
 def _error_lines(log: str) -> tuple[str, ...]:
     """The lines of nixos-rebuild's output that say why it failed, for a summary.
 
-    From Nix's first `error:` line when there is one (an evaluation or build error); otherwise its last
-    lines (an activation, or a unit that failed, ends the output).
+    From Nix's first `error:` line when there is one (an evaluation or build error); for units that failed,
+    switch-to-configuration's `the following units failed:` line and the end of their status, whose journal
+    says why (the rollback's own output comes after it); otherwise its last lines (an activation ends the
+    output).
     """
     lines = [line for line in log.splitlines() if line.strip()]
     first = next((i for i, line in enumerate(lines) if line.lstrip().startswith("error")), None)
-    if first is None:
-        return tuple(lines[-events.MAX_LINES :])
-    return tuple(lines[first : first + events.MAX_LINES])
+    if first is not None:
+        return tuple(lines[first : first + events.MAX_LINES])
+    failed = next((i for i, line in enumerate(lines) if UNITS_FAILED in line), None)
+    if failed is not None:
+        status = list(
+            itertools.takewhile(lambda line: not line.startswith(SWITCH_ERRORS), lines[failed + 1 :])
+        )
+        if status:
+            return (lines[failed], *status[-(events.MAX_LINES - 1) :])
+    return tuple(lines[-events.MAX_LINES :])
 
 
 def _already_failed(host: Host, arguments: ConnectorArguments) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -233,19 +234,21 @@ def count_commands(lab: Lab, inventory: Path, repository: Path) -> CommandCount:
     scripts: dict[str, str] = {}
     current: list[str] | None = None
     for line in lines:
-        match = _COMMAND_LINE.search(line)
-        if current is not None and (match or _is_log_line(line)):
+        if current is not None:
+            if not _quoted_whole(current):
+                # A multi-line script: pyinfra's log line goes on until its quoting closes (a blank line
+                # or one that starts with `[` may be the script's own).
+                current.append(line)
+                continue
             script = "\n".join(current)
             scripts.setdefault(" ".join(script.split()), script)
             current = None
+        match = _COMMAND_LINE.search(line)
         if match:
             commands[match["host"]] += 1
             if match["host"] == first_host:
                 of_first[_shorten(match["command"])] += 1
                 current = [match["command"]]
-        elif current is not None:
-            # A multi-line script: pyinfra's log line goes on until the script ends.
-            current.append(line)
         elif _UPLOAD_LINE.search(line):
             # The upload line names no host; a no-op run should have none at all.
             uploads["(any host)"] += 1
@@ -258,9 +261,13 @@ def count_commands(lab: Lab, inventory: Path, repository: Path) -> CommandCount:
     )
 
 
-def _is_log_line(line: str) -> bool:
-    stripped = line.lstrip()
-    return stripped.startswith(("[", _MARKER)) or not stripped
+def _quoted_whole(lines: list[str]) -> bool:
+    """Whether the command these lines hold has all its quotes closed, as the shell reads it."""
+    try:
+        shlex.split("\n".join(lines))
+    except ValueError:
+        return False
+    return True
 
 
 def replay_commands(lab: Lab, scripts: Sequence[str], repeat: int = 3) -> list[tuple[str, float | None]]:

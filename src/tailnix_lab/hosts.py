@@ -872,20 +872,22 @@ class Lab:
 
         A namespace's number is reused once the namespace is gone, possibly by a host of another lab
         running on the same machine: a process counts only if its view of /run/tailnix-lab is this lab's
-        state directory and its /etc/hostname is this host's.
+        state directory and its SSH host key is this host's (not its /etc/hostname, which a test may
+        change: a renamed host was left running).
         """
         try:
             state = os.stat(self.layout.state)
         except FileNotFoundError:
             return []
+        own_key = host.host_key_public.split()[:2]
         mine = []
         for pid in processes_in_namespace(host.mount_namespace):
             try:
                 seen = os.stat(f"/proc/{pid}/root{HOST_LAB_MOUNT}")
-                hostname = Path(f"/proc/{pid}/root/etc/hostname").read_text().strip()
+                key = Path(f"/proc/{pid}/root/etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2]
             except OSError:
                 continue
-            if (seen.st_dev, seen.st_ino) == (state.st_dev, state.st_ino) and hostname == host.name:
+            if (seen.st_dev, seen.st_ino) == (state.st_dev, state.st_ino) and key == own_key:
                 mine.append(pid)
         return mine
 

@@ -41,6 +41,10 @@ def test_bench_prints_the_table_and_machine_readable_lines(tmp_path: Path) -> No
     assert re.search(r"^hosts: 2$", out, re.MULTILINE)
     assert re.search(r"^ssh_commands_per_host: [1-9]\d*$", out, re.MULTILINE)
     assert re.search(r"^max_rss_mib: \d+\.\d$", out, re.MULTILINE)
+    # Every command of the no-op redeploy replays on a host (a multi-line script was cut short before).
+    replayed = out.split("replayed on one idle host", 1)[1].split("ratio_noop_vs_floor", 1)[0]
+    assert re.search(r"^\s+\d+\.\d  \(\d+\.\d\d s\)  set -- ", replayed, re.MULTILINE), replayed
+    assert not re.search(r"^\s+failed  ", replayed, re.MULTILINE), replayed
     # The bench's lab is gone when it ends: no host left running, nothing left mounted.
     assert lab_mounts(lab_directory) == []
     hosts = subprocess.run(

@@ -6,7 +6,9 @@ reached, one whose configuration does not evaluate, one whose auth key the contr
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -93,9 +95,9 @@ def test_the_summary_gives_each_failed_host_the_reason_pyinfra_gave(
     assert row(out, "debian-1").endswith(
         "debian-1 is not NixOS (/etc/os-release ID=debian); tailnix only manages NixOS hosts"
     )
-    assert row(out, mixed.unreachable.name).endswith(
-        f"no SSH connection to 127.0.0.1:{mixed.unreachable.port} (refused, timed out after 10s, or rejected)"
-    )
+    assert (
+        f"no SSH connection to 127.0.0.1:{mixed.unreachable.port} (connection refused: Could not connect ("
+    ) in row(out, mixed.unreachable.name)
     assert row(out, mixed.broken.name).endswith(
         "nixos-rebuild switch failed (exit 1: the configuration did not evaluate or build; /etc/nixos restored)"
     )
@@ -211,3 +213,75 @@ def test_a_shell_step_that_fails_is_summed_up_by_what_it_printed(
         "another deploy holds the lock of this host after 2s of waiting: "
         "alice@laptop (pid 4242) since 2026-11-28T09:00:00Z"
     ), run.stdout
+
+
+class _FullBacklog:
+    """A port whose listen queue is full and never drained: the SYN of a new connection is dropped, so
+    connecting times out (a black-holed host), on loopback."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        self.fillers: list[socket.socket] = []
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", self.port))
+            self.fillers.append(filler)
+
+    def close(self) -> None:
+        for connection in [*self.fillers, self.listener]:
+            connection.close()
+
+
+def test_each_unreachable_host_gets_the_reason_pyinfra_found(lab: Lab, tmp_path: Path) -> None:
+    """pyinfra's SSH connector (`pyinfra/connectors/ssh.py`, `connect`/`_connect`) raises `ConnectError`
+    from paramiko's exception: NoValidConnectionsError (refused), TimeoutError, AuthenticationException,
+    BadHostKeyException; the summary names each kind, then pyinfra's words. (A reachable host, here one that
+    is not NixOS, keeps the run going: with none, pyinfra stops at "No hosts remaining!".)"""
+    stopped, wrong_key, wrong_user = (lab.add_host(os="nixos") for _ in range(3))
+    lab.stop_host(stopped.name)
+    black_hole = _FullBacklog()
+    try:
+        secrets, _ = write_secrets(lab, tmp_path / "fleet", [wrong_key, wrong_user])
+        other_key = tmp_path / "known_hosts"
+        other_key.write_text(f"[127.0.0.1]:{wrong_key.port} {wrong_user.host_key_public}\n")
+        inventory = lab.write_inventory(
+            tmp_path / "inventory.py",
+            hosts=[stopped.name, wrong_key.name, wrong_user.name, "debian-1"],
+            secrets_file=secrets,
+            host_data={
+                wrong_key.name: {"ssh_known_hosts_file": str(other_key)},
+                wrong_user.name: {"ssh_user": "nobody"},
+            },
+        )
+        inventory.write_text(
+            inventory.read_text()
+            + f"\nlab_silent = [('silent-1', {{'ssh_hostname': '127.0.0.1', 'ssh_port': {black_hole.port}, "
+            f"'ssh_user': 'root', 'tailnix_secrets_file': {str(secrets)!r}}})]\n"
+        )
+        run = tailnix("deploy", "-i", str(inventory))
+    finally:
+        black_hole.close()
+        lab.stop_host(wrong_key.name)
+        lab.stop_host(wrong_user.name)
+    assert run.returncode == 1, run.stdout + run.stderr
+    out = run.stdout
+    assert f"no SSH connection to 127.0.0.1:{stopped.port} (connection refused: Could not connect (" in row(
+        out, stopped.name
+    )
+    assert row(out, "silent-1").endswith(
+        f"no SSH connection to 127.0.0.1:{black_hole.port} (timed out after 10s: Could not connect (timed out))"
+    )
+    assert (
+        f"no SSH connection to 127.0.0.1:{wrong_user.port} (authentication failed: Authentication error "
+        "(username=nobody, key="
+    ) in row(out, wrong_user.name)
+    assert row(out, wrong_key.name).endswith(
+        f"no SSH connection to 127.0.0.1:{wrong_key.port} (host key mismatch: SSH host key error (Host key for "
+        "127.0.0.1 does not match.))"
+    )
+    assert "5 hosts deployed: 0 ok, 5 failed" in out

@@ -98,3 +98,38 @@ def test_with_an_api_client_the_old_device_is_deleted_and_the_node_gets_its_name
     own = json.loads(lab.ssh(name, "tailscale status --json --peers=false").stdout)["Self"]
     assert own["DNSName"].startswith(f"{name}.")
     assert [n["ID"] for n in control.nodes() if n["HostName"] == name] == [own["ID"]]
+
+
+@pytest.fixture(scope="module")
+def reinstalled_beside_a_namesake(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    with _reinstalled(lab, tmp_path_factory.mktemp("reinstall-namesake-fleet")) as fleet:
+        yield fleet
+
+
+def test_an_offline_device_recorded_as_another_hosts_node_is_never_deleted(
+    reinstalled_beside_a_namesake: Fleet, lab: Lab
+) -> None:
+    """The offline device of the name is, by tailnix-nodes.json, another inventory host's node (a host of
+    the same name that is off, say): it is left alone, and the node joins as NAME-1, which verify names."""
+    fleet = reinstalled_beside_a_namesake
+    name = fleet.hosts[0].name
+    control = ControlPlane(lab.layout.control)
+    (old,) = [n for n in control.nodes() if n["HostName"] == name]
+    record = {"node_id": old["ID"], "hostname": name, "dns_name": old["DNSName"]}
+    (fleet.directory / "tailnix-nodes.json").write_text(json.dumps({"schema": 1, "hosts": {"web": record}}))
+
+    with TailscaleApi(lab.layout.control) as api:
+        client_id, secret = api.add_client(())
+        env = {"TS_API_CLIENT_ID": client_id, "TS_API_CLIENT_SECRET": secret, "TS_BASE_URL": api.url}
+        deployed = fleet.tailnix("deploy", "-i", "inventory.py", env=env)
+        deletions = [r for r in api.requests if r.method == "DELETE"]
+
+    assert deployed.returncode == 1, deployed.stdout + deployed.stderr
+    assert (
+        f"{name}: the offline device {old['DNSName'].rstrip('.')} ({old['ID']}) holds {name}, but it is web's "
+        "node (tailnix-nodes.json): left alone"
+    ) in deployed.stdout
+    assert deletions == []
+    assert old["ID"] in [n["ID"] for n in control.nodes()]
+    own = json.loads(lab.ssh(name, "tailscale status --json --peers=false").stdout)["Self"]
+    assert own["DNSName"].startswith(f"{name}-1.")

@@ -7,6 +7,7 @@ the order of a fleet's life.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 
@@ -23,6 +24,8 @@ from .test_fleet import Fleet, backend_state, new_fleet
 
 pytestmark = pytest.mark.lab
 
+OWN_HOSTNAME = "mailbox"
+
 
 @pytest.fixture(scope="module")
 def fleet(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
@@ -33,9 +36,17 @@ def fleet(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]
         lab.add_host(os="nixos"),
         lab.add_host(os="nixos"),
     ]
+    # The one to lose calls itself `mailbox` (its own hostname, not its inventory name), and the one to
+    # keep joins under the lost one's inventory name: only the node recorded at the last deploy tells
+    # which device is whose.
+    lab.ssh(
+        hosts[1].name,
+        f'sed -i \'s/networking.hostName = "{hosts[1].name}"/networking.hostName = "{OWN_HOSTNAME}"/\' '
+        f"/etc/nixos/configuration.nix && echo {OWN_HOSTNAME} > /etc/hostname",
+    )
     first_key = ControlPlane(lab.layout.control).mint_key(reusable=True)
     created = new_fleet(lab, directory, hosts, first_key)
-    created.write_inventory()
+    created.write_inventory(**{hosts[2].name: {"tailscale_hostname": hosts[1].name}})
     for host in hosts:
         configuration = lab.ssh(host.name, "cat /etc/nixos/configuration.nix").stdout
         (directory / f"{host.name}.configuration.nix").write_text(configuration)
@@ -151,12 +162,32 @@ def test_without_an_oauth_client_it_says_the_device_was_not_deleted_and_how_to(
     assert (fleet.sops_config.read_bytes(), fleet.secrets.read_bytes()) == before
 
 
+def _recorded(fleet: Fleet) -> dict[str, dict[str, object]]:
+    hosts = json.loads((fleet.directory / "tailnix-nodes.json").read_text())["hosts"]
+    assert isinstance(hosts, dict)
+    return hosts
+
+
 @pytest.fixture(scope="module")
 def lost(fleet: Fleet) -> subprocess.CompletedProcess[str]:
     """The second host retired after its SSH stopped answering."""
-    fleet.lab.stop_host(fleet.hosts[1].name)
+    gone = fleet.hosts[1].name
+    [device] = _devices(fleet, OWN_HOSTNAME)
+    assert _recorded(fleet)[gone] == {
+        "node_id": device["ID"],
+        "hostname": OWN_HOSTNAME,
+        "dns_name": device["DNSName"],
+        "tailscale_ips": device["TailscaleIPs"],
+        "approved_routes": [],
+    }
+    fleet.lab.stop_host(gone)
     with TailscaleApi(fleet.lab.layout.control) as api:
-        return _retire(fleet, api, fleet.hosts[1].name, "--yes")
+        dry = _retire(fleet, api, gone, "--dry")
+        assert (
+            f"tailnet: delete the device {str(device['DNSName']).rstrip('.')} ({device['ID']}), the node its last "
+            "deploy saw (tailnix-nodes.json)"
+        ) in dry.stdout, dry.stdout + dry.stderr
+        return _retire(fleet, api, gone, "--yes")
 
 
 def test_an_unreachable_host_loses_its_device_and_recipient_and_keeps_its_files(
@@ -168,8 +199,11 @@ def test_an_unreachable_host_loses_its_device_and_recipient_and_keeps_its_files(
     assert (
         "tailscale-autoconnect.nix, the secrets file and the import were left in /etc/nixos" in result.stderr
     )
-    assert "tailnet: deleted the device" in result.stdout
-    assert _devices(fleet, gone.name) == []
+    [kept_device] = _devices(fleet, gone.name)  # the kept host's node, under the lost one's inventory name
+    assert kept_device["ID"] == _recorded(fleet)[kept.name]["node_id"]
+    assert f"tailnet: deleted the device {OWN_HOSTNAME}." in result.stdout
+    assert _devices(fleet, OWN_HOSTNAME) == []
+    assert gone.name not in _recorded(fleet)
     assert f"&{gone.name}" not in fleet.sops_config.read_text()
     assert fleet.recipient(gone) not in read_metadata(fleet.secrets).recipients
     assert backend_state(fleet.lab, kept.name) == "Running"
@@ -216,6 +250,9 @@ def test_a_host_gone_from_the_inventory_is_retired_already(
         again = _retire(fleet, api, gone.name, "--yes")
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout == f"{gone.name}: retired already: nothing to do\n"
+    # The kept host's node has the gone host's inventory name, and is recorded as the kept host's.
+    [kept_device] = _devices(fleet, gone.name)
+    assert kept_device["ID"] == _recorded(fleet)[kept.name]["node_id"]
 
 
 def test_a_switch_that_fails_puts_every_file_back(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> None:

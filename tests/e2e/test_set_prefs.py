@@ -65,3 +65,33 @@ def test_an_up_flag_in_tailscale_set_is_refused_before_any_host_is_touched(lab: 
         assert "ssh is a flag of tailscale up: use its own setting" in planned.stdout + planned.stderr
     finally:
         lab.stop_host(host)
+
+
+def test_a_set_pref_the_node_refuses_fails_the_switch_which_rolls_back(lab: Lab, tmp_path: Path) -> None:
+    """`tailscale set --nickname=work` where another login profile of the node is called `work`: set.go's
+    `CheckPrefs` refuses it (`checkProfileNameLocked`, `ipn/ipnlocal/local.go`), so the join unit fails, the
+    switch fails (switch-to-configuration exits 4 on a failed unit) and the host rolls back."""
+    fleet, _ = tagged_fleet(lab, tmp_path)
+    host = fleet.hosts[0].name
+    try:
+        # The node once logged in to a second profile, named `work` (the lab has no `tailscale login`).
+        lab.ssh(
+            host,
+            "f=/var/lib/tailscale/tailscaled.state && jq -c '.OtherProfiles = [\"work\"]' $f > $f.new && mv $f.new $f",
+        )
+        before = lab.ssh(host, "cat /etc/nixos/tailscale-autoconnect.nix").stdout
+        fleet.write_inventory(
+            **{host: {"tailscale_advertise_tags": ["tag:server"], "tailscale_set": {"nickname": "work"}}}
+        )
+        deployed = fleet.tailnix("deploy", "-i", "inventory.py")
+        assert deployed.returncode == 1, deployed.stdout + deployed.stderr
+        said = deployed.stdout + deployed.stderr
+        assert 'profile name "work" already in use' in said, said
+        [row] = [line for line in deployed.stdout.splitlines() if line.startswith(f"{host} ")]
+        assert "failed" in row and "nixos-rebuild switch failed" in row, row
+        assert lab.ssh(host, "cat /etc/nixos/tailscale-autoconnect.nix").stdout == before
+        prefs = json.loads(lab.ssh(host, "tailscale debug prefs").stdout)
+        assert prefs["ProfileName"] == ""
+        assert json.loads(lab.ssh(host, "tailscale status --json").stdout)["BackendState"] == "Running"
+    finally:
+        lab.stop_host(host)

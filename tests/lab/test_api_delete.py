@@ -14,6 +14,7 @@ import pytest
 
 from tailnix.devices import TailnetDevices
 from tailnix.mint import MintError, OAuthClient
+from tailnix.node_records import NodeRecord
 from tailnix.retire import HostPart, RetirePlan, find_devices
 from tailnix_lab.emulator.api import TailscaleApi
 from tailnix_lab.emulator.control import ControlPlane
@@ -91,4 +92,38 @@ def test_without_the_hosts_own_id_two_devices_of_its_name_are_both_kept(api: Tai
         f"2 devices are named desk (desk.tailnix-lab.ts.net ({first}), desk-1.tailnix-lab.ts.net ({second})) "
         "and the host did not say which is its own: none is deleted; remove the right one in the admin console "
         "(Machines, Remove)"
+    )
+
+
+def test_an_unreachable_host_is_found_by_the_node_its_last_deploy_recorded(api: TailscaleApi) -> None:
+    """`GET /api/v2/device/{deviceId}` (`publicapi/device.md`, "Get device"): the recorded node, whatever its
+    host name, and not the device that carries the host's inventory name."""
+    own = _joined(api.control, "mailbox")
+    other = _joined(api.control, "desk", machine="-web")
+    plan = RetirePlan(
+        host="desk",
+        hostname="desk",
+        on_host=HostPart(unreachable="no SSH connection"),
+        recorded=NodeRecord(own, "mailbox", "mailbox.tailnix-lab.ts.net."),
+        others={other: "web"},
+    )
+    client_id, secret = api.add_client()
+    find_devices(plan, api.url, OAuthClient(client_id, secret, "the test"))
+    assert [device.device_id for device in plan.devices] == [own]
+    assert f"tailnet: delete the device mailbox.tailnix-lab.ts.net ({own}), the node its last deploy saw" in (
+        "\n".join(plan.lines())
+    )
+    assert ("GET", "/api/v2/tailnet/-/devices") not in [(r.method, r.path) for r in api.requests]
+
+
+def test_a_device_of_its_name_recorded_as_another_hosts_node_is_left_alone(api: TailscaleApi) -> None:
+    other = _joined(api.control, "desk")
+    plan = RetirePlan(
+        host="desk", hostname="desk", on_host=HostPart(not_in_inventory=True), others={other: "web"}
+    )
+    client_id, secret = api.add_client()
+    find_devices(plan, api.url, OAuthClient(client_id, secret, "the test"))
+    assert plan.devices == [] and plan.nothing_to_do
+    assert f"tailnet: desk.tailnix-lab.ts.net ({other}) is web's node (tailnix-nodes.json): left alone" in (
+        plan.lines()
     )

@@ -218,3 +218,41 @@ def test_the_policys_auto_approvers_approve_routes_inside_their_prefix(tagged_ho
     own = self_of(tagged_host.status())
     assert own["PrimaryRoutes"] == ["10.20.0.0/24"]
     assert "172.16.0.0/12" not in own["AllowedIPs"]
+
+
+def test_an_approval_outlives_the_advertisement_until_the_api_withdraws_it(
+    tagged_host: Host, api: TailscaleApi
+) -> None:
+    """`publicapi/device.md`, "Subnet routes": advertising and enabling are two independent steps ("if a
+    tailnet admin pre-approves certain routes by enabling them, they are not available for routing until
+    the device in question has advertised them"), so `GET .../routes` lists an approved route among
+    `enabledRoutes` after the node stopped advertising it (the admin console keeps it too:
+    tailscale/tailscale#3825), and the node serves it again as soon as it advertises it again. Only a
+    `POST .../routes` without it (the list replaces the enabled routes) withdraws the approval."""
+    both, kept, dropped = (
+        "--advertise-routes=192.168.7.0/24,192.168.8.0/24",
+        "192.168.7.0/24",
+        "192.168.8.0/24",
+    )
+    token = token_of(api)
+    path = f"/api/v2/device/{self_of(tagged_host.status())['ID']}/routes"
+    assert tagged_host.tailscale("set", both).returncode == 0
+    assert call(api, token, "POST", path, {"routes": [kept, dropped]})[0] == 200
+
+    assert tagged_host.tailscale("set", f"--advertise-routes={kept}").returncode == 0
+    assert call(api, token, "GET", path) == (
+        200,
+        {"advertisedRoutes": [kept], "enabledRoutes": [kept, dropped]},
+    )
+    assert self_of(tagged_host.status())["PrimaryRoutes"] == [kept]
+    assert tagged_host.tailscale("set", both).returncode == 0
+    assert self_of(tagged_host.status())["PrimaryRoutes"] == [kept, dropped]  # no new approval needed
+
+    assert tagged_host.tailscale("set", f"--advertise-routes={kept}").returncode == 0
+    assert call(api, token, "POST", path, {"routes": [kept]}) == (
+        200,
+        {"advertisedRoutes": [kept], "enabledRoutes": [kept]},
+    )
+    assert tagged_host.tailscale("set", both).returncode == 0
+    own = self_of(tagged_host.status())
+    assert own["PrimaryRoutes"] == [kept] and dropped not in own["AllowedIPs"]

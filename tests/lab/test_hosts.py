@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -366,3 +369,21 @@ def test_stock_configuration_evaluates_with_the_lab_module_system(
     assert config["services"]["openssh"]["enable"] is True
     assert config["system"]["stateVersion"] == "25.11"
     assert config["fileSystems"]["/"]["fsType"] == "ext4"
+
+
+def test_a_host_whose_hostname_changed_still_stops(lab: Lab) -> None:
+    """A host is its sshd's namespace, whatever its hostname: a test (or a switch, on real NixOS, from
+    `networking.hostName`) may rename it, and stopping it must still end every process it has."""
+    renamed = lab.add_host(os="nixos")
+    namespace = renamed.mount_namespace
+    lab.ssh(renamed.name, "echo mailbox > /etc/hostname")
+    try:
+        lab.stop_host(renamed.name)
+        assert running_processes(namespace) == []
+    finally:
+        # Leave nothing behind, whatever the outcome: the processes that still have this host's key.
+        for pid in running_processes(namespace):
+            key = Path(f"/proc/{pid}/root/etc/ssh/ssh_host_ed25519_key.pub")
+            with contextlib.suppress(OSError):
+                if key.read_text().split()[:2] == renamed.host_key_public.split()[:2]:
+                    os.kill(pid, signal.SIGKILL)

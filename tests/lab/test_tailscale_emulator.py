@@ -242,6 +242,22 @@ def test_set_refuses_auto_update_on_nixos(running_host: Host) -> None:
     assert running_host.prefs()["AutoUpdate"]["Apply"] is None
 
 
+def test_set_refuses_a_nickname_another_login_profile_of_the_node_has(running_host: Host) -> None:
+    """tailscale v1.90.6 `cmd/tailscale/cli/set.go` (`runSet`: `localClient.CheckPrefs` before
+    `EditPrefs`) and `ipn/ipnlocal/local.go` (`checkProfileNameLocked`): a profile name held by another
+    login profile of the node is refused, `profile name "work" already in use`, exit 1, prefs unchanged;
+    the current profile's own name, or a free one, is taken."""
+    state_file = running_host.root / "var/lib/tailscale/tailscaled.state"
+    state = json.loads(state_file.read_text())
+    state["OtherProfiles"] = ["work"]  # as a `tailscale login --nickname=work` of the node's past left it
+    state_file.write_text(json.dumps(state))
+    refused = running_host.tailscale("set", "--nickname=work")
+    assert (refused.returncode, refused.stderr) == (1, 'profile name "work" already in use\n')
+    assert running_host.prefs()["ProfileName"] == ""
+    assert running_host.tailscale("set", "--nickname=home").returncode == 0
+    assert running_host.prefs()["ProfileName"] == "home"
+
+
 def test_down_stops_and_up_brings_back_running(running_host: Host) -> None:
     """Source: tailscale v1.90.6 `cmd/tailscale/cli/status.go` (`runStatus`: in a state that is not
     Running or Starting, the health check is printed only in NoState; `isRunningOrStarting`)."""

@@ -141,8 +141,23 @@ def test_quiet_keeps_the_failures_and_the_last_line(capsys: pytest.CaptureFixtur
             tuple(f"activating {n}" for n in range(5, 12))
             + ("warning: the following units failed: a.service",),
         ),
+        (
+            "restarting the following units: j.service\nwarning: the following units failed: j.service\n\n"
+            "× j.service - Join\n     Active: failed (Result: exit-code)\n\n"
+            + "\n".join(f"Dec 02 17:09:0{n} h j-start[9]: line {n}" for n in range(8))
+            + '\nDec 02 17:09:09 h j-start[9]: profile name "work" already in use\n'
+            "Dec 02 17:09:09 h systemd[1]: Failed to start Join.\n"
+            "warning: error(s) occurred while switching to the new configuration\n"
+            + "\n".join(f"rolling back {n}" for n in range(8)),
+            (
+                "warning: the following units failed: j.service",
+                *(f"Dec 02 17:09:0{n} h j-start[9]: line {n}" for n in range(3, 8)),
+                'Dec 02 17:09:09 h j-start[9]: profile name "work" already in use',
+                "Dec 02 17:09:09 h systemd[1]: Failed to start Join.",
+            ),
+        ),
     ],
-    ids=["evaluation", "activation"],
+    ids=["evaluation", "activation", "unit-then-rollback"],
 )
 def test_a_failed_switch_is_summed_up_by_the_lines_that_say_why(log: str, expected: tuple[str, ...]) -> None:
     assert _error_lines(log) == expected

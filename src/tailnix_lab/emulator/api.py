@@ -58,7 +58,6 @@ from typing import Any
 
 from tailnix_lab.emulator.control import (
     ControlPlane,
-    enabled_routes,
     parse_auth_key,
     tags_not_permitted,
     tags_refusal,
@@ -430,8 +429,9 @@ def device_json(node: dict[str, Any], *, with_routes: bool = False) -> dict[str,
 
 
 def routes_json(node: dict[str, Any]) -> dict[str, list[str]]:
-    """A device's routes as the API answers them: those it advertises, and those of them approved."""
+    """A device's routes as the API answers them: those it advertises, and those approved for it, advertised
+    or not (`publicapi/device.md`, "Subnet routes": the two steps are independent)."""
     return {
         "advertisedRoutes": list(node.get("AdvertisedRoutes") or []),
-        "enabledRoutes": enabled_routes(node),
+        "enabledRoutes": list(node.get("ApprovedRoutes") or []),
     }

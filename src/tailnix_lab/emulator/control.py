@@ -25,8 +25,8 @@ The tailnet has a policy and settings of its own, as a real one does:
   when the node advertises them. As the real policy's `autoApprovers` (tailscale.com/kb/1337, "autoApprovers";
   headscale `hscontrol/policy`): a route is approved when it lies inside a `routes` prefix whose approvers
   include one of the node's tags, and the exit routes (`0.0.0.0/0`, `::/0`) when `exitNode` names one.
-  Approvals are kept when the node stops advertising a route; only advertised and approved routes are
-  enabled (the API's `enabledRoutes`, the peers' `AllowedIPs` and `PrimaryRoutes`).
+  Approvals are kept when the node stops advertising a route (the API's `enabledRoutes` still list them);
+  only advertised and approved routes carry traffic (the peers' `AllowedIPs` and `PrimaryRoutes`).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import re
 import sys
 import time
 
+from tailnix.prefix import go_quote
 from tailnix.tailscale_flags import (
     ALIASES,
     AUTO_UPDATE_UNSUPPORTED,
@@ -920,6 +921,9 @@ def run_set(args: list[str], socket_path: str) -> int:
             raise CommandFailed(AUTO_UPDATE_UNSUPPORTED)
         if "advertise-routes" in parsed.visited or "advertise-exit-node" in parsed.visited:
             new["AdvertiseRoutes"] = routes_for_set(parsed, state.prefs)
+        if "nickname" in parsed.visited and values["nickname"] in state.other_profiles:
+            # set.go checks the edited prefs first (`CheckPrefs`); local.go `checkProfileNameLocked`.
+            raise CommandFailed(f"profile name {go_quote(values['nickname'])} already in use")
         if values["relay-server-port"]:
             port = values["relay-server-port"]
             if not port.isdigit() or int(port) > 65535:

@@ -105,6 +105,7 @@ class DaemonState:
         login_required: bool = False,
         running_in: float | None = None,
         turned_on: tuple[float, float] | None = None,
+        other_profiles: list[str] | None = None,
     ) -> None:
         self.node_key = node_key
         self.prefs: dict[str, Any] = default_prefs() if prefs is None else prefs
@@ -120,6 +121,9 @@ class DaemonState:
         # (daemon run, time) when the node was last turned on (WantRunning false -> true, or the
         # daemon started with it): the health tracker's `ipnWantRunningLastTrue`.
         self.turned_on = turned_on
+        # The names of the node's other login profiles (`ipn/ipnlocal/profiles.go`): what a `tailscale
+        # login` on a node that had one left. The lab has no `login`/`switch`: tests write them in.
+        self.other_profiles: list[str] = list(other_profiles or [])
         # Read from control with the state, for the health warnings (not saved).
         self.derp_down_since: float | None = None
         self.now = time.time()
@@ -135,6 +139,7 @@ class DaemonState:
             "LoginRequired": self.login_required,
             "RunningIn": self.running_in,
             "TurnedOn": list(self.turned_on) if self.turned_on else None,
+            "OtherProfiles": self.other_profiles,
         }
 
     @classmethod
@@ -151,6 +156,7 @@ class DaemonState:
             login_required=bool(data.get("LoginRequired")),
             running_in=data.get("RunningIn"),
             turned_on=tuple(data["TurnedOn"]) if data.get("TurnedOn") else None,
+            other_profiles=[str(name) for name in data.get("OtherProfiles") or []],
         )
 
     @property
