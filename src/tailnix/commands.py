@@ -594,7 +594,8 @@ def retire_command(
 
     Logs the node out, removes tailscale-autoconnect.nix, the secrets file and the import from
     /etc/nixos and switches (with the deploy's rollback), deletes the device through the API (with the
-    OAuth client of rotate-key --mint) unless --keep-device, and removes the host's recipient from
+    OAuth client of rotate-key --mint; on a headscale fleet with `headscale nodes delete` on
+    tailnix_headscale_host) unless --keep-device, and removes the host's recipient from
     .sops.yaml, re-encrypting the secrets file without it. An unreachable host keeps its files; the rest
     is done. A second retire does nothing. Exit 0: all done; 1: something failed or was left; 2: usage.
 
@@ -614,7 +615,9 @@ def retire_command(
             keep_device=keep_device,
             recipient=retire.recipient_of(location, host),
         )
-        api = None if keep_device else retire.find_devices(plan, api_url, retire.oauth_client(oauth_file))
+        on_headscale = None if keep_device else retire.headscale_nodes(plan, inventory_file, member, fleet)
+        client = None if keep_device or on_headscale else retire.oauth_client(oauth_file)
+        api = None if keep_device else retire.find_devices(plan, api_url, client, on_headscale=on_headscale)
     except (FleetError, mint.MintError) as error:
         raise click.ClickException(str(error)) from None
     if plan.nothing_to_do:

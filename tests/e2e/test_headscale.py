@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,23 +31,32 @@ USER = "fleet"
 class HeadscaleFleet:
     fleet: Fleet
     server: LabHost
-    sudo_server: LabHost
+    sudo_server: LabHost | None = None
     """Another headscale host (the lab's control plane is one), reached as an admin with sudo."""
+    user: str = USER
 
-    def write_inventory(self, **data: object) -> None:
-        """The NixOS host with the headscale settings (and `data` over them), and the headscale host."""
-        (host,) = self.fleet.hosts
+    def write_inventory(self, extra: tuple[str, ...] = (), **data: object) -> None:
+        """The NixOS hosts (and the `extra` ones) with the headscale settings (and `data` over them), and the
+        headscale hosts."""
         settings = {
             "tailscale_login_server": LOGIN_SERVER,
             "tailnix_headscale_host": self.server.name,
-            "tailnix_headscale_user": USER,
+            "tailnix_headscale_user": self.user,
         }
+        nodes = [host.name for host in self.fleet.hosts] + list(extra)
+        servers = [self.server.name] + ([self.sudo_server.name] if self.sudo_server else [])
         self.fleet.lab.write_inventory(
             self.fleet.inventory,
-            hosts=[host.name, self.server.name, self.sudo_server.name],
-            host_data={host.name: {k: v for k, v in {**settings, **data}.items() if v is not None}},
+            hosts=nodes + servers,
+            host_data={
+                name: {k: v for k, v in {**settings, **data}.items() if v is not None} for name in nodes
+            },
             secrets_file=self.fleet.secrets,
         )
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """`headscale nodes list -o json` on the headscale host."""
+        return list(json.loads(self.fleet.lab.ssh(self.server.name, "headscale nodes list -o json").stdout))
 
     def mint(self, *arguments: str) -> tuple[str, subprocess.CompletedProcess[str]]:
         (host,) = self.fleet.hosts
@@ -61,9 +71,10 @@ class HeadscaleFleet:
         )
 
 
-def _headscale_key(lab: Lab, server: str) -> str:
+def headscale_key(lab: Lab, server: str, user: str = USER) -> str:
+    """A reusable 90-day pre-auth key of `user`, minted on the headscale host `server`."""
     users = json.loads(lab.ssh(server, "headscale users list -o json").stdout)
-    user_id = next(user["id"] for user in users if user["name"] == USER)
+    user_id = next(u["id"] for u in users if u["name"] == user)
     created = lab.ssh(
         server, f"headscale preauthkeys create --user {user_id} --reusable --expiration 90d -o json"
     )
@@ -77,7 +88,7 @@ def hs(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Headscale
     lab.ssh(server.name, f"headscale users create {USER}")
     host = lab.add_host(os="nixos")
     directory: Path = tmp_path_factory.mktemp("headscale-fleet")
-    fleet = new_fleet(lab, directory, [host], _headscale_key(lab, server.name))
+    fleet = new_fleet(lab, directory, [host], headscale_key(lab, server.name))
     created = HeadscaleFleet(fleet, server, sudo_server)
     created.write_inventory()
     bootstrapped = created.fleet.tailnix("bootstrap", host.name, "-i", "inventory.py")
@@ -107,6 +118,7 @@ def test_rotate_key_mints_on_the_headscale_host_and_the_host_stays_running(hs: H
 
 def test_a_headscale_host_reached_through_sudo_runs_headscale_as_root(hs: HeadscaleFleet) -> None:
     first = hs.key()
+    assert hs.sudo_server is not None
     hs.write_inventory(tailnix_headscale_host=hs.sudo_server.name)
     try:
         said, result = hs.mint("--days", "30", "--no-deploy")
@@ -168,7 +180,7 @@ def test_hosts_that_disagree_on_the_login_server_are_named(hs: HeadscaleFleet) -
     # The headscale host the node names is left out (the server, not a node); the other one is not.
     assert (
         f"tailscale_login_server differs between the hosts ({host.name}: '{LOGIN_SERVER}'; "
-        f"{hs.sudo_server.name}: not set)" in said
+        f"{hs.sudo_server and hs.sudo_server.name}: not set)" in said
     )
     assert hs.fleet.secrets.read_bytes() == before
 
@@ -189,6 +201,7 @@ def test_a_tag_change_on_headscale_is_refused_with_the_command_to_run_instead(hs
         f"{host.name}: its tags cannot change from none to tag:web by logging in again on {LOGIN_SERVER}"
         in said
     )
-    assert "On the headscale server run: headscale nodes tag -i <ID> -t tag:web" in said
+    [node] = [n for n in hs.nodes() if n["name"] == host.name]
+    assert f"On the headscale server run: headscale nodes tag -i {node['id']} -t tag:web" in said
     assert hs.fleet.lab.ssh(host.name, "cat /etc/nixos/configuration.nix; ls /etc/nixos").stdout == before
     assert backend_state(hs.fleet.lab, host.name) == "Running"
