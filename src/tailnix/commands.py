@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import click
 
-from tailnix import headscale, mint, paths, retire
+from tailnix import headscale, mint, paths, retire, steps
 from tailnix.adminkey import AdminKeyError, find_or_make_admin_key, sops_age_key_file
 from tailnix.authkey import (
     BROKEN,
@@ -64,6 +64,7 @@ from tailnix.keyform import key_kind
 from tailnix.known_hosts import HostAddress, HostKeyScanError, NewHostKey, is_known, record, scan
 from tailnix.recipients import RecipientChange, RecipientUpdate, forget_recipient, record_recipients
 from tailnix.reinstall import replace_offline_devices
+from tailnix.retag import retag_on_headscale
 from tailnix.rotation import rotation_due
 from tailnix.routes import RouteResult, approval_change, approve_routes, read_unapproved
 from tailnix.runner import DeployOutcome, HostDeployResult, dry_run, run_batched_deploy
@@ -267,6 +268,7 @@ def _deploy(
     if not hosts:
         return DeployOutcome()
     _replace_offline_devices(inventory_file, hosts, oauth_file, api_url, quiet=quiet)
+    _retag_on_headscale(inventory_file, hosts, quiet=quiet)
     report = DeployReport(len(hosts), quiet=quiet)
     outcome = run_batched_deploy(
         inventory_file,
@@ -308,6 +310,17 @@ def _replace_offline_devices(
         find_client=lambda: _oauth_client(oauth_file),
         base_url=_api_base(api_url),
     ):
+        if not result.ok or not quiet:
+            click.echo(f"{result.host}: {result.message}", err=not result.ok)
+
+
+def _retag_on_headscale(inventory_file: Path, hosts: list[str], *, quiet: bool) -> None:
+    """Before the deploy: the tags of Running nodes on headscale are set there (tailnix.retag).
+
+    A failure is said and the deploy goes on: it then refuses the host with the command to run.
+    """
+    fleet = [host for host in load_fleet(inventory_file) if host.name in hosts]
+    for result in retag_on_headscale(inventory_file, fleet):
         if not result.ok or not quiet:
             click.echo(f"{result.host}: {result.message}", err=not result.ok)
 
@@ -1002,6 +1015,11 @@ def deploy_command(
                 dry=True,
             ):
                 planned.setdefault(replacement.host, []).insert(0, replacement.message)
+            for retag in retag_on_headscale(inventory_file, fleet, dry=True):
+                # Run before the deploy, the retag leaves the host nothing to refuse.
+                planned[retag.host] = [f"{steps.RETAG}: {retag.message}"] + [
+                    change for change in planned.get(retag.host, []) if "headscale nodes tag" not in change
+                ]
             for host, changes in planned.items():
                 click.echo(f"{host}: {'; '.join(changes) if changes else 'nothing to do'}")
             return

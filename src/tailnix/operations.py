@@ -39,7 +39,7 @@ from tailnix.flake import FlakeShape, read_flake
 from tailnix.interrupt import exit_nonzero_on_interrupt
 from tailnix.nix_imports import ImportEditError, add_import, has_import, manual_instruction
 from tailnix.plan import HostPlan, ModuleFile
-from tailnix.reauth import Reauthentication, login_error, reauthentication
+from tailnix.reauth import Reauthentication, headscale_retag, login_error, reauthentication
 from tailnix.settings import SettingsError, TailscaleSettings
 from tailnix.sudo import (
     SudoAccess,
@@ -360,8 +360,8 @@ def preflight_problem(state: HostState, plan: HostPlan) -> str | None:
         _edited_configuration(state)
     except ImportEditError as error:
         return _uneditable_message(error)
-    reauth = planned_reauthentication(state, plan)
-    return reauth.headscale_refusal() if reauth is not None else None
+    retag = headscale_retag(plan.settings, state.tailscale_status, state.tailscale_prefs)
+    return retag.refusal() if retag is not None else None
 
 
 def require_deployable(state: HostState, plan: HostPlan) -> None:
@@ -750,6 +750,18 @@ def tags_not_granted(settings: TailscaleSettings, status: dict[str, Any]) -> lis
     return [tag for tag in settings.advertise_tags if tag not in granted]
 
 
+def _headscale_tags_hint(settings: TailscaleSettings, status: dict[str, Any]) -> str:
+    """What gives a node on headscale its tags: the server (headscale v0.29.2 gives a new node its pre-auth
+    key's tags and refuses those it asks for, `hscontrol/state/state.go`)."""
+    own_id = str((status.get("Self") or {}).get("ID") or "")
+    node = own_id if own_id.isdigit() else "<ID>"
+    return (
+        f": headscale gives a node the tags of its pre-auth key. Set them on the headscale server "
+        f"(headscale nodes tag -i {node} -t {','.join(sorted(settings.advertise_tags))}; `tailnix deploy` "
+        "runs it when tailnix_headscale_host names that server), or join with a key that carries them"
+    )
+
+
 def renamed(settings: TailscaleSettings, status: dict[str, Any]) -> str | None:
     """The name the tailnet gave the node when it is the wanted one with a suffix (`desk-1`); None otherwise.
 
@@ -842,9 +854,10 @@ def _verify(
         return _report(state, host, message, False)
     missing = tags_not_granted(settings, status)
     if missing:
-        return _report(
-            state, host, f"Tailscale is Running but {_not_granted_sentence(missing, status)}", False
-        )
+        message = f"Tailscale is Running but {_not_granted_sentence(missing, status)}"
+        if settings.on_headscale:
+            message += _headscale_tags_hint(settings, status)
+        return _report(state, host, message, False)
     given = renamed(settings, status)
     if given is not None:
         return _report(state, host, _renamed_sentence(settings, status, given), False)

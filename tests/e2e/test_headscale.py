@@ -185,12 +185,14 @@ def test_hosts_that_disagree_on_the_login_server_are_named(hs: HeadscaleFleet) -
     assert hs.fleet.secrets.read_bytes() == before
 
 
-def test_a_tag_change_on_headscale_is_refused_with_the_command_to_run_instead(hs: HeadscaleFleet) -> None:
-    """headscale v0.29.2 `hscontrol/state/state.go` refuses the tags a node asks for at a pre-auth key login;
-    `cmd/headscale/cli/nodes.go` `headscale nodes tag -i ID -t TAGS` changes them."""
+def test_without_the_headscale_host_a_tag_change_is_refused_with_the_command_to_run(
+    hs: HeadscaleFleet,
+) -> None:
+    """headscale v0.29.2 `hscontrol/state/state.go` (`HandleNodeFromPreAuthKey`) keeps a node's tags when it logs
+    in again; `cmd/headscale/cli/nodes.go` `headscale nodes tag -i ID -t TAGS` changes them."""
     (host,) = hs.fleet.hosts
     before = hs.fleet.lab.ssh(host.name, "cat /etc/nixos/configuration.nix; ls /etc/nixos").stdout
-    hs.write_inventory(tailscale_advertise_tags=["tag:web"])
+    hs.write_inventory(tailscale_advertise_tags=["tag:web"], tailnix_headscale_host=None)
     try:
         result = hs.fleet.tailnix("deploy", "-i", "inventory.py", "--limit", host.name)
     finally:
@@ -205,3 +207,33 @@ def test_a_tag_change_on_headscale_is_refused_with_the_command_to_run_instead(hs
     assert f"On the headscale server run: headscale nodes tag -i {node['id']} -t tag:web" in said
     assert hs.fleet.lab.ssh(host.name, "cat /etc/nixos/configuration.nix; ls /etc/nixos").stdout == before
     assert backend_state(hs.fleet.lab, host.name) == "Running"
+    assert "tags" not in node
+
+
+def test_with_the_headscale_host_the_deploy_sets_the_tags_there(hs: HeadscaleFleet) -> None:
+    """`headscale nodes tag` over SSH on the headscale host, then the granted tags (`Self.Tags`) verified; the
+    node does not log in again and keeps its ID."""
+    (host,) = hs.fleet.hosts
+    [node] = [n for n in hs.nodes() if n["name"] == host.name]
+    logins = len(logins_of(hs.fleet.lab, host.name))
+    hs.write_inventory(tailscale_advertise_tags=["tag:web"])
+    try:
+        dry = hs.fleet.tailnix("deploy", "-i", "inventory.py", "--limit", host.name, "--dry")
+        assert [n.get("tags") for n in hs.nodes() if n["id"] == node["id"]] == [None]
+        result = hs.fleet.tailnix("deploy", "-i", "inventory.py", "--limit", host.name)
+        again = hs.fleet.tailnix("deploy", "-i", "inventory.py", "--limit", host.name)
+    finally:
+        hs.write_inventory()
+    command = f"`headscale nodes tag -i {node['id']} -t tag:web` on {hs.server.name}"
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"{host.name}: retag on headscale: tags none -> tag:web ({command})" in dry.stdout
+    said = result.stdout + result.stderr
+    assert result.returncode == 0, said
+    assert f"{host.name}: tags none -> tag:web on headscale ({command})" in said
+    [tagged] = [n for n in hs.nodes() if n["id"] == node["id"]]
+    assert tagged["tags"] == ["tag:web"] and tagged["user"]["name"] == "tagged-devices"
+    own = json.loads(hs.fleet.lab.ssh(host.name, "tailscale status --json --peers=false").stdout)["Self"]
+    assert own["Tags"] == ["tag:web"] and own["ID"] == str(node["id"])
+    assert len(logins_of(hs.fleet.lab, host.name)) == logins
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "headscale nodes tag" not in again.stdout + again.stderr
