@@ -78,6 +78,31 @@ def test_a_reinstalled_host_gets_its_name_back_after_its_old_node_is_deleted_on_
     assert new["given_name"] == host and own["DNSName"].startswith(f"{host}.")
 
 
+def test_a_new_node_gets_its_tags_on_headscale_at_the_next_deploy(hs: HeadscaleFleet) -> None:
+    """headscale v0.29.2 `hscontrol/state/state.go` (`createAndSaveNewNode`): a new node gets its pre-auth key's
+    tags (none, from a user's key) and may ask for none; up is not given `--advertise-tags` there, so the node
+    joins, verify names the command that tags it, and the next `tailnix deploy` runs it."""
+    lab, host = hs.fleet.lab, hs.fleet.hosts[1].name
+    lose_tailscale_state(lab, host)
+    hs.write_inventory(tailscale_advertise_tags=["tag:server"])
+    try:
+        joined = hs.fleet.tailnix("deploy", "-i", "inventory.py", "--limit", host)
+        tagged = hs.fleet.tailnix("deploy", "-i", "inventory.py", "--limit", host)
+    finally:
+        hs.write_inventory()
+    [node] = _named(hs, host)
+    said = joined.stdout + joined.stderr
+    assert joined.returncode == 1, said
+    assert (
+        "Tailscale is Running but control did not grant tag:server (the node carries no tags): headscale gives a "
+        f"node the tags of its pre-auth key. Set them on the headscale server (headscale nodes tag -i {node['id']} "
+        "-t tag:server;"
+    ) in said
+    assert tagged.returncode == 0, tagged.stdout + tagged.stderr
+    assert f"{host}: tags none -> tag:server on headscale" in tagged.stdout
+    assert node["tags"] == ["tag:server"] and node["given_name"] == host
+
+
 def test_retire_with_keep_device_leaves_the_node_on_headscale(hs: HeadscaleFleet) -> None:
     host = hs.fleet.hosts[0].name
     [node] = _named(hs, host)

@@ -25,6 +25,8 @@ import re
 import time
 from typing import Any
 
+import pytest
+
 from tailnix_lab.hosts import Lab, LabHost
 
 KEY_SHAPE = re.compile(r"hskey-auth-[A-Za-z0-9_-]{12}-[A-Za-z0-9_-]{64}")
@@ -134,13 +136,15 @@ def test_a_minted_key_logs_a_nixos_host_in_through_its_login_server(
     assert "not valid" in again.stderr
 
 
+@pytest.mark.parametrize("create", ["", "--tags tag:server"], ids=["user key", "tagged key"])
 def test_a_new_node_asking_for_tags_with_a_headscale_key_is_refused(
-    lab: Lab, clean_nixos_host: LabHost
+    lab: Lab, clean_nixos_host: LabHost, create: str
 ) -> None:
-    """headscale v0.29.2 `hscontrol/state/state.go`: "PreAuthKey nodes get their tags from the key itself";
-    a new node's `RequestTags` with a pre-auth key fail with `requested tags [...] are invalid or not permitted`."""
+    """headscale v0.29.2 `hscontrol/state/state.go` (`createAndSaveNewNode`): "PreAuthKey nodes get their tags
+    from the key itself"; a new node's `RequestTags` with any pre-auth key, a user's or a tagged one, fail with
+    `requested tags [...] are invalid or not permitted`, even the key's own tags."""
     name = clean_nixos_host.name
-    _with_headscale_key(lab, name, "tagging")
+    _with_headscale_key(lab, name, f"tagging{len(create)}", create=create)
     up = lab.ssh(
         name,
         "tailscale up --login-server=https://hs.example --auth-key=file:/root/hs.key --advertise-tags=tag:server",
