@@ -65,7 +65,7 @@ from tailnix.known_hosts import HostAddress, HostKeyScanError, NewHostKey, is_kn
 from tailnix.recipients import RecipientChange, RecipientUpdate, forget_recipient, record_recipients
 from tailnix.reinstall import replace_offline_devices
 from tailnix.retag import retag_on_headscale
-from tailnix.rotation import rotation_due
+from tailnix.rotation import headscale_rotation_due, rotation_due
 from tailnix.routes import RouteResult, approval_change, approve_routes, read_unapproved
 from tailnix.runner import DeployOutcome, HostDeployResult, dry_run, run_batched_deploy
 from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS
@@ -801,7 +801,16 @@ def rotate_key_command(
         )
         server = headscale.headscale_server(chosen, fleet) if mint_key else None
         if if_expiring_within is not None:
-            due = rotation_due(location, within_days=if_expiring_within)
+            due = (
+                headscale_rotation_due(
+                    location,
+                    server,
+                    headscale.HeadscaleHost(inventory_file, server.host),
+                    within_days=if_expiring_within,
+                )
+                if server is not None
+                else rotation_due(location, within_days=if_expiring_within)
+            )
             click.echo(due.message)
             if not due.due:
                 return

@@ -22,7 +22,7 @@ import json
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from tailnix.devices import Device
@@ -33,6 +33,9 @@ from tailnix.tailnet_names import check_tag
 HEADSCALE_HOST = "tailnix_headscale_host"
 HEADSCALE_USER = "tailnix_headscale_user"
 LOGIN_SERVER = "tailscale_login_server"
+# headscale's pre-auth keys (v0.29.2 `hscontrol/db/preauth_keys.go`): hskey-auth-{12-char prefix}-{secret}.
+KEY_PREFIX = "hskey-auth-"
+PREFIX_LENGTH = 12
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,27 @@ def mint_headscale_key(
     if not isinstance(key, str) or not key:
         raise MintError(f"{server.host}: `headscale preauthkeys create` printed no key")
     return MintedKey(key, str(record.get("id", "?")), expires, bool(record.get("reusable")), tags)
+
+
+def key_expiry(host: HeadscaleHost, key: str) -> tuple[bool, date | None]:
+    """Whether headscale knows `key`, and when it expires (`headscale preauthkeys list -o json`).
+
+    v0.29.2 lists a key by its prefix only (`hscontrol/types/preauth_key.go`: `hskey-auth-PREFIX-***`), and
+    a legacy key whole; `preauthkeys list` takes no user there and lists every key.
+    """
+    prefix = key[len(KEY_PREFIX) :][:PREFIX_LENGTH] if key.startswith(KEY_PREFIX) else ""
+    shown = f"{KEY_PREFIX}{prefix}-***" if prefix else key
+    printed = host.run(["headscale", "preauthkeys", "list", "-o", "json"])
+    try:
+        keys = json.loads(printed or "[]")
+    except ValueError:
+        raise MintError(f"{host.name}: `headscale preauthkeys list -o json` did not print JSON") from None
+    for record in keys if isinstance(keys, list) else []:
+        if isinstance(record, dict) and record.get("key") == shown:
+            seconds = (record.get("expiration") or {}).get("seconds")
+            expires = datetime.fromtimestamp(int(seconds), tz=UTC).date() if seconds is not None else None
+            return True, expires
+    return False, None
 
 
 # The owner headscale lists a tagged node under (v0.29.2 `hscontrol/types/users.go`, `TaggedDevices`).

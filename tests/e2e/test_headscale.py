@@ -8,6 +8,7 @@ The headscale host is a lab other-OS host with the lab's `headscale` (the CLI of
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -133,8 +134,21 @@ def test_if_expiring_within_leaves_a_fresh_headscale_key_alone(hs: HeadscaleFlee
     before = hs.fleet.secrets.read_bytes()
     said, result = hs.mint("--days", "30", "--if-expiring-within", "7")
     assert result.returncode == 0, said
-    assert "nothing to do" in said
+    assert re.search(rf"\(headscale on {hs.server.name}\), in \d+ days, more than 7: nothing to do", said)
     assert hs.fleet.secrets.read_bytes() == before
+
+
+def test_if_expiring_within_rotates_a_key_expired_on_the_headscale_server(hs: HeadscaleFleet) -> None:
+    """The server's expiry, not the recorded one: `headscale preauthkeys list -o json` lists the key by its
+    prefix (v0.29.2 `hscontrol/types/preauth_key.go`), `preauthkeys expire --id ID` expires it there."""
+    key = hs.key()
+    listed = json.loads(hs.fleet.lab.ssh(hs.server.name, "headscale preauthkeys list -o json").stdout)
+    [record] = [k for k in listed if k["key"] == key[: len("hskey-auth-") + 12] + "-***"]
+    hs.fleet.lab.ssh(hs.server.name, f"headscale preauthkeys expire --id {record['id']}")
+    said, result = hs.mint("--days", "30", "--if-expiring-within", "7", "--no-deploy")
+    assert result.returncode == 0, said
+    assert f"(headscale on {hs.server.name}), in 0 days, within 7: rotating" in said
+    assert hs.key() != key
 
 
 @pytest.mark.parametrize(
