@@ -59,7 +59,7 @@ from tailnix.switch import (
     new_token,
     start_command,
 )
-from tailnix.tailscale_flags import PREF_OF_SET_ONLY_FLAG
+from tailnix.tailscale_flags import DEFAULT_CONTROL_URL, PREF_OF_SET_ONLY_FLAG
 
 Commands = Generator[Any, None, None]
 
@@ -611,6 +611,8 @@ def _came_back_check(
         # The previous join unit logs the node in again with the tags it had.
         previous = Reauthentication(reauth.host, (), reauth.granted, reauth.wanted_server, reauth.server)
         problem = previous.refusal(_node_status(host, settings, settings.verify_timeout, arguments))
+        if problem is None and reauth.moves:
+            return f"Tailscale is Running again on its previous login server ({reauth.server or DEFAULT_CONTROL_URL})"
         if problem is None:
             return (
                 f"Tailscale is Running again with its previous tags ({', '.join(reauth.granted) or 'none'})"

@@ -57,6 +57,11 @@ class Reauthentication:
     node's) whatever the node asks for."""
 
     @property
+    def moves(self) -> bool:
+        """Whether the node moves to another login server."""
+        return not _same_server(self.server, self.wanted_server)
+
+    @property
     def change(self) -> str:
         """What changes, as the plan shows it: `tags tag:server -> tag:web`."""
         parts = []
@@ -77,8 +82,10 @@ class Reauthentication:
         # The tags control granted and not: name the ones the settings ask for that the node lacks.
         missing = [tag for tag in self.wanted if tag not in granted] or list(self.wanted)
         error = login_error(status)
-        if error:
+        if error and not self.moves:
             return f"control refused to log {self.host} in again with {_tag_list(tuple(missing))}: {error}"
+        if error:
+            return f"{self.wanted_server} refused to log {self.host} in: {error}"
         if backend != "Running":
             return (
                 f"{self.host} is {backend}, not Running, after logging in again with {_tag_list(self.wanted)}"
