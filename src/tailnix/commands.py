@@ -267,8 +267,9 @@ def _deploy(
 ) -> DeployOutcome:
     if not hosts:
         return DeployOutcome()
-    _replace_offline_devices(inventory_file, hosts, oauth_file, api_url, quiet=quiet)
-    _retag_on_headscale(inventory_file, hosts, quiet=quiet)
+    members = [host for host in load_fleet(inventory_file) if host.name in hosts]
+    _replace_offline_devices(inventory_file, members, oauth_file, api_url, quiet=quiet)
+    _retag_on_headscale(inventory_file, members, quiet=quiet)
     report = DeployReport(len(hosts), quiet=quiet)
     outcome = run_batched_deploy(
         inventory_file,
@@ -297,13 +298,12 @@ def _api_base(api_url: str | None) -> str:
 
 
 def _replace_offline_devices(
-    inventory_file: Path, hosts: list[str], oauth_file: Path | None, api_url: str | None, *, quiet: bool
+    inventory_file: Path, fleet: list[FleetHost], oauth_file: Path | None, api_url: str | None, *, quiet: bool
 ) -> None:
     """Before the deploy: the offline devices holding the names of nodes about to join are deleted.
 
     A failure is said and the deploy goes on: the node then joins as `desk-1`, and verify names it.
     """
-    fleet = [host for host in load_fleet(inventory_file) if host.name in hosts]
     for result in replace_offline_devices(
         inventory_file,
         fleet,
@@ -314,12 +314,11 @@ def _replace_offline_devices(
             click.echo(f"{result.host}: {result.message}", err=not result.ok)
 
 
-def _retag_on_headscale(inventory_file: Path, hosts: list[str], *, quiet: bool) -> None:
+def _retag_on_headscale(inventory_file: Path, fleet: list[FleetHost], *, quiet: bool) -> None:
     """Before the deploy: the tags of Running nodes on headscale are set there (tailnix.retag).
 
     A failure is said and the deploy goes on: it then refuses the host with the command to run.
     """
-    fleet = [host for host in load_fleet(inventory_file) if host.name in hosts]
     for result in retag_on_headscale(inventory_file, fleet):
         if not result.ok or not quiet:
             click.echo(f"{result.host}: {result.message}", err=not result.ok)
