@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import click
 
-from tailnix import headscale, mint, paths, retire
+from tailnix import headscale, mint, paths, retire, steps
 from tailnix.adminkey import AdminKeyError, find_or_make_admin_key, sops_age_key_file
 from tailnix.authkey import (
     BROKEN,
@@ -65,7 +65,8 @@ from tailnix.known_hosts import HostAddress, HostKeyScanError, NewHostKey, is_kn
 from tailnix.node_records import update_records
 from tailnix.recipients import RecipientChange, RecipientUpdate, forget_recipient, record_recipients
 from tailnix.reinstall import replace_offline_devices
-from tailnix.rotation import rotation_due
+from tailnix.retag import retag_on_headscale
+from tailnix.rotation import headscale_rotation_due, rotation_due
 from tailnix.routes import (
     RouteResult,
     approval_change,
@@ -274,7 +275,9 @@ def _deploy(
 ) -> DeployOutcome:
     if not hosts:
         return DeployOutcome()
-    _replace_offline_devices(inventory_file, hosts, oauth_file, api_url, quiet=quiet)
+    members = [host for host in load_fleet(inventory_file) if host.name in hosts]
+    _replace_offline_devices(inventory_file, members, oauth_file, api_url, quiet=quiet)
+    _retag_on_headscale(inventory_file, members, quiet=quiet)
     report = DeployReport(len(hosts), quiet=quiet)
     outcome = run_batched_deploy(
         inventory_file,
@@ -303,19 +306,28 @@ def _api_base(api_url: str | None) -> str:
 
 
 def _replace_offline_devices(
-    inventory_file: Path, hosts: list[str], oauth_file: Path | None, api_url: str | None, *, quiet: bool
+    inventory_file: Path, fleet: list[FleetHost], oauth_file: Path | None, api_url: str | None, *, quiet: bool
 ) -> None:
     """Before the deploy: the offline devices holding the names of nodes about to join are deleted.
 
     A failure is said and the deploy goes on: the node then joins as `desk-1`, and verify names it.
     """
-    fleet = [host for host in load_fleet(inventory_file) if host.name in hosts]
     for result in replace_offline_devices(
         inventory_file,
         fleet,
         find_client=lambda: _oauth_client(oauth_file),
         base_url=_api_base(api_url),
     ):
+        if not result.ok or not quiet:
+            click.echo(f"{result.host}: {result.message}", err=not result.ok)
+
+
+def _retag_on_headscale(inventory_file: Path, fleet: list[FleetHost], *, quiet: bool) -> None:
+    """Before the deploy: the tags of Running nodes on headscale are set there (tailnix.retag).
+
+    A failure is said and the deploy goes on: it then refuses the host with the command to run.
+    """
+    for result in retag_on_headscale(inventory_file, fleet):
         if not result.ok or not quiet:
             click.echo(f"{result.host}: {result.message}", err=not result.ok)
 
@@ -605,7 +617,8 @@ def retire_command(
 
     Logs the node out, removes tailscale-autoconnect.nix, the secrets file and the import from
     /etc/nixos and switches (with the deploy's rollback), deletes the device through the API (with the
-    OAuth client of rotate-key --mint) unless --keep-device, and removes the host's recipient from
+    OAuth client of rotate-key --mint; on a headscale fleet with `headscale nodes delete` on
+    tailnix_headscale_host) unless --keep-device, and removes the host's recipient from
     .sops.yaml, re-encrypting the secrets file without it. An unreachable host keeps its files; the rest
     is done. A second retire does nothing. Exit 0: all done; 1: something failed or was left; 2: usage.
 
@@ -626,7 +639,9 @@ def retire_command(
             recipient=retire.recipient_of(location, host),
         )
         plan.recorded, plan.others = retire.recorded_nodes(base_dir, host)
-        api = None if keep_device else retire.find_devices(plan, api_url, retire.oauth_client(oauth_file))
+        on_headscale = None if keep_device else retire.headscale_nodes(plan, inventory_file, member, fleet)
+        client = None if keep_device or on_headscale else retire.oauth_client(oauth_file)
+        api = None if keep_device else retire.find_devices(plan, api_url, client, on_headscale=on_headscale)
     except (FleetError, mint.MintError) as error:
         raise click.ClickException(str(error)) from None
     if plan.nothing_to_do:
@@ -801,7 +816,16 @@ def rotate_key_command(
         )
         server = headscale.headscale_server(chosen, fleet) if mint_key else None
         if if_expiring_within is not None:
-            due = rotation_due(location, within_days=if_expiring_within)
+            due = (
+                headscale_rotation_due(
+                    location,
+                    server,
+                    headscale.HeadscaleHost(inventory_file, server.host),
+                    within_days=if_expiring_within,
+                )
+                if server is not None
+                else rotation_due(location, within_days=if_expiring_within)
+            )
             click.echo(due.message)
             if not due.due:
                 return
@@ -1017,6 +1041,11 @@ def deploy_command(
                 dry=True,
             ):
                 planned.setdefault(replacement.host, []).insert(0, replacement.message)
+            for retag in retag_on_headscale(inventory_file, fleet, dry=True):
+                # Run before the deploy, the retag leaves the host nothing to refuse.
+                planned[retag.host] = [f"{steps.RETAG}: {retag.message}"] + [
+                    change for change in planned.get(retag.host, []) if "headscale nodes tag" not in change
+                ]
             for host, changes in planned.items():
                 click.echo(f"{host}: {'; '.join(changes) if changes else 'nothing to do'}")
             return

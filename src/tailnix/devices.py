@@ -14,7 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from tailnix.mint import TIMEOUT_SECONDS, MintError, OAuthClient, access_token, check_base_url
 
@@ -82,12 +82,36 @@ def _device(answer: dict[str, Any]) -> Device:
     )
 
 
+class DeviceDirectory(Protocol):
+    """Where a host's devices are found and deleted: the Tailscale API, or a headscale server's CLI."""
+
+    via: str
+    """How a deletion is made, as the output says it after the device (empty for the Tailscale API)."""
+    how_to_remove: str
+    """Where a person removes a device by hand, as a phrase: `in the admin console (...)`."""
+
+    def named(self, hostname: str) -> list[Device]:
+        """The devices whose host name is `hostname`."""
+        ...
+
+    def by_id(self, device_id: str) -> Device | None:
+        """The device of that ID; None when there is none."""
+        ...
+
+    def delete(self, device: Device) -> bool:
+        """Remove the device; False when it was gone already."""
+        ...
+
+
 class TailnetDevices:
     """The tailnet's devices through the API, with one access token for the calls of one command.
 
     + base_url: the API (https, or http to this machine only)
     + client: the OAuth client
     """
+
+    via = ""
+    how_to_remove = "in the admin console (Machines, Remove)"
 
     def __init__(self, base_url: str, client: OAuthClient) -> None:
         self.base_url = check_base_url(base_url)

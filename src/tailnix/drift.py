@@ -21,13 +21,12 @@ from tailnix.tailscale_flags import (
     ALIASES,
     BOOL_VALUES,
     BY_NAME,
-    DEFAULT_CONTROL_URL,
     NETFILTER_MODES,
+    TAILSCALE_CONTROL_URLS,
     UP_FLAGS,
 )
 
 EXIT_ROUTES = ("0.0.0.0/0", "::/0")
-_DEFAULT_CONTROL_URLS = frozenset({"", DEFAULT_CONTROL_URL, "https://login.tailscale.com"})
 
 # The settings that always name their flag's prefs (tailnix passes these flags on every `up`); the
 # hostname and the login server name theirs only when they are set (unset, `up --reset` clears them).
@@ -110,7 +109,7 @@ def wanted_prefs(settings: TailscaleSettings) -> dict[str, WantedPref]:
         "CorpDNS": WantedPref(values["accept-dns"], setting("accept-dns")),
         "RunSSH": WantedPref(values["ssh"], setting("ssh")),
         "ShieldsUp": WantedPref(values["shields-up"], setting("shields-up")),
-        "AdvertiseTags": WantedPref(sorted(settings.advertise_tags), setting("advertise-tags")),
+        "AdvertiseTags": WantedPref(sorted(settings.requested_tags), setting("advertise-tags")),
         "Hostname": WantedPref(values["hostname"], setting("hostname")),
         "AdvertiseRoutes": WantedPref(
             sorted(set(routes)), setting("advertise-routes") or setting("advertise-exit-node")
@@ -137,7 +136,7 @@ def _same(pref: str, actual: Any, wanted: Any) -> bool:
     if isinstance(wanted, list):
         return sorted(actual or []) == wanted
     if pref == "ControlURL":
-        return (actual in _DEFAULT_CONTROL_URLS and wanted in _DEFAULT_CONTROL_URLS) or actual == wanted
+        return (actual in TAILSCALE_CONTROL_URLS and wanted in TAILSCALE_CONTROL_URLS) or actual == wanted
     return bool(actual == wanted)
 
 

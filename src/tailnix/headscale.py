@@ -9,6 +9,11 @@ inventory host named by `tailnix_headscale_host`:
 
 The new key comes back on the command's stdout only: it is never in an argument on either side, in a file or
 in the output, and it lives in this process's memory until sops writes it.
+
+retire and the reinstall find and delete a host's node there the same way (`HeadscaleNodes`):
+
+    headscale nodes list -o json                    # the node of the host's name and the fleet's user
+    headscale nodes delete -i ID --force
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import json
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
+from tailnix.devices import Device
 from tailnix.fleet import FleetHost, inventory_directory
 from tailnix.mint import MintedKey, MintError
 from tailnix.tailnet_names import check_tag
@@ -27,6 +33,9 @@ from tailnix.tailnet_names import check_tag
 HEADSCALE_HOST = "tailnix_headscale_host"
 HEADSCALE_USER = "tailnix_headscale_user"
 LOGIN_SERVER = "tailscale_login_server"
+# headscale's pre-auth keys (v0.29.2 `hscontrol/db/preauth_keys.go`): hskey-auth-{12-char prefix}-{secret}.
+KEY_PREFIX = "hskey-auth-"
+PREFIX_LENGTH = 12
 
 
 @dataclass(frozen=True)
@@ -185,3 +194,99 @@ def mint_headscale_key(
     if not isinstance(key, str) or not key:
         raise MintError(f"{server.host}: `headscale preauthkeys create` printed no key")
     return MintedKey(key, str(record.get("id", "?")), expires, bool(record.get("reusable")), tags)
+
+
+def key_expiry(host: HeadscaleHost, key: str) -> tuple[bool, date | None]:
+    """Whether headscale knows `key`, and when it expires (`headscale preauthkeys list -o json`).
+
+    v0.29.2 lists a key by its prefix only (`hscontrol/types/preauth_key.go`: `hskey-auth-PREFIX-***`), and
+    a legacy key whole; `preauthkeys list` takes no user there and lists every key.
+    """
+    prefix = key[len(KEY_PREFIX) :][:PREFIX_LENGTH] if key.startswith(KEY_PREFIX) else ""
+    shown = f"{KEY_PREFIX}{prefix}-***" if prefix else key
+    printed = host.run(["headscale", "preauthkeys", "list", "-o", "json"])
+    try:
+        keys = json.loads(printed or "[]")
+    except ValueError:
+        raise MintError(f"{host.name}: `headscale preauthkeys list -o json` did not print JSON") from None
+    for record in keys if isinstance(keys, list) else []:
+        if isinstance(record, dict) and record.get("key") == shown:
+            seconds = (record.get("expiration") or {}).get("seconds")
+            expires = datetime.fromtimestamp(int(seconds), tz=UTC).date() if seconds is not None else None
+            return True, expires
+    return False, None
+
+
+# The owner headscale lists a tagged node under (v0.29.2 `hscontrol/types/users.go`, `TaggedDevices`).
+TAGGED_DEVICES_USER = "tagged-devices"
+
+
+class HeadscaleNodes:
+    """The nodes of a headscale server, as retire and the reinstall find and delete a host's old node.
+
+    Over SSH on the headscale host, with its admin CLI (v0.29.2 `cmd/headscale/cli/nodes.go`):
+    `headscale nodes list -o json`, then `headscale nodes delete -i ID --force`. A host's node is the one whose
+    `name` (the host name the node reported) is the host's and whose owner is the fleet's user, or
+    `tagged-devices` for a node owned by its tags (`hscontrol/grpcv1.go`, `nodesToProto`).
+    """
+
+    def __init__(self, server: HeadscaleServer, host: HeadscaleHost) -> None:
+        self.server = server
+        self.host = host
+        self.via = f" with `headscale nodes delete` on {server.host}"
+        self.how_to_remove = f"with `headscale nodes delete -i ID` on {server.host}"
+
+    def _owned(self) -> list[tuple[Device, str]]:
+        """The nodes of the fleet's user or tagged, each with the host name it reported."""
+        printed = self.host.run(["headscale", "nodes", "list", "-o", "json"])
+        try:
+            nodes = json.loads(printed or "[]")
+        except ValueError:
+            raise MintError(
+                f"{self.server.host}: `headscale nodes list -o json` did not print JSON"
+            ) from None
+        if not isinstance(nodes, list):
+            raise MintError(f"{self.server.host}: `headscale nodes list -o json` did not print a list")
+        owners = {self.server.user, TAGGED_DEVICES_USER}
+        return [
+            (
+                Device(
+                    str(node.get("id")),
+                    str(node.get("name")),
+                    str(node.get("given_name") or ""),
+                    online=bool(node.get("online")),
+                ),
+                str(node.get("name")),
+            )
+            for node in nodes
+            if isinstance(node, dict) and (node.get("user") or {}).get("name") in owners
+        ]
+
+    def named(self, hostname: str) -> list[Device]:
+        """The nodes of the fleet's user (or tagged) that have `hostname` as their name."""
+        return [device for device, name in self._owned() if name == hostname]
+
+    def by_id(self, device_id: str) -> Device | None:
+        """The node of that ID among the fleet's user's (or tagged) ones; None when headscale has none."""
+        return next((device for device, _ in self._owned() if device.device_id == device_id), None)
+
+    def delete(self, device: Device) -> bool:
+        """Delete the node; False when headscale knows it no more."""
+        try:
+            self.host.run(["headscale", "nodes", "delete", "-i", device.device_id, "--force"])
+        except MintError as error:
+            if "desc = node not found" in str(error):
+                return False
+            raise
+        return True
+
+
+def headscale_nodes(
+    inventory_file: Path, member: FleetHost, fleet: Sequence[FleetHost]
+) -> HeadscaleNodes | None:
+    """The nodes of the headscale server `member` logs in to; None when it logs in to Tailscale's.
+
+    MintError when its login server is a headscale one and the inventory does not say where it runs.
+    """
+    server = headscale_server([member], fleet)
+    return HeadscaleNodes(server, HeadscaleHost(inventory_file, server.host)) if server is not None else None

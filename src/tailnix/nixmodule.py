@@ -177,7 +177,7 @@ def render_module(settings: TailscaleSettings, *, sops_nix_from_flake: bool = Fa
         *(
             [
                 "  # The tags control should grant (sorted): other ones need a new login.",
-                f"  advertiseTags = {nix_string(','.join(sorted(settings.advertise_tags)))};",
+                f"  advertiseTags = {nix_string(','.join(sorted(settings.requested_tags)))};",
                 *([f"  loginServer = {nix_string(settings.login_server)};"] if settings.login_server else []),
             ]
             if settings.mode == "autoconnect"

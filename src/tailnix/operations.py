@@ -39,7 +39,7 @@ from tailnix.flake import FlakeShape, read_flake
 from tailnix.interrupt import exit_nonzero_on_interrupt
 from tailnix.nix_imports import ImportEditError, add_import, has_import, manual_instruction
 from tailnix.plan import HostPlan, ModuleFile
-from tailnix.reauth import Reauthentication, login_error, reauthentication
+from tailnix.reauth import Reauthentication, headscale_retag, login_error, reauthentication
 from tailnix.settings import SettingsError, TailscaleSettings
 from tailnix.sudo import (
     SudoAccess,
@@ -59,7 +59,7 @@ from tailnix.switch import (
     new_token,
     start_command,
 )
-from tailnix.tailscale_flags import PREF_OF_SET_ONLY_FLAG
+from tailnix.tailscale_flags import DEFAULT_CONTROL_URL, PREF_OF_SET_ONLY_FLAG
 
 Commands = Generator[Any, None, None]
 
@@ -363,8 +363,8 @@ def preflight_problem(state: HostState, plan: HostPlan) -> str | None:
         _edited_configuration(state)
     except ImportEditError as error:
         return _uneditable_message(error)
-    reauth = planned_reauthentication(state, plan)
-    return reauth.headscale_refusal() if reauth is not None else None
+    retag = headscale_retag(plan.settings, state.tailscale_status, state.tailscale_prefs)
+    return retag.refusal() if retag is not None else None
 
 
 def require_deployable(state: HostState, plan: HostPlan) -> None:
@@ -614,6 +614,8 @@ def _came_back_check(
         # The previous join unit logs the node in again with the tags it had.
         previous = Reauthentication(reauth.host, (), reauth.granted, reauth.wanted_server, reauth.server)
         problem = previous.refusal(_node_status(host, settings, settings.verify_timeout, arguments))
+        if problem is None and reauth.moves:
+            return f"Tailscale is Running again on its previous login server ({reauth.server or DEFAULT_CONTROL_URL})"
         if problem is None:
             return (
                 f"Tailscale is Running again with its previous tags ({', '.join(reauth.granted) or 'none'})"
@@ -753,6 +755,18 @@ def tags_not_granted(settings: TailscaleSettings, status: dict[str, Any]) -> lis
     return [tag for tag in settings.advertise_tags if tag not in granted]
 
 
+def _headscale_tags_hint(settings: TailscaleSettings, status: dict[str, Any]) -> str:
+    """What gives a node on headscale its tags: the server (headscale v0.29.2 gives a new node its pre-auth
+    key's tags and refuses those it asks for, `hscontrol/state/state.go`)."""
+    own_id = str((status.get("Self") or {}).get("ID") or "")
+    node = own_id if own_id.isdigit() else "<ID>"
+    return (
+        f": headscale gives a node the tags of its pre-auth key. Set them on the headscale server "
+        f"(headscale nodes tag -i {node} -t {','.join(sorted(settings.advertise_tags))}; `tailnix deploy` "
+        "runs it when tailnix_headscale_host names that server), or join with a key that carries them"
+    )
+
+
 def renamed(settings: TailscaleSettings, status: dict[str, Any]) -> str | None:
     """The name the tailnet gave the node when it is the wanted one with a suffix (`desk-1`); None otherwise.
 
@@ -845,9 +859,10 @@ def _verify(
         return _report(state, host, message, False)
     missing = tags_not_granted(settings, status)
     if missing:
-        return _report(
-            state, host, f"Tailscale is Running but {_not_granted_sentence(missing, status)}", False
-        )
+        message = f"Tailscale is Running but {_not_granted_sentence(missing, status)}"
+        if settings.on_headscale:
+            message += _headscale_tags_hint(settings, status)
+        return _report(state, host, message, False)
     given = renamed(settings, status)
     if given is not None:
         return _report(state, host, _renamed_sentence(settings, status, given), False)

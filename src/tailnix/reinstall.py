@@ -1,12 +1,14 @@
 """`tailnix_replace_offline_device`: a reinstalled host gets its name back instead of `desk-1`.
 
 A host reinstalled, or whose /var/lib/tailscale was lost, logs in as a new device; while its old device is
-still on the tailnet, control names the new one `desk-1` (tailscale/tailscale #4778). Before the deploy,
-for each host whose node is not logged in (NeedsLogin), the offline devices of its host name are deleted
-through the Tailscale API. This runs in the `tailnix` process (the OAuth client never reaches a host),
-before the join, and deletes only a device that is not connected to control and that `tailnix-nodes.json`
-does not record as another inventory host's node: a running machine, or another fleet host that is off,
-that happens to share the name is left alone, and verify names the `-1` the node then gets.
+still on the tailnet, control names the new one `desk-1` (tailscale/tailscale #4778; headscale v0.29.2 does
+the same, `hscontrol/state/node_store.go` `resolveGivenName`). Before the deploy, for each host whose node is
+not logged in (NeedsLogin), the offline devices of its host name are deleted: through the Tailscale API, or on
+a headscale fleet with `headscale nodes delete` over SSH on its headscale host. This runs in the `tailnix`
+process (the OAuth client never reaches a host), before the join, and deletes only a device that is not
+connected to control and that `tailnix-nodes.json` does not record as another inventory host's node: a
+running machine, or another fleet host that is off, that happens to share the name is left alone, and verify
+names the `-1` the node then gets.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tailnix import mint
-from tailnix.devices import TailnetDevices
-from tailnix.fleet import FleetHost, inventory_directory
+from tailnix import headscale, mint
+from tailnix.devices import DeviceDirectory, TailnetDevices
+from tailnix.fleet import FleetHost, inventory_directory, load_fleet
 from tailnix.node_records import RECORD_FILE, NodeRecordError, read_records
 from tailnix.runner import read_fact
 from tailnix.settings import SettingsError, parse_settings
@@ -48,6 +50,39 @@ def _hostname(host: FleetHost, own: dict[str, object]) -> str:
     return wanted or str(own.get("HostName") or host.name)
 
 
+def _directories(
+    inventory_file: Path,
+    wanted: list[FleetHost],
+    find_client: Callable[[], mint.OAuthClient | None],
+    base_url: str,
+) -> dict[str, DeviceDirectory]:
+    """Where each host's old device would be deleted: its headscale server's nodes, or the Tailscale API with
+    a client. A host with neither (no client; a login server that is not a known headscale one) is left out."""
+    found: dict[str, DeviceDirectory] = {}
+    fleet: list[FleetHost] | None = None
+    api: TailnetDevices | None = None
+    for host in wanted:
+        if host.data.get(headscale.LOGIN_SERVER):
+            fleet = fleet if fleet is not None else load_fleet(inventory_file)
+            try:
+                nodes = headscale.headscale_nodes(inventory_file, host, fleet)
+            except mint.MintError:
+                continue  # a login server of its own: verify names the `-1` if the node gets one
+            if nodes is not None:
+                found[host.name] = nodes
+            continue
+        if api is None:
+            try:
+                client = find_client()
+            except mint.MintError:
+                client = None  # said by the steps that need the client after the deploy
+            if client is None:
+                continue
+            api = TailnetDevices(base_url, client)
+        found[host.name] = api
+    return found
+
+
 def replace_offline_devices(
     inventory_file: Path,
     hosts: list[FleetHost],
@@ -60,21 +95,20 @@ def replace_offline_devices(
 
     + dry: only list them (the API is read, nothing is deleted); each result then says what would be done
 
-    Without a client nothing is read or asked; with one, the hosts are read once more (one round trip).
+    A host on a headscale server (`tailscale_login_server` and `tailnix_headscale_host`) has its old node
+    deleted there over SSH (`headscale nodes delete`); any other through the Tailscale API. Without a client
+    nothing is read or asked for the latter; the hosts that have somewhere to delete are read once more (one
+    round trip).
     """
     wanted = [host for host in hosts if _replaces(host)]
-    # Without a client nothing can be deleted, and the hosts are not read (verify names the `-1`).
-    try:
-        client = find_client() if wanted else None
-    except mint.MintError:
-        client = None  # said by the steps that need the client after the deploy
-    if client is None:
+    directories = _directories(inventory_file, wanted, find_client, base_url) if wanted else {}
+    if not directories:
         return []
-    reading = read_fact(inventory_file, FLEET_STATUS_FACT, wanted)
+    reading = read_fact(inventory_file, FLEET_STATUS_FACT, [h for h in wanted if h.name in directories])
     joining: dict[str, str] = {}
     for host in wanted:
         status = (reading.values.get(host.name) or {}).get("tailscale") or {}
-        if status.get("BackendState") == "NeedsLogin":
+        if host.name in directories and status.get("BackendState") == "NeedsLogin":
             joining[host.name] = _hostname(host, status.get("Self") or {})
     if not joining:
         return []
@@ -82,11 +116,12 @@ def replace_offline_devices(
         records = read_records(inventory_directory(inventory_file))
     except NodeRecordError:
         records = {}  # said after the deploy, by the route approvals
-    devices = TailnetDevices(base_url, client)
     results = []
     for joiner, name in joining.items():
+        directory = directories[joiner]
+        how = directory.via or " through the Tailscale API"
         try:
-            for device in devices.named(name):
+            for device in directory.named(name):
                 if device.online:
                     continue
                 owner = next(
@@ -103,14 +138,14 @@ def replace_offline_devices(
                     )
                     continue
                 if not dry:
-                    devices.delete(device)
+                    directory.delete(device)
                 done = "delete" if dry else "deleted"
                 results.append(
                     Replacement(
                         joiner,
                         True,
-                        f"{done} the offline device {device.name} ({device.device_id}) through the Tailscale "
-                        f"API, so that the node joins as {name}",
+                        f"{done} the offline device {device.name} ({device.device_id}){how}, so that the node "
+                        f"joins as {name}",
                     )
                 )
         except mint.MintError as error:

@@ -2,7 +2,8 @@
 
 The reverse of `bootstrap`. What it finds first (the host's state over SSH, the tailnet's devices through
 the API, the recipient in .sops.yaml) is the plan it shows; then, in order: the host's part
-(deploys/retire.py: log out, remove tailnix's files, switch with rollback), the device, the recipient
+(deploys/retire.py: log out, remove tailnix's files, switch with rollback), the device (through the Tailscale
+API, or on a headscale fleet with `headscale nodes delete` over SSH on its headscale host), the recipient
 (what `forget` does). Each part that cannot be done is said, with what is left and how to finish it.
 """
 
@@ -11,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tailnix import mint, paths
-from tailnix.devices import Device, DeviceApiError, TailnetDevices
+from tailnix import headscale, mint, paths
+from tailnix.devices import Device, DeviceDirectory, TailnetDevices
 from tailnix.facts import HostState
 from tailnix.fleet import FleetError, FleetHost, SecretsLocation
+from tailnix.headscale import HeadscaleNodes
 from tailnix.nix_imports import ImportEditError
 from tailnix.node_records import RECORD_FILE, NodeRecord, NodeRecordError, read_records
 from tailnix.retirement import LOGGED_IN, Removal, needs_switch, removal
@@ -71,6 +73,8 @@ class RetirePlan:
     """Node ID -> the other inventory host `tailnix-nodes.json` records it for: never deleted here."""
     spared: list[Device] = field(default_factory=list)
     """Devices of the host's name that are another host's recorded node."""
+    via: str = ""
+    """How the devices are deleted, as the plan says it after each (empty for the Tailscale API)."""
 
     @property
     def nothing_to_do(self) -> bool:
@@ -110,7 +114,7 @@ class RetirePlan:
             said.append(f"tailnet: {self.device_problem}")
         elif self.devices:
             said += [
-                f"tailnet: delete the device {d.name or d.hostname} ({d.device_id}){self._found_by(d)}"
+                f"tailnet: delete the device {d.name or d.hostname} ({d.device_id}){self._found_by(d)}{self.via}"
                 for d in self.devices
             ]
         elif self.recorded is not None and self.on_host.node_id is None:
@@ -194,27 +198,59 @@ def oauth_client(oauth_file: Path | None) -> mint.OAuthClient | None:
     return client
 
 
-def find_devices(plan: RetirePlan, api_url: str, client: mint.OAuthClient | None) -> TailnetDevices | None:
-    """Look the host's devices up in the plan; the API to delete them with, None when there is none."""
-    if client is None:
+def headscale_nodes(
+    plan: RetirePlan, inventory_file: Path, member: FleetHost | None, fleet: list[FleetHost]
+) -> HeadscaleNodes | None:
+    """The headscale server's nodes when the host logs in to one (its `tailscale_login_server`); else None.
+
+    When the inventory does not say where headscale runs, the plan says so (nothing is deleted).
+    """
+    if member is None:
+        return None
+    try:
+        return headscale.headscale_nodes(inventory_file, member, fleet)
+    except mint.MintError as error:
+        plan.device_problem = f"the node {plan.hostname} is not deleted: {error}"
+        return None
+
+
+def find_devices(
+    plan: RetirePlan,
+    api_url: str,
+    client: mint.OAuthClient | None,
+    *,
+    on_headscale: HeadscaleNodes | None = None,
+) -> DeviceDirectory | None:
+    """Look the host's devices up in the plan; where to delete them, None when nowhere.
+
+    + on_headscale: the headscale server's nodes, for a host that logs in there (then `client` is not used)
+    """
+    if plan.device_problem is not None:
+        return None
+    directory: DeviceDirectory
+    if on_headscale is not None:
+        directory = on_headscale
+    elif client is None:
         plan.device_problem = (
             f"no OAuth client (${mint.CLIENT_ID_ENV} and ${mint.CLIENT_SECRET_ENV}, or --oauth-file): the "
             f"device {plan.hostname} is not deleted; remove it in the admin console (Machines, Remove) or "
             f"with DELETE /api/v2/device/ID"
         )
         return None
+    else:
+        directory = TailnetDevices(api_url, client)
+    plan.via = directory.via
     # Another machine may have the same host name, and the host's own hostname need not be its inventory
     # name: the node ID decides when it is known (the host's own while it answers and is logged in, else
     # the one its last good deploy recorded), and without it only a single device of that name is taken
     # for the host's.
     node_id = plan.on_host.node_id or (plan.recorded.node_id if plan.recorded is not None else None)
     try:
-        api = TailnetDevices(api_url, client)
         if node_id is not None:
-            device = api.by_id(node_id)
+            device = directory.by_id(node_id)
             plan.devices = [device] if device is not None else []
-            return api
-        named = api.named(plan.hostname)
+            return directory
+        named = directory.named(plan.hostname)
     except mint.MintError as error:
         plan.device_problem = f"the devices could not be read: {error}"
         return None
@@ -225,11 +261,11 @@ def find_devices(plan: RetirePlan, api_url: str, client: mint.OAuthClient | None
         listed = ", ".join(f"{d.name or d.hostname} ({d.device_id})" for d in named)
         plan.device_problem = (
             f"{len(named)} devices are named {plan.hostname} ({listed}) and the host did not say which is "
-            "its own: none is deleted; remove the right one in the admin console (Machines, Remove)"
+            f"its own: none is deleted; remove the right one {directory.how_to_remove}"
         )
     else:
         plan.devices = named
-    return api
+    return directory
 
 
 def recipient_of(location: SecretsLocation, host: str) -> str | None:
@@ -258,16 +294,16 @@ def retire_on_host(inventory_file: Path, host: str) -> HostDeployResult:
     return outcome.hosts[0]
 
 
-def delete_devices(api: TailnetDevices, devices: list[Device]) -> tuple[list[str], bool]:
+def delete_devices(api: DeviceDirectory, devices: list[Device]) -> tuple[list[str], bool]:
     """Delete the devices: a line for each, and whether all went."""
     said, ok = [], True
     for device in devices:
         try:
             gone = api.delete(device)
-        except DeviceApiError as error:
+        except mint.MintError as error:
             said.append(f"tailnet: error: {error}")
             ok = False
             continue
         verb = "deleted the device" if gone else "the device was gone already:"
-        said.append(f"tailnet: {verb} {device.name or device.hostname} ({device.device_id})")
+        said.append(f"tailnet: {verb} {device.name or device.hostname} ({device.device_id}){api.via}")
     return said, ok

@@ -23,6 +23,7 @@ from tailnix.tailscale_flags import (
     BOOL_VALUES,
     BY_NAME,
     SET_FLAGS,
+    TAILSCALE_CONTROL_URLS,
     TAILSCALE_RELEASE,
 )
 
@@ -121,6 +122,21 @@ class TailscaleSettings:
     flake_attr: str | None = None
     """For a host configured by a flake: its `nixosConfigurations` name (the host's hostname if None)."""
 
+    @property
+    def on_headscale(self) -> bool:
+        """Whether the node logs in to a headscale server: a login server that is not Tailscale's."""
+        return bool(self.login_server) and self.login_server not in TAILSCALE_CONTROL_URLS
+
+    @property
+    def requested_tags(self) -> tuple[str, ...]:
+        """The tags `tailscale up` asks control for (`--advertise-tags`).
+
+        None on headscale: headscale v0.29.2 (`hscontrol/state/state.go`) refuses a new node that asks for
+        tags with a pre-auth key (it gets the key's), and ignores them when a node it knows logs in again;
+        there `tailscale_advertise_tags` are set on the server (`headscale nodes tag`) instead.
+        """
+        return () if self.on_headscale else self.advertise_tags
+
     def up_flags(self) -> list[str]:
         """The `tailscale up` flags these settings mean, in a stable order (the key is never here)."""
         flags = ["--accept-routes" if self.accept_routes else "--accept-routes=false"]
@@ -128,8 +144,8 @@ class TailscaleSettings:
             flags.append("--advertise-routes=" + ",".join(self.advertise_routes))
         if self.advertise_exit_node:
             flags.append("--advertise-exit-node")
-        if self.advertise_tags:
-            flags.append("--advertise-tags=" + ",".join(self.advertise_tags))
+        if self.requested_tags:
+            flags.append("--advertise-tags=" + ",".join(self.requested_tags))
         if self.hostname:
             flags.append("--hostname=" + self.hostname)
         if self.ssh:

@@ -15,6 +15,9 @@ SWITCH = "nixos-rebuild switch"
 REAUTHENTICATE = "re-authenticate"
 """A Running node logs in again with other tags or another login server; `--dry` shows it with the change
 (`re-authenticate: tags tag:server -> tag:web`)."""
+RETAG = "retag on headscale"
+"""`tailnix deploy` sets a Running node's tags on its headscale server before the deploy (tailnix.retag);
+`--dry` shows it (`retag on headscale: tags none -> tag:web (...)`)."""
 DRIFT = "drift"
 """Not an operation: what the plan says of a Running node's prefs that differ from its settings
 (`drift: ExitNodeIP 100.64.0.9 (set by hand) would be cleared by the deploy`)."""

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 TAILSCALE_RELEASE = "1.90.6"
 # ipn.DefaultControlURL, the default of --login-server.
 DEFAULT_CONTROL_URL = "https://controlplane.tailscale.com"
+# The SaaS control server answers to both names (ipn.IsLoginServerSynonym); "" is the default.
+TAILSCALE_CONTROL_URLS = frozenset({"", DEFAULT_CONTROL_URL, "https://login.tailscale.com"})
 
 
 class TailscaleFlag:

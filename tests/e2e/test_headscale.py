@@ -8,10 +8,12 @@ The headscale host is a lab other-OS host with the lab's `headscale` (the CLI of
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,23 +32,32 @@ USER = "fleet"
 class HeadscaleFleet:
     fleet: Fleet
     server: LabHost
-    sudo_server: LabHost
+    sudo_server: LabHost | None = None
     """Another headscale host (the lab's control plane is one), reached as an admin with sudo."""
+    user: str = USER
 
-    def write_inventory(self, **data: object) -> None:
-        """The NixOS host with the headscale settings (and `data` over them), and the headscale host."""
-        (host,) = self.fleet.hosts
+    def write_inventory(self, extra: tuple[str, ...] = (), **data: object) -> None:
+        """The NixOS hosts (and the `extra` ones) with the headscale settings (and `data` over them), and the
+        headscale hosts."""
         settings = {
             "tailscale_login_server": LOGIN_SERVER,
             "tailnix_headscale_host": self.server.name,
-            "tailnix_headscale_user": USER,
+            "tailnix_headscale_user": self.user,
         }
+        nodes = [host.name for host in self.fleet.hosts] + list(extra)
+        servers = [self.server.name] + ([self.sudo_server.name] if self.sudo_server else [])
         self.fleet.lab.write_inventory(
             self.fleet.inventory,
-            hosts=[host.name, self.server.name, self.sudo_server.name],
-            host_data={host.name: {k: v for k, v in {**settings, **data}.items() if v is not None}},
+            hosts=nodes + servers,
+            host_data={
+                name: {k: v for k, v in {**settings, **data}.items() if v is not None} for name in nodes
+            },
             secrets_file=self.fleet.secrets,
         )
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """`headscale nodes list -o json` on the headscale host."""
+        return list(json.loads(self.fleet.lab.ssh(self.server.name, "headscale nodes list -o json").stdout))
 
     def mint(self, *arguments: str) -> tuple[str, subprocess.CompletedProcess[str]]:
         (host,) = self.fleet.hosts
@@ -61,9 +72,10 @@ class HeadscaleFleet:
         )
 
 
-def _headscale_key(lab: Lab, server: str) -> str:
+def headscale_key(lab: Lab, server: str, user: str = USER) -> str:
+    """A reusable 90-day pre-auth key of `user`, minted on the headscale host `server`."""
     users = json.loads(lab.ssh(server, "headscale users list -o json").stdout)
-    user_id = next(user["id"] for user in users if user["name"] == USER)
+    user_id = next(u["id"] for u in users if u["name"] == user)
     created = lab.ssh(
         server, f"headscale preauthkeys create --user {user_id} --reusable --expiration 90d -o json"
     )
@@ -77,7 +89,7 @@ def hs(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Headscale
     lab.ssh(server.name, f"headscale users create {USER}")
     host = lab.add_host(os="nixos")
     directory: Path = tmp_path_factory.mktemp("headscale-fleet")
-    fleet = new_fleet(lab, directory, [host], _headscale_key(lab, server.name))
+    fleet = new_fleet(lab, directory, [host], headscale_key(lab, server.name))
     created = HeadscaleFleet(fleet, server, sudo_server)
     created.write_inventory()
     bootstrapped = created.fleet.tailnix("bootstrap", host.name, "-i", "inventory.py")
@@ -107,6 +119,7 @@ def test_rotate_key_mints_on_the_headscale_host_and_the_host_stays_running(hs: H
 
 def test_a_headscale_host_reached_through_sudo_runs_headscale_as_root(hs: HeadscaleFleet) -> None:
     first = hs.key()
+    assert hs.sudo_server is not None
     hs.write_inventory(tailnix_headscale_host=hs.sudo_server.name)
     try:
         said, result = hs.mint("--days", "30", "--no-deploy")
@@ -121,8 +134,21 @@ def test_if_expiring_within_leaves_a_fresh_headscale_key_alone(hs: HeadscaleFlee
     before = hs.fleet.secrets.read_bytes()
     said, result = hs.mint("--days", "30", "--if-expiring-within", "7")
     assert result.returncode == 0, said
-    assert "nothing to do" in said
+    assert re.search(rf"\(headscale on {hs.server.name}\), in \d+ days, more than 7: nothing to do", said)
     assert hs.fleet.secrets.read_bytes() == before
+
+
+def test_if_expiring_within_rotates_a_key_expired_on_the_headscale_server(hs: HeadscaleFleet) -> None:
+    """The server's expiry, not the recorded one: `headscale preauthkeys list -o json` lists the key by its
+    prefix (v0.29.2 `hscontrol/types/preauth_key.go`), `preauthkeys expire --id ID` expires it there."""
+    key = hs.key()
+    listed = json.loads(hs.fleet.lab.ssh(hs.server.name, "headscale preauthkeys list -o json").stdout)
+    [record] = [k for k in listed if k["key"] == key[: len("hskey-auth-") + 12] + "-***"]
+    hs.fleet.lab.ssh(hs.server.name, f"headscale preauthkeys expire --id {record['id']}")
+    said, result = hs.mint("--days", "30", "--if-expiring-within", "7", "--no-deploy")
+    assert result.returncode == 0, said
+    assert f"(headscale on {hs.server.name}), in 0 days, within 7: rotating" in said
+    assert hs.key() != key
 
 
 @pytest.mark.parametrize(
@@ -168,17 +194,19 @@ def test_hosts_that_disagree_on_the_login_server_are_named(hs: HeadscaleFleet) -
     # The headscale host the node names is left out (the server, not a node); the other one is not.
     assert (
         f"tailscale_login_server differs between the hosts ({host.name}: '{LOGIN_SERVER}'; "
-        f"{hs.sudo_server.name}: not set)" in said
+        f"{hs.sudo_server and hs.sudo_server.name}: not set)" in said
     )
     assert hs.fleet.secrets.read_bytes() == before
 
 
-def test_a_tag_change_on_headscale_is_refused_with_the_command_to_run_instead(hs: HeadscaleFleet) -> None:
-    """headscale v0.29.2 `hscontrol/state/state.go` refuses the tags a node asks for at a pre-auth key login;
-    `cmd/headscale/cli/nodes.go` `headscale nodes tag -i ID -t TAGS` changes them."""
+def test_without_the_headscale_host_a_tag_change_is_refused_with_the_command_to_run(
+    hs: HeadscaleFleet,
+) -> None:
+    """headscale v0.29.2 `hscontrol/state/state.go` (`HandleNodeFromPreAuthKey`) keeps a node's tags when it logs
+    in again; `cmd/headscale/cli/nodes.go` `headscale nodes tag -i ID -t TAGS` changes them."""
     (host,) = hs.fleet.hosts
     before = hs.fleet.lab.ssh(host.name, "cat /etc/nixos/configuration.nix; ls /etc/nixos").stdout
-    hs.write_inventory(tailscale_advertise_tags=["tag:web"])
+    hs.write_inventory(tailscale_advertise_tags=["tag:web"], tailnix_headscale_host=None)
     try:
         result = hs.fleet.tailnix("deploy", "-i", "inventory.py", "--limit", host.name)
     finally:
@@ -189,6 +217,37 @@ def test_a_tag_change_on_headscale_is_refused_with_the_command_to_run_instead(hs
         f"{host.name}: its tags cannot change from none to tag:web by logging in again on {LOGIN_SERVER}"
         in said
     )
-    assert "On the headscale server run: headscale nodes tag -i <ID> -t tag:web" in said
+    [node] = [n for n in hs.nodes() if n["name"] == host.name]
+    assert f"On the headscale server run: headscale nodes tag -i {node['id']} -t tag:web" in said
     assert hs.fleet.lab.ssh(host.name, "cat /etc/nixos/configuration.nix; ls /etc/nixos").stdout == before
     assert backend_state(hs.fleet.lab, host.name) == "Running"
+    assert "tags" not in node
+
+
+def test_with_the_headscale_host_the_deploy_sets_the_tags_there(hs: HeadscaleFleet) -> None:
+    """`headscale nodes tag` over SSH on the headscale host, then the granted tags (`Self.Tags`) verified; the
+    node does not log in again and keeps its ID."""
+    (host,) = hs.fleet.hosts
+    [node] = [n for n in hs.nodes() if n["name"] == host.name]
+    logins = len(logins_of(hs.fleet.lab, host.name))
+    hs.write_inventory(tailscale_advertise_tags=["tag:web"])
+    try:
+        dry = hs.fleet.tailnix("deploy", "-i", "inventory.py", "--limit", host.name, "--dry")
+        assert [n.get("tags") for n in hs.nodes() if n["id"] == node["id"]] == [None]
+        result = hs.fleet.tailnix("deploy", "-i", "inventory.py", "--limit", host.name)
+        again = hs.fleet.tailnix("deploy", "-i", "inventory.py", "--limit", host.name)
+    finally:
+        hs.write_inventory()
+    command = f"`headscale nodes tag -i {node['id']} -t tag:web` on {hs.server.name}"
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"{host.name}: retag on headscale: tags none -> tag:web ({command})" in dry.stdout
+    said = result.stdout + result.stderr
+    assert result.returncode == 0, said
+    assert f"{host.name}: tags none -> tag:web on headscale ({command})" in said
+    [tagged] = [n for n in hs.nodes() if n["id"] == node["id"]]
+    assert tagged["tags"] == ["tag:web"] and tagged["user"]["name"] == "tagged-devices"
+    own = json.loads(hs.fleet.lab.ssh(host.name, "tailscale status --json --peers=false").stdout)["Self"]
+    assert own["Tags"] == ["tag:web"] and own["ID"] == str(node["id"])
+    assert len(logins_of(hs.fleet.lab, host.name)) == logins
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "headscale nodes tag" not in again.stdout + again.stderr

@@ -24,20 +24,25 @@ from .test_fleet import Fleet, bootstrapped_fleet
 pytestmark = pytest.mark.lab
 
 
+def lose_tailscale_state(lab: Lab, name: str) -> None:
+    """Wipe the host's /var/lib/tailscale with tailscaled stopped, as a reinstall does; wait for NeedsLogin."""
+    lab.ssh(name, "systemctl stop tailscaled && rm -rf /var/lib/tailscale && systemctl start tailscaled")
+    # The new daemon answers NoState while it starts, then NeedsLogin: a node that never logged in.
+    waited = lab.ssh(
+        name,
+        "for _ in $(seq 60); do s=$(tailscale status --json --peers=false | jq -r .BackendState); "
+        '[ "$s" != NoState ] && break; sleep 0.5; done; echo "$s"',
+    )
+    assert waited.stdout.strip() == "NeedsLogin"
+
+
 @contextmanager
 def _reinstalled(lab: Lab, directory: Path) -> Iterator[Fleet]:
     """A host bootstrapped, Running, then its /var/lib/tailscale wiped with tailscaled stopped."""
     created = bootstrapped_fleet(lab, directory)
     name = created.hosts[0].name
     try:
-        lab.ssh(name, "systemctl stop tailscaled && rm -rf /var/lib/tailscale && systemctl start tailscaled")
-        # The new daemon answers NoState while it starts, then NeedsLogin: a node that never logged in.
-        waited = lab.ssh(
-            name,
-            "for _ in $(seq 60); do s=$(tailscale status --json --peers=false | jq -r .BackendState); "
-            '[ "$s" != NoState ] && break; sleep 0.5; done; echo "$s"',
-        )
-        assert waited.stdout.strip() == "NeedsLogin"
+        lose_tailscale_state(lab, name)
         yield created
     finally:
         lab.stop_host(name)

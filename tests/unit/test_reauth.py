@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tailnix.reauth import reauthentication
+from tailnix.reauth import headscale_retag, reauthentication
 from tailnix.settings import parse_settings
 
 
@@ -84,41 +84,51 @@ def test_tags_a_tagged_key_adds_are_told_as_the_key_s() -> None:
 HEADSCALE = "https://headscale.example.com"
 
 
-def test_a_tag_change_on_headscale_is_refused_with_the_headscale_command_and_the_node_id() -> None:
-    """headscale v0.29.2 `hscontrol/state/state.go`: a pre-auth key login with `RequestTags` is rejected
-    ("PreAuthKey nodes get their tags from the key itself"); `cmd/headscale/cli/nodes.go` `tag -i ID -t TAGS`
-    sets them. headscale's node ID is the node's StableID, `Self.ID` of `tailscale status --json`."""
+def test_a_tag_change_on_headscale_is_a_retag_on_the_server_not_a_new_login() -> None:
+    """headscale v0.29.2 `hscontrol/state/state.go` (`HandleNodeFromPreAuthKey`): a node it knows keeps its tags
+    when it logs in again; `cmd/headscale/cli/nodes.go` `tag -i ID -t TAGS` replaces them. headscale's node ID
+    is the node's StableID, `Self.ID` of `tailscale status --json`."""
     status = _running("tag:server")
     status["Self"]["ID"] = "7"
-    needed = reauthentication(
-        _settings(tailscale_advertise_tags=["tag:web", "tag:db"], tailscale_login_server=HEADSCALE),
-        status,
-        {"ControlURL": HEADSCALE},
-    )
-    assert needed is not None
-    assert needed.headscale_refusal() == (
+    settings = _settings(tailscale_advertise_tags=["tag:web", "tag:db"], tailscale_login_server=HEADSCALE)
+    assert reauthentication(settings, status, {"ControlURL": HEADSCALE}) is None
+    retag = headscale_retag(settings, status, {"ControlURL": HEADSCALE})
+    assert retag is not None and retag.change == "tags tag:server -> tag:db,tag:web"
+    assert retag.argv == ["headscale", "nodes", "tag", "-i", "7", "-t", "tag:db,tag:web"]
+    assert retag.refusal() == (
         f"desk: its tags cannot change from tag:server to tag:db,tag:web by logging in again on {HEADSCALE}: "
-        "headscale gives a node the tags of its pre-auth key and refuses requested tags with one. On the "
-        "headscale server run: headscale nodes tag -i 7 -t tag:db,tag:web; then deploy again"
+        "headscale gives a node the tags of its pre-auth key and keeps them at every new login. On the "
+        "headscale server run: headscale nodes tag -i 7 -t tag:db,tag:web; then deploy again (`tailnix deploy` "
+        "runs it itself when tailnix_headscale_host names that server)"
     )
 
 
 def test_without_a_numeric_node_id_the_headscale_command_says_where_to_find_it() -> None:
-    needed = reauthentication(
+    retag = headscale_retag(
         _settings(tailscale_advertise_tags=["tag:web"], tailscale_login_server=HEADSCALE),
         _running(),
         {"ControlURL": HEADSCALE},
     )
+    assert retag is not None
+    assert "headscale nodes tag -i <ID> -t tag:web (the node's ID: `headscale nodes list`)" in retag.refusal()
+
+
+def test_on_headscale_unset_tags_or_the_same_ones_need_no_retag() -> None:
+    prefs = {"ControlURL": HEADSCALE}
+    assert headscale_retag(_settings(tailscale_login_server=HEADSCALE), _running("tag:server"), prefs) is None
+    same = _settings(tailscale_advertise_tags=["tag:web", "tag:server"], tailscale_login_server=HEADSCALE)
+    assert headscale_retag(same, _running("tag:server", "tag:web"), prefs) is None
+    new = _settings(tailscale_advertise_tags=["tag:web"], tailscale_login_server=HEADSCALE)
+    assert headscale_retag(new, _running(backend="NeedsLogin"), prefs) is None
+
+
+def test_tailscale_s_own_control_server_and_a_login_server_move_are_not_headscale_retags() -> None:
+    on_saas = _settings(tailscale_advertise_tags=["tag:web"])
+    assert headscale_retag(on_saas, _running("tag:server"), DEFAULT_PREFS) is None
+    moving = _settings(tailscale_login_server=HEADSCALE, tailscale_advertise_tags=["tag:web"])
+    assert headscale_retag(moving, _running(), DEFAULT_PREFS) is None
+    # The move is a new login that keeps whatever tags the headscale key gives.
+    needed = reauthentication(moving, _running(), DEFAULT_PREFS)
     assert needed is not None
-    refusal = needed.headscale_refusal()
-    assert refusal is not None
-    assert "headscale nodes tag -i <ID> -t tag:web (the node's ID: `headscale nodes list`)" in refusal
-
-
-def test_tailscale_s_own_control_server_and_a_login_server_move_are_not_headscale_refusals() -> None:
-    on_saas = reauthentication(
-        _settings(tailscale_advertise_tags=["tag:web"]), _running("tag:server"), DEFAULT_PREFS
-    )
-    assert on_saas is not None and on_saas.headscale_refusal() is None
-    moving = reauthentication(_settings(tailscale_login_server=HEADSCALE), _running(), DEFAULT_PREFS)
-    assert moving is not None and moving.headscale_refusal() is None
+    assert needed.change == f"login server https://controlplane.tailscale.com -> {HEADSCALE}"
+    assert needed.refusal({"BackendState": "Running", "Self": {"Tags": ["tag:server"]}}) is None

@@ -31,6 +31,19 @@ def test_an_offline_device_of_the_name_is_replaced_unless_turned_off() -> None:
     assert parse_settings("desk", {"tailnix_replace_offline_device": False}).replace_offline_device is False
 
 
+def test_tags_are_asked_for_at_login_on_tailscale_and_set_on_the_server_on_headscale() -> None:
+    """headscale v0.29.2 `hscontrol/state/state.go`: a new node asking for tags with a pre-auth key is refused
+    (`createAndSaveNewNode`), a node it knows keeps its tags (`HandleNodeFromPreAuthKey`)."""
+    tags = {"tailscale_advertise_tags": ["tag:web"]}
+    assert "--advertise-tags=tag:web" in parse_settings("desk", tags).up_flags()
+    saas = parse_settings("desk", {**tags, "tailscale_login_server": "https://login.tailscale.com"})
+    assert "--advertise-tags=tag:web" in saas.up_flags() and not saas.on_headscale
+    headscale = parse_settings("desk", {**tags, "tailscale_login_server": "https://hs.example.com"})
+    assert headscale.on_headscale and headscale.requested_tags == ()
+    assert headscale.advertise_tags == ("tag:web",)
+    assert not [flag for flag in headscale.up_flags() if flag.startswith("--advertise-tags")]
+
+
 def test_full_settings_map_to_up_flags_in_a_stable_order() -> None:
     settings = parse_settings(
         "gw",
@@ -49,7 +62,7 @@ def test_full_settings_map_to_up_flags_in_a_stable_order() -> None:
         "--accept-routes=false",
         "--advertise-routes=10.0.0.0/24,fd00::/64",
         "--advertise-exit-node",
-        "--advertise-tags=tag:router,tag:home",
+        # No --advertise-tags: a login server of its own is headscale, where tags are set on the server.
         "--hostname=gw-1",
         "--ssh",
         "--login-server=https://hs.example.com",

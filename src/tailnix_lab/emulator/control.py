@@ -284,6 +284,59 @@ class ControlPlane:
             state["keys"][prefix] = record
         return key, dict(record)
 
+    def headscale_keys(self) -> list[dict[str, Any]]:
+        """The headscale stand-in's pre-auth keys (their records, no key), by ID."""
+        with self._locked() as state:
+            keys = [dict(k) for k in state["keys"].values() if "headscale_id" in k]
+        return sorted(keys, key=lambda k: int(k["headscale_id"]))
+
+    def expire_headscale_key(self, key_id: int) -> None:
+        """`headscale preauthkeys expire --id ID`: the key expires now; an unknown ID changes nothing, as the
+        real database update of no row does (v0.29.2 `hscontrol/db/preauth_keys.go`, `ExpirePreAuthKey`)."""
+        with self._locked() as state:
+            for record in state["keys"].values():
+                if record.get("headscale_id") == key_id:
+                    record["expires"] = time.time()
+
+    def headscale_nodes(self) -> list[dict[str, Any]]:
+        """The nodes headscale knows (those that logged in with one of its keys), by ID, with the records of
+        their keys (`AuthKey`) and owners (`HeadscaleUser`)."""
+        with self._locked() as state:
+            nodes = []
+            for node in state["nodes"]:
+                if "HeadscaleID" in node:
+                    keys = [
+                        k for k in state["keys"].values() if k.get("headscale_id") == node.get("HeadscaleKey")
+                    ]
+                    nodes.append({**node, "AuthKey": dict(keys[0]) if keys else None})
+        return sorted(nodes, key=lambda n: int(n["HeadscaleID"]))
+
+    def delete_headscale_node(self, headscale_id: int) -> bool:
+        """`headscale nodes delete`: remove the node of that ID; False when headscale knows none."""
+        with self._locked() as state:
+            for node in state["nodes"]:
+                if node.get("HeadscaleID") == headscale_id:
+                    state["nodes"].remove(node)
+                    return True
+        return False
+
+    def set_headscale_tags(self, headscale_id: int, tags: list[str]) -> dict[str, Any]:
+        """`headscale nodes tag`: replace the node's tags; it is then owned by them, not by a user.
+
+        As v0.29.2 `hscontrol/state/state.go` `SetNodeTags`: LookupError("node not found") for an unknown ID,
+        ValueError with the refusal for a tag the policy does not define (its `tagOwners`).
+        """
+        with self._locked() as state:
+            node = next((n for n in state["nodes"] if n.get("HeadscaleID") == headscale_id), None)
+            if node is None:
+                raise LookupError("node not found")
+            invalid = [tag for tag in tags if not tag.startswith("tag:") or tag not in TAG_OWNERS]
+            if invalid:
+                raise ValueError(tags_refusal(invalid))
+            node["Tags"] = sorted(set(tags))
+            node["HeadscaleUser"] = None
+            return dict(node)
+
     def key(self, key_id: str) -> dict[str, Any] | None:
         """The record of one auth key by its id (the key itself is never kept, only its hash)."""
         with self._locked() as state:
@@ -340,7 +393,11 @@ class ControlPlane:
                 rejection = KeyRejected(f"invalid key: API key {record['id']} not valid", "used")
             elif refused:
                 rejection = KeyRejected(tags_refusal(refused), "tags")
-            elif tags and "headscale_id" in record and self._find_node(state, node_key=node_key) is None:
+            elif (
+                tags
+                and "headscale_id" in record
+                and _new_on_headscale(self._find_node(state, node_key=node_key))
+            ):
                 # headscale gives a new node its pre-auth key's tags and rejects those it asks for
                 # (v0.29.2 `hscontrol/state/state.go`: "PreAuthKey nodes get their tags from the key itself").
                 rejection = KeyRejected(tags_refusal(list(tags)), "tags")
@@ -385,7 +442,12 @@ class ControlPlane:
             state["nodes"].append(node)
         node["HostName"] = hostname
         node["DNSName"] = self._unique_dns_name(state, hostname, node["ID"])
-        node["Tags"] = sorted(set(record["tags"]) | set(tags))
+        if "headscale_id" in record:
+            _register_on_headscale(node, record)
+        else:
+            node.pop("HeadscaleID", None)
+            node.pop("HeadscaleUser", None)
+            node["Tags"] = sorted(set(record["tags"]) | set(tags))
         node["KeyID"] = record["id"]
         node["Ephemeral"] = bool(record["ephemeral"])
         # A machine once approved stays approved; a new one waits when the tailnet asks for it.
@@ -627,6 +689,37 @@ def enabled_routes(node: dict[str, Any]) -> list[str]:
     """The node's routes its peers may use: advertised and approved."""
     approved = set(node.get("ApprovedRoutes") or [])
     return [route for route in node.get("AdvertisedRoutes") or [] if route in approved]
+
+
+def _new_on_headscale(node: dict[str, Any] | None) -> bool:
+    """Whether a login with a headscale key registers a new node there (not one headscale knows)."""
+    return node is None or "HeadscaleID" not in node
+
+
+def _register_on_headscale(node: dict[str, Any], record: dict[str, Any]) -> None:
+    """Tags and owner of a node that logs in with a headscale pre-auth key (v0.29.2 `hscontrol/state/state.go`,
+    `HandleNodeFromPreAuthKey`, `createAndSaveNewNode`).
+
+    A new node gets the key's tags (tagged key: owned by its tags) or the key's user; the tags it asks for
+    are refused before (`login`). A node headscale knows keeps its tags and owner at a new login, whatever
+    it asks for ("Tags from PreAuthKey are only applied during initial registration"), except that a tagged
+    key converts a user-owned node to tagged.
+    """
+    owner = record["headscale_user"]
+    if _new_on_headscale(node):
+        node["HeadscaleID"] = node["Number"]
+        node["Tags"] = list(record["tags"])
+        node["HeadscaleUser"] = None if record["tags"] else owner
+    elif record["tags"] and not node.get("Tags"):
+        node["Tags"] = list(record["tags"])
+        node["HeadscaleUser"] = None
+    node["HeadscaleKey"] = record["headscale_id"]
+
+
+def stable_id(node: dict[str, Any]) -> str:
+    """The node's ID as its peers and itself see it (`Self.ID`): on headscale its numeric ID in decimal
+    (v0.29.2 `hscontrol/types/node.go`, `NodeID.StableID`), else the control plane's `n...CNTRL`."""
+    return str(node["HeadscaleID"]) if "HeadscaleID" in node else str(node["ID"])
 
 
 def string_url_safe() -> str:

@@ -35,6 +35,7 @@ from tailnix_lab.emulator.control import (
     KeyRejected,
     enabled_routes,
     node_key_expired,
+    stable_id,
 )
 from tailnix_lab.emulator.hostroot import host_path
 from tailnix_lab.emulator.oauthkey import ResolveError, resolve_auth_key
@@ -991,7 +992,7 @@ def peer_status(node: dict[str, Any] | None, *, online: bool, os_name: str) -> d
         }
     ips = list(node["TailscaleIPs"])
     status: dict[str, Any] = {
-        "ID": node["ID"],
+        "ID": stable_id(node),
         "PublicKey": node["NodeKey"],
         "HostName": node["HostName"],
         "DNSName": node["DNSName"],
