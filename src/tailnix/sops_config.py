@@ -377,3 +377,182 @@ def write_config(config_file: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+# --- one secrets file per host: a creation rule for each --------------------------------------------
+
+
+_REGEX_SPECIAL = re.compile(r"([.^$*+?()\[\]{}|\\])")
+
+
+def host_rule_regex(relative_path: str) -> str:
+    """The `path_regex` of a rule for exactly one file (its path relative to `.sops.yaml`'s directory).
+
+    Only the characters special to Go's regexp (sops' `path_regex`) and Python's are escaped, so that
+    `nixos-1` reads as written (`re.escape` would write `nixos\\-1`).
+    """
+    return "^" + _REGEX_SPECIAL.sub(r"\\\1", relative_path) + "$"
+
+
+def has_own_rule(text: str, path: str) -> bool:
+    """Whether the rule sops takes for `path` is one for that file alone (`host_rule_regex`)."""
+    try:
+        config = SopsConfig(text, path)
+    except SopsConfigError:
+        return False
+    regex = config._rule.get("path_regex")
+    return regex is not None and regex.value == host_rule_regex(path)
+
+
+def _deep_end(node: _Node) -> int:
+    """Where the last scalar or alias under `node` ends (a block node's own end reaches the next token)."""
+    ends = [node.end] if node.kind in ("scalar", "alias") else []
+    ends += [_deep_end(item) for item in node.items]
+    ends += [_deep_end(value) for _key, value in node.pairs]
+    return max(ends, default=node.start)
+
+
+def _rule_span(text: str, rule: _Node) -> tuple[int, int]:
+    """The lines of one block rule of creation_rules: from its `- ` to the end of its last line."""
+    start, _ = _line_bounds(text, rule.start)
+    if not _BLOCK_ITEM_PREFIX.match(text[start : rule.start]):
+        raise SopsConfigError(
+            "creation_rules is laid out in a way tailnix does not edit; write one '- ' rule each"
+        )
+    _, end = _line_bounds(text, _deep_end(rule) - 1)
+    return start, end
+
+
+def _as_alias(recipient: Recipient) -> str:
+    return f"*{recipient.name}" if recipient.name else recipient.recipient
+
+
+class HostRules:
+    """The per-host rules of a `.sops.yaml`: each host's file for the admins and that host alone.
+
+    + text: the file's content
+    + admins_path: the admins' copy of the key (relative to `.sops.yaml`'s directory); the recipients of
+      the rule that covers it are the admins, and every host's rule lists them first
+    """
+
+    def __init__(self, text: str, admins_path: str) -> None:
+        self.text = text
+        self.admins_path = admins_path
+        self._admins = SopsConfig(text, admins_path)
+
+    def admins(self) -> list[Recipient]:
+        """The admins, as the rule of their own copy lists them."""
+        return self._admins.recipients()
+
+    def named(self, name: str) -> str | None:
+        """The recipient recorded under the anchor `name`, None when there is none."""
+        return self._admins.named(name)
+
+    def rule_of(self, host_path: str) -> SopsConfig | None:
+        """The rule tailnix keeps for `host_path` (anchored to it), None when there is none."""
+        if host_path == self.admins_path or not has_own_rule(self.text, host_path):
+            return None
+        return SopsConfig(self.text, host_path)
+
+    def recipients_of(self, host_path: str) -> list[str] | None:
+        """The recipients the rule for `host_path` gives its file; None when it has no rule of its own."""
+        config = self.rule_of(host_path)
+        return None if config is None else [r.recipient for r in config.recipients()]
+
+    def with_host(self, host_path: str, name: str, recipient: str) -> str:
+        """The text with a rule for `host_path` whose one key group is the admins and `*name`.
+
+        The rule goes just before the admins' rule (sops takes the first rule that matches, so a
+        broader admins' rule never shadows it); `&name` is recorded under keys, or given the new value.
+        """
+        _check_name_and_recipient(name, recipient)
+        existing = self.rule_of(host_path)
+        if existing is not None:
+            return existing.with_recipient(name, recipient)
+        try:
+            covering = SopsConfig(self.text, host_path)
+        except SopsConfigError:
+            covering = None
+        if covering is not None and covering._rule is not self._admins._rule:
+            regex = covering._rule.get("path_regex")
+            shown = regex.value if regex is not None else "(none: it matches every file)"
+            raise SopsConfigError(
+                f"{host_path} is already covered by another rule (path_regex {shown}), which comes before "
+                "the admins' rule; remove it or move it below"
+            )
+        admin_rule = self._admins._rule
+        start, _ = _rule_span(self.text, admin_rule)
+        prefix = self.text[start : admin_rule.start]
+        pad = " " * len(prefix)
+        members = [_as_alias(r) for r in self.admins()] + [f"*{name}"]
+        lines = [f"{prefix}path_regex: '{host_rule_regex(host_path)}'", f"{pad}key_groups:", f"{pad}  - age:"]
+        lines += [f"{pad}      - {member}" for member in members]
+        text = _insert(self.text, start, "\n".join(lines) + "\n")
+        anchor = self._admins._named.get(name)
+        if anchor is not None:
+            if anchor.kind != "scalar":
+                raise SopsConfigError(f"the anchor &{name} does not name an age recipient")
+            text = text[: anchor.start] + f"&{name} {recipient}" + text[anchor.end :]
+        else:
+            text = _insert(text, *self._admins._anchor_point(text, f"&{name} {recipient}"))
+        self._check(text, host_path, [r.recipient for r in self.admins()] + [recipient])
+        return text
+
+    def without_host(self, host_path: str, name: str) -> str:
+        """The text without the rule for `host_path`, and without `&name` unless another rule uses it."""
+        rule = self.rule_of(host_path)
+        if rule is None:
+            raise SopsConfigError(f"no rule of .sops.yaml is for {host_path} alone")
+        start, end = _rule_span(self.text, rule._rule)
+        text = self.text[:start] + self.text[end:]
+        anchor = self._admins._named.get(name)
+        root = _compose(text)
+        if anchor is not None and root is not None and _count_aliases(root, name) == 0:
+            # The anchor comes before the rules: its offsets did not move.
+            line_start, line_end = _line_removal(text, anchor)
+            text = text[:line_start] + text[line_end:]
+        try:
+            after = HostRules(text, self.admins_path)
+        except SopsConfigError as error:
+            raise SopsConfigError(f"the edit would break the file ({error}); it was not written") from None
+        if after.rule_of(host_path) is not None or after.admins() != self.admins():
+            raise SopsConfigError("the edit did not remove the rule alone; the file was not written")
+        return text
+
+    def _check(self, text: str, host_path: str, wanted: list[str]) -> None:
+        try:
+            yaml.safe_load(text)
+            after = HostRules(text, self.admins_path)
+            got = after.recipients_of(host_path)
+            admins = [r.recipient for r in after.admins()]
+        except (yaml.YAMLError, SopsConfigError) as error:
+            raise SopsConfigError(f"the edit would break the file ({error}); it was not written") from None
+        if got != wanted or admins != [r.recipient for r in self.admins()]:
+            raise SopsConfigError("the edit did not give the intended key group; the file was not written")
+
+
+def with_admins_rule(text: str, admins_path: str, admins: list[Recipient]) -> str:
+    """The text with a first rule for the admins' copy alone, whose key group is `admins`.
+
+    For a fleet moving to one file per host: the rule goes first, so no rule of the shared file (which
+    lists the hosts) covers the admins' copy.
+    """
+    root = _compose(text)
+    if root is None or root.kind != "map":
+        raise SopsConfigError("it must be a mapping with creation_rules")
+    rules = root.get("creation_rules")
+    if rules is None or rules.kind != "seq" or rules.flow or not rules.items:
+        raise SopsConfigError("it has no block list of creation_rules")
+    start, _ = _rule_span(text, rules.items[0])
+    prefix = text[start : rules.items[0].start]
+    pad = " " * len(prefix)
+    lines = [f"{prefix}path_regex: '{host_rule_regex(admins_path)}'", f"{pad}key_groups:", f"{pad}  - age:"]
+    lines += [f"{pad}      - {_as_alias(r)}" for r in admins]
+    text = _insert(text, start, "\n".join(lines) + "\n")
+    try:
+        got = [r.recipient for r in HostRules(text, admins_path).admins()]
+    except SopsConfigError as error:
+        raise SopsConfigError(f"the edit would break the file ({error}); it was not written") from None
+    if got != [r.recipient for r in admins]:
+        raise SopsConfigError("the edit did not give the intended key group; the file was not written")
+    return text
