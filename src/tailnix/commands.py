@@ -163,13 +163,17 @@ def oauth_options(when: str) -> Callable[[Command], Command]:
     return add
 
 
+sops_config_option = click.option(
+    "--sops-config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The .sops.yaml to edit (default: the nearest one at or above the secrets file).",
+)
+"""`--sops-config PATH`: the .sops.yaml, found from the secrets file by default."""
+
+
 def sops_options(command: Command) -> Command:
     """`--secrets-file` and `--sops-config`, both found from the inventory by default."""
-    command = click.option(
-        "--sops-config",
-        type=click.Path(path_type=Path, dir_okay=False),
-        help="The .sops.yaml to edit (default: the nearest one at or above the secrets file).",
-    )(command)
+    command = sops_config_option(command)
     return click.option(
         "--secrets-file",
         type=click.Path(path_type=Path, dir_okay=False),
@@ -620,11 +624,7 @@ def secrets_group() -> None:
     is_flag=True,
     help="Also set tailnix_secrets_file in group_data/all.py (otherwise the line to set is printed).",
 )
-@click.option(
-    "--sops-config",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="The .sops.yaml to edit (default: the nearest one at or above the shared file).",
-)
+@sops_config_option
 def split_command(inventory_file: Path, template: str, write_setting: bool, sops_config: Path | None) -> None:
     """Turn the shared secrets file into one file per host, each for the admins and that host only.
 
