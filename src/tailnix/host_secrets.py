@@ -36,6 +36,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from tailnix.adminkey import sops_age_key_file
 from tailnix.authkey import BROKEN, OK, WARNING, Finding, KeyDates, check_expiry, rotate_key
 from tailnix.fleet import FleetError, FleetHost, PerHostSecrets, SecretsLocation
 from tailnix.recipients import (
@@ -233,6 +234,7 @@ def bootstrap_per_host(
         raise FleetError(f"refusing to give the hosts the key of {source.secrets_file}: {error}") from None
     before = _rules(layout)
     text = before.text
+    source_dates = _clear_dates(source)
     update = RecipientUpdate()
     to_write = []
     for host, recipient in read_recipients(inventory_file, hosts, update).items():
@@ -245,7 +247,11 @@ def bootstrap_per_host(
             continue
         wanted = [r.recipient for r in rules.admins()] + [recipient]
         if recorded == recipient and rules.recipients_of(path) == wanted:
-            if _encrypted_for(layout.file_of(host)) == set(wanted):
+            current = layout.file_of(host)
+            if (
+                _encrypted_for(current) == set(wanted)
+                and _clear_dates(layout.location_of(host)) == source_dates
+            ):
                 update.changes.append(
                     RecipientChange(host, "unchanged", "already has its own file", recipient)
                 )
@@ -348,6 +354,7 @@ def check_per_host(layout: PerHostSecrets, hosts: list[FleetHost], *, warn_days:
     admins_dates = _clear_dates(layout.admin_copy)
     today = date.today()
     problems = []
+    sound: list[str] = []
     for host in hosts:
         path = layout.file_of(host.name)
         wanted = rules.recipients_of(layout.relative(path))
@@ -386,6 +393,7 @@ def check_per_host(layout: PerHostSecrets, hosts: list[FleetHost], *, warn_days:
                 )
             )
             continue
+        sound.append(host.name)
         expires = recorded_expiry(metadata, layout.secret_name)
         if expires is not None and expires < today:
             problems.append(
@@ -411,7 +419,45 @@ def check_per_host(layout: PerHostSecrets, hosts: list[FleetHost], *, warn_days:
                 "and itself only",
             )
         )
-    return findings + problems
+    return findings + problems + _compare_keys(layout, sound)
+
+
+def _admin_key_here() -> bool:
+    return bool(os.environ.get("SOPS_AGE_KEY")) or sops_age_key_file().is_file()
+
+
+def _compare_keys(layout: PerHostSecrets, hosts: list[str]) -> list[Finding]:
+    """With an admin age key on this machine: each host's file opens with it and holds the admins' key.
+
+    Without one, nothing is decrypted (check needs no key) and one line says so.
+    """
+    if not hosts or not layout.admin_copy.secrets_file.is_file():
+        return []
+    if not _admin_key_here():
+        return [Finding(OK, "no admin age key here: the hosts' files were checked by their sops blocks only")]
+    try:
+        wanted = read_key_values(layout.admin_copy).key
+    except FleetError as error:
+        return [Finding(BROKEN, f"the admins' copy: {error}")]
+    differ: list[str] = []
+
+    def compare(name: str) -> None:
+        if read_key_values(layout.location_of(name)).key != wanted:
+            differ.append(name)
+
+    failed = _parallel(compare, hosts)
+    found = [Finding(BROKEN, f"{name}: {reason}") for name, reason in sorted(failed.items())]
+    found += [
+        Finding(
+            WARNING,
+            f"{name}'s file holds another key than the admins' copy; run `tailnix bootstrap {name}` to give it "
+            "the admins' key, or `tailnix rotate-key`",
+        )
+        for name in sorted(differ)
+    ]
+    return found or [
+        Finding(OK, f"each of the {len(hosts)} files opens with the admin age key and holds the admins' key")
+    ]
 
 
 def _clear_dates(location: SecretsLocation) -> dict[str, Any]:
