@@ -237,19 +237,19 @@ def bootstrap_per_host(
     source_dates = _clear_dates(source)
     update = RecipientUpdate()
     to_write = []
+    new: list[tuple[str, str, str]] = []
     for host, recipient in read_recipients(inventory_file, hosts, update).items():
-        rules = HostRules(text, before.admins_path)
         path = layout.relative(layout.file_of(host))
-        recorded = rules.named(host)
+        recorded = before.named(host)
         refused = key_changed(host, recorded, recipient, replace_key=replace_key)
         if refused is not None:
             update.changes.append(refused)
             continue
-        wanted = [r.recipient for r in rules.admins()] + [recipient]
-        if recorded == recipient and rules.recipients_of(path) == wanted:
-            current = layout.file_of(host)
+        wanted = [r.recipient for r in before.admins()] + [recipient]
+        has_rule = before.recipients_of(path)
+        if recorded == recipient and has_rule == wanted:
             if (
-                _encrypted_for(current) == set(wanted)
+                _encrypted_for(layout.file_of(host)) == set(wanted)
                 and _clear_dates(layout.location_of(host)) == source_dates
             ):
                 update.changes.append(
@@ -258,13 +258,31 @@ def bootstrap_per_host(
                 continue
             update.changes.append(RecipientChange(host, "rewritten", "its file written again", recipient))
             to_write.append(host)
-            continue
-        try:
-            text = rules.with_host(path, host, recipient)
-        except SopsConfigError as error:
-            update.changes.append(RecipientChange(host, "failed", str(error)))
-            continue
-        update.changes.append(recorded_change(host, recorded, recipient))
+        elif has_rule is not None:
+            # A rule of its own with another key (a replaced host key): that rule alone is edited.
+            try:
+                text = HostRules(text, before.admins_path).with_host(path, host, recipient)
+            except SopsConfigError as error:
+                update.changes.append(RecipientChange(host, "failed", str(error)))
+                continue
+            update.changes.append(recorded_change(host, recorded, recipient))
+            to_write.append(host)
+        else:
+            new.append((path, host, recipient))
+    # New rules in one edit of .sops.yaml; if that is refused, one by one, to name the hosts it is refused for.
+    try:
+        text = HostRules(text, before.admins_path).with_hosts(new) if new else text
+        added = new
+    except SopsConfigError:
+        added = []
+        for entry in new:
+            try:
+                text = HostRules(text, before.admins_path).with_hosts([entry])
+                added.append(entry)
+            except SopsConfigError as error:
+                update.changes.append(RecipientChange(entry[1], "failed", str(error)))
+    for _, host, recipient in added:
+        update.changes.append(recorded_change(host, before.named(host), recipient))
         to_write.append(host)
     in_order(update, hosts)
     update.config_changed = text != before.text
@@ -501,14 +519,18 @@ def split_shared(shared: SecretsLocation, layout: PerHostSecrets, fleet: list[Fl
         if not has_own_rule(text, admins_path):
             text = with_admins_rule(text, admins_path, admins)
         split = Split()
+        entries = []
         for host in fleet:
             recipient = config.named(host.name)
             if recipient is None or recipient not in {r.recipient for r in config.recipients()}:
                 split.without_recipient.append(host.name)
                 continue
-            text = HostRules(text, admins_path).with_host(
-                layout.relative(layout.file_of(host.name)), host.name, recipient
-            )
+            entries.append((layout.relative(layout.file_of(host.name)), host.name, recipient))
+        present = HostRules(text, admins_path)
+        for entry in [e for e in entries if present.rule_of(e[0]) is not None]:  # split before: kept
+            text = HostRules(text, admins_path).with_host(*entry)
+        fresh = [e for e in entries if present.rule_of(e[0]) is None]
+        text = HostRules(text, admins_path).with_hosts(fresh) if fresh else text
     except SopsConfigError as error:
         raise FleetError(f"{shared.sops_config}: {error}") from None
     values = read_key_values(shared)

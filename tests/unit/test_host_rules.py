@@ -140,3 +140,18 @@ def test_the_admins_rule_goes_first_for_a_fleet_moving_to_per_host_files() -> No
     text = with_admins_rule(shared, ADMINS, admins)
     assert rules_of(text) == [(host_rule_regex(ADMINS), [ADMIN]), (None, [ADMIN, DESK])]
     assert text.endswith(shared[shared.index("  - key_groups") :])
+
+
+def test_many_hosts_get_their_rules_in_one_edit() -> None:
+    """bootstrap of a group: one edit and one check of the file, the same rules as one by one."""
+    hosts = [
+        (f"secrets/hosts/h{i}.yaml", f"h{i}", "age1" + ("q" if i % 2 else "p") * 57 + "z") for i in range(2)
+    ]
+    hosts += [(GATEWAY_FILE, "gateway", GATEWAY)]
+    at_once = HostRules(PER_HOST, ADMINS).with_hosts(hosts)
+    one_by_one = PER_HOST
+    for entry in hosts:
+        one_by_one = HostRules(one_by_one, ADMINS).with_host(*entry)
+    assert at_once == one_by_one
+    with pytest.raises(SopsConfigError, match="secrets/hosts/gateway.yaml has a rule already"):
+        HostRules(at_once, ADMINS).with_hosts([(GATEWAY_FILE, "gateway", GATEWAY)])
