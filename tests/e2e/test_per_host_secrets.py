@@ -28,6 +28,7 @@ from tailnix_lab.demo import render_own_fleet
 from tailnix_lab.emulator.control import ControlPlane
 from tailnix_lab.hosts import Lab, LabHost
 
+from .deploying import SUDO_USER
 from .test_fleet import Fleet, backend_state, write_sops_wrapper
 
 pytestmark = pytest.mark.lab
@@ -62,9 +63,10 @@ class PerHostFleet(Fleet):
 
 @pytest.fixture(scope="module")
 def fleet(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PerHostFleet]:
-    """A fleet made by `tailnix init` (one file per host), its first key, and two fresh hosts in it."""
+    """A fleet made by `tailnix init` (one file per host) and two fresh hosts in it, one through sudo."""
     directory = tmp_path_factory.mktemp("per-host") / "fleet"
-    hosts = [lab.add_host(os="nixos"), lab.add_host(os="nixos")]
+    # The second is reached as a non-root admin with sudo, as test_fleet.py's second host.
+    hosts = [lab.add_host(os="nixos"), lab.add_host(os="nixos", sudo_user=SUDO_USER)]
     directory.mkdir()
     write_sops_wrapper(directory)
     made = PerHostFleet(lab, directory, hosts, first_key="")
@@ -116,7 +118,7 @@ def test_each_host_has_its_own_file_and_only_it_opens_it(fleet: PerHostFleet) ->
         placed = fleet.lab.ssh(host.name, f"sha256sum {ON_HOST}; ls /etc/nixos/secrets").stdout.split()
         assert placed[0] == hashlib.sha256(fleet.file_of(host.name).read_bytes()).hexdigest()
         assert placed[2:] == ["tailscale.yaml"]
-        assert fleet.lab.ssh(host.name, f"stat -c %a {ON_HOST}").stdout.strip() == "600"
+        assert fleet.lab.ssh(host.name, f"stat -c '%a %U' {ON_HOST}").stdout.strip() == "600 root"
     first_key, second_key = fleet.identity_of(first), fleet.identity_of(second)
     key = decrypt_value(
         fleet.file_of("admins"), "tailscale_auth_key", age_key_file=fleet.lab.layout.admin_agekey
