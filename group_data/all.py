@@ -1,9 +1,10 @@
 # Fleet-wide defaults for every host. A group's file (group_data/<group>.py) or a host's own data in
 # inventory.py overrides any of them. `tailnix module HOST -i inventory.py` shows what a host gets.
 
-# The sops-encrypted file that holds the auth key, relative to where pyinfra runs. Its `sops:` block must
-# list every host's age recipient (its SSH host key, converted): see the README.
-tailnix_secrets_file = "secrets/tailscale.yaml"
+# The sops-encrypted file that holds the auth key, relative to where pyinfra runs: one per host, {host}
+# being the inventory name, each encrypted for the admins and that host only (`tailnix bootstrap HOST`
+# makes it). A fleet whose hosts share one file names it ("secrets/tailscale.yaml"); see the README.
+tailnix_secrets_file = "secrets/hosts/{host}.yaml"
 # The key inside that file. Its value is `tskey-auth-...` or the form `TAILSCALE_AUTH_KEY=tskey-auth-...`.
 tailnix_secret_name = "tailscale_auth_key"
 

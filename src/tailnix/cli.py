@@ -26,7 +26,7 @@ STATE_FACT = "tailnix.facts.TailnixHostState"
 SECTIONS = {
     "Start": ("init",),
     "Daily": ("deploy", "status", "check"),
-    "Keys": ("rotate-key",),
+    "Keys": ("rotate-key", "secrets"),
     "Hosts": ("bootstrap", "retire", "forget"),
     "Inspect": ("module",),
 }
@@ -105,6 +105,7 @@ main.add_command(commands.bootstrap_command)
 main.add_command(commands.retire_command)
 main.add_command(commands.forget_command)
 main.add_command(commands.rotate_key_command)
+main.add_command(commands.secrets_group)
 main.add_command(commands.check_command)
 main.add_command(commands.deploy_command)
 main.add_command(commands.status_command)

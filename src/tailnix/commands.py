@@ -46,13 +46,27 @@ from tailnix.drift import status_sentence
 from tailnix.fleet import (
     FleetError,
     FleetHost,
+    PerHostSecrets,
+    SecretsLayout,
     SecretsLocation,
     UnknownHostsError,
+    fleet_data,
     inventory_directory,
     load_fleet,
-    secrets_location,
+    secrets_layout,
     select_hosts,
 )
+from tailnix.host_secrets import (
+    PerHostRotation,
+    bootstrap_per_host,
+    check_per_host,
+    forget_per_host,
+    recipient_per_host,
+    rotate_per_host,
+    setting_line,
+    split_shared,
+)
+from tailnix.host_secrets import write_setting as write_setting_line
 from tailnix.interrupt import INTERRUPTED_EXIT
 from tailnix.key_expiry import (
     KEY_EXPIRY_CHANGE,
@@ -77,6 +91,7 @@ from tailnix.routes import (
 )
 from tailnix.runner import DeployOutcome, HostDeployResult, dry_run, run_batched_deploy
 from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS
+from tailnix.settings import HOST_PLACEHOLDER, PER_HOST_SECRETS_FILE, SettingsError, parse_settings
 from tailnix.skeleton import InitError, check_directory, write_fleet
 from tailnix.status import fleet_status, node_key_findings
 
@@ -157,13 +172,17 @@ def oauth_options(when: str) -> Callable[[Command], Command]:
     return add
 
 
+sops_config_option = click.option(
+    "--sops-config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The .sops.yaml to edit (default: the nearest one at or above the secrets file).",
+)
+"""`--sops-config PATH`: the .sops.yaml, found from the secrets file by default."""
+
+
 def sops_options(command: Command) -> Command:
     """`--secrets-file` and `--sops-config`, both found from the inventory by default."""
-    command = click.option(
-        "--sops-config",
-        type=click.Path(path_type=Path, dir_okay=False),
-        help="The .sops.yaml to edit (default: the nearest one at or above the secrets file).",
-    )(command)
+    command = sops_config_option(command)
     return click.option(
         "--secrets-file",
         type=click.Path(path_type=Path, dir_okay=False),
@@ -182,6 +201,31 @@ def _select(fleet: list[FleetHost], names: tuple[str, ...], limits: tuple[str, .
         raise click.UsageError(str(error)) from None
 
 
+def _layout(
+    inventory_file: Path, hosts: list[FleetHost], secrets_file: Path | None, sops_config: Path | None
+) -> SecretsLayout:
+    """The fleet's secrets: one shared file, or one per host (`{host}` in tailnix_secrets_file)."""
+    return secrets_layout(
+        hosts,
+        base_dir=inventory_directory(inventory_file),
+        fleet_wide=fleet_data(inventory_file) if not hosts and inventory_file.is_file() else None,
+        secrets_file=secrets_file,
+        sops_config=sops_config,
+    )
+
+
+def _file_of(layout: SecretsLayout) -> SecretsLocation:
+    """The file that holds the fleet's key: the shared one, or the admins' copy."""
+    return layout.admin_copy if isinstance(layout, PerHostSecrets) else layout
+
+
+def _forget(layout: SecretsLayout, host: str) -> RecipientUpdate:
+    """Take the host's recipient out: its rule and its own file, or out of the shared file."""
+    if isinstance(layout, PerHostSecrets):
+        return forget_per_host(layout, host)
+    return forget_recipient(layout, host)
+
+
 def _print_recipients(update: RecipientUpdate, location: SecretsLocation, *, quiet: bool = False) -> None:
     for change in update.changes:
         if quiet and change.ok:
@@ -193,10 +237,14 @@ def _print_recipients(update: RecipientUpdate, location: SecretsLocation, *, qui
         return
     if update.config_changed:
         click.echo(f"{location.sops_config}: updated")
-    if update.secrets_reencrypted:
+    for path in update.files_written:
+        click.echo(f"{path}: written, for the admins and its host only")
+    for path in update.files_deleted:
+        click.echo(f"{path}: deleted")
+    if update.secrets_reencrypted and not update.files_written:
         click.echo(f"{location.secrets_file}: re-encrypted")
-    if not update.config_changed and not update.secrets_reencrypted:
-        click.echo(f"{location.sops_config.name} and {location.secrets_file.name}: nothing to change")
+    if not update.config_changed and not update.secrets_reencrypted and not update.files_deleted:
+        click.echo(f"{location.sops_config.name} and the secrets files: nothing to change")
 
 
 class DeployReport:
@@ -515,21 +563,18 @@ def bootstrap_command(
     try:
         fleet = load_fleet(inventory_file)
         chosen = _select(fleet, hosts, limits)
-        location = secrets_location(
-            chosen,
-            base_dir=inventory_directory(inventory_file),
-            secrets_file=secrets_file,
-            sops_config=sops_config,
-        )
+        layout = _layout(inventory_file, chosen, secrets_file, sops_config)
+        location = _file_of(layout)
         untrusted = _trust_new_host_keys(
             chosen, inventory_directory(inventory_file), yes=trust_new_keys, known_hosts=known_hosts
         )
         trusted = [host for host in chosen if host.name not in untrusted]
-        update = (
-            record_recipients(inventory_file, trusted, location, replace_key=replace_key)
-            if trusted
-            else RecipientUpdate()
-        )
+        if not trusted:
+            update = RecipientUpdate()
+        elif isinstance(layout, PerHostSecrets):
+            update = bootstrap_per_host(inventory_file, trusted, fleet, layout, replace_key=replace_key)
+        else:
+            update = record_recipients(inventory_file, trusted, layout, replace_key=replace_key)
     except FleetError as error:
         raise click.ClickException(str(error)) from None
     update.changes += [RecipientChange(name, "failed", reason) for name, reason in untrusted.items()]
@@ -538,7 +583,8 @@ def bootstrap_command(
     deployed = DeployOutcome() if no_deploy else _deploy(inventory_file, ready, quiet=quiet)
     given = {result.host for result in deployed.hosts if result.ok}
     left_behind = [host.name for host in fleet if host.name not in given]
-    if update.secrets_reencrypted and left_behind and not quiet:
+    # Only a shared file changes for the other hosts: a host's own file is for itself alone.
+    if update.secrets_reencrypted and not update.files_written and left_behind and not quiet:
         click.echo(
             f"note: the secrets file was re-encrypted; {', '.join(left_behind)} "
             f"{'has' if len(left_behind) == 1 else 'have'} the old copy until `tailnix deploy`"
@@ -563,13 +609,9 @@ def forget_command(
     """
     try:
         fleet = load_fleet(inventory_file) if inventory_file.is_file() else []
-        location = secrets_location(
-            fleet,
-            base_dir=inventory_directory(inventory_file),
-            secrets_file=secrets_file,
-            sops_config=sops_config,
-        )
-        update = forget_recipient(location, host)
+        layout = _layout(inventory_file, fleet, secrets_file, sops_config)
+        location = _file_of(layout)
+        update = _forget(layout, host)
     except FleetError as error:
         raise click.ClickException(str(error)) from None
     _print_recipients(update, location)
@@ -581,6 +623,80 @@ def forget_command(
         )
     if any(h.name == host for h in fleet):
         click.echo(f"note: {host} is still in {inventory_file}; remove it there, or its next deploy fails")
+
+
+@click.group("secrets")
+def secrets_group() -> None:
+    """Move the fleet's secrets from one file for every host to one file per host.
+
+    Example: tailnix secrets split --write-setting
+    """
+
+
+@secrets_group.command("split")
+@inventory_option
+@click.option(
+    "--to",
+    "template",
+    default=PER_HOST_SECRETS_FILE,
+    show_default=True,
+    help="Where each host's file goes, {host} being its inventory name (relative to the inventory).",
+)
+@click.option(
+    "--write-setting",
+    is_flag=True,
+    help="Also set tailnix_secrets_file in group_data/all.py (otherwise the line to set is printed).",
+)
+@sops_config_option
+def split_command(inventory_file: Path, template: str, write_setting: bool, sops_config: Path | None) -> None:
+    """Turn the shared secrets file into one file per host, each for the admins and that host only.
+
+    Writes the admins' copy of the key and a file for every host that is a recipient of the shared
+    file, each with a rule of its own in .sops.yaml, all with the key of the shared file (decrypted with
+    your admin age key). The shared file and its rule are kept as they were: the fleet goes on deploying
+    it until tailnix_secrets_file names the new files (--write-setting sets it in group_data/all.py);
+    delete it once every host has been deployed with its own file, and rotate the key then, since every
+    host could read the shared file.
+
+    Example: tailnix secrets split --write-setting
+    """
+    base_dir = inventory_directory(inventory_file)
+    try:
+        fleet = load_fleet(inventory_file)
+        shared = _layout(inventory_file, fleet, None, sops_config)
+        if isinstance(shared, PerHostSecrets):
+            raise FleetError(f"the hosts already have one file each ({shared.template}): nothing to split")
+        for host in fleet:  # the same checks a deploy makes of the setting, for every host, first
+            parse_settings(host.name, {**host.data, "tailnix_secrets_file": template}, base_dir=base_dir)
+        chosen = parse_settings("all", {"tailnix_secrets_file": template}, base_dir=base_dir).secrets_template
+        if chosen is None:
+            raise click.UsageError(
+                f"--to {template}: it has no {HOST_PLACEHOLDER}, so it is not one file per host"
+            )
+        layout = PerHostSecrets(chosen, shared.sops_config, shared.secret_name)
+        split = split_shared(shared, layout, fleet)
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+    except FleetError as error:
+        raise click.ClickException(str(error)) from None
+    if split.config_changed:
+        click.echo(f"{layout.sops_config}: updated, a rule for each file")
+    for path in split.written:
+        click.echo(f"{path}: written")
+    for name in split.without_recipient:
+        click.echo(
+            f"{name}: not a recipient of {shared.secrets_file.name}: `tailnix bootstrap {name}` gives it its file"
+        )
+    all_py = base_dir / "group_data" / "all.py"
+    if write_setting:
+        write_setting_line(all_py, template)
+        click.echo(f"{all_py}: {setting_line(template)}")
+    else:
+        click.echo(f"to deploy them, set in {all_py}:\n  {setting_line(template)}")
+    click.echo(
+        f"{shared.secrets_file} is kept as it was: delete it (and its rule) once `tailnix deploy` has given every "
+        "host its own file, then `tailnix rotate-key`: every host could read it"
+    )
 
 
 @click.command("retire")
@@ -628,15 +744,16 @@ def retire_command(
     try:
         fleet = load_fleet(inventory_file) if inventory_file.is_file() else []
         member = next((h for h in fleet if h.name == host), None)
-        location = secrets_location(
-            fleet, base_dir=base_dir, secrets_file=secrets_file, sops_config=sops_config
-        )
+        layout = _layout(inventory_file, fleet, secrets_file, sops_config)
+        location = _file_of(layout)
         plan = retire.RetirePlan(
             host,
             retire.device_hostname(member, host, base_dir),
             retire.read_host(inventory_file, member),
             keep_device=keep_device,
-            recipient=retire.recipient_of(location, host),
+            recipient=recipient_per_host(layout, host)
+            if isinstance(layout, PerHostSecrets)
+            else retire.recipient_of(location, host),
         )
         plan.recorded, plan.others = retire.recorded_nodes(base_dir, host)
         on_headscale = None if keep_device else retire.headscale_nodes(plan, inventory_file, member, fleet)
@@ -696,11 +813,11 @@ def retire_command(
             update_records(base_dir, {host: None})
     if plan.recipient is not None:
         try:
-            _print_recipients(forget_recipient(location, host), location)
+            _print_recipients(_forget(layout, host), location)
         except FleetError as error:
             click.echo(f"{location.sops_config.name}: error: {error}", err=True)
             ok = False
-        if fleet and len(fleet) > 1:
+        if fleet and len(fleet) > 1 and not isinstance(layout, PerHostSecrets):
             click.echo("deploy afterwards (`tailnix deploy`) to give the other hosts the re-encrypted file")
     if member is not None:
         click.echo(f"note: {host} is still in {inventory_file}; remove it there, or its next deploy fails")
@@ -808,12 +925,8 @@ def rotate_key_command(
     try:
         fleet = load_fleet(inventory_file)
         chosen = headscale.without_servers(_select(fleet, (), limits), fleet)
-        location = secrets_location(
-            chosen,
-            base_dir=inventory_directory(inventory_file),
-            secrets_file=secrets_file,
-            sops_config=sops_config,
-        )
+        layout = _layout(inventory_file, chosen, secrets_file, sops_config)
+        location = _file_of(layout)
         server = headscale.headscale_server(chosen, fleet) if mint_key else None
         if if_expiring_within is not None:
             due = (
@@ -844,7 +957,12 @@ def rotate_key_command(
             key = _read_new_key()
             expiry = _expiry_of(key, expires, days)
         created = not location.secrets_file.exists()
-        dates = rotate_key(location, key, expires=expiry)
+        if isinstance(layout, PerHostSecrets):
+            rotation = rotate_per_host(layout, headscale.without_servers(fleet, fleet), key, expires=expiry)
+            dates = rotation.dates
+        else:
+            rotation = None
+            dates = rotate_key(location, key, expires=expiry)
     except (FleetError, AuthKeyError) as error:
         raise click.ClickException(str(error)) from None
     if quiet:
@@ -855,8 +973,28 @@ def rotate_key_command(
     else:
         done = "created with the new auth key" if created else "new auth key set"
         click.echo(f"{location.secrets_file}: {done} on {dates.set_on}, expires on {dates.expires}")
-    if not no_deploy and not _deploy(inventory_file, [h.name for h in chosen], quiet=quiet).ok:
+    deploy_to = [h.name for h in chosen]
+    if rotation is not None:
+        assert isinstance(layout, PerHostSecrets)
+        deploy_to = [name for name in deploy_to if name in rotation.written]
+        _print_rotation(rotation, layout, quiet=quiet)
+    if not no_deploy and not _deploy(inventory_file, deploy_to, quiet=quiet).ok:
         sys.exit(1)
+    if rotation is not None and rotation.failed:
+        sys.exit(1)
+
+
+def _print_rotation(rotation: PerHostRotation, layout: PerHostSecrets, *, quiet: bool) -> None:
+    """Which hosts' files have the new key, and what the hosts without one are to do."""
+    if rotation.written and not quiet:
+        click.echo(f"{layout.template}: the new key is in the own file of {_hosts(len(rotation.written))}")
+    for name in rotation.without_recipient:
+        if not quiet:
+            click.echo(
+                f"{name}: no recipient yet: `tailnix bootstrap {name}` gives it its own file, with this key"
+            )
+    for name, reason in rotation.failed.items():
+        click.echo(f"{name}: error: its file still has the old key: {reason}", err=True)
 
 
 def _expiry_of(key: str, expires: Any, days: int) -> date | None:
@@ -967,18 +1105,17 @@ def check_command(
     """
     try:
         chosen = _fleet(inventory_file, (), limits)
-        location = secrets_location(
-            chosen,
-            base_dir=inventory_directory(inventory_file),
-            secrets_file=secrets_file,
-            sops_config=sops_config,
-        )
+        layout = _layout(inventory_file, chosen, secrets_file, sops_config)
     except FleetError as error:
         raise CannotRun(str(error)) from None
-    findings: list[Finding] = check_expiry(location, warn_days=warn_days)
-    findings += check_no_oauth_client(location)
-    findings += check_recipients(location, chosen)
-    findings += check_git(location)
+    findings: list[Finding]
+    if isinstance(layout, PerHostSecrets):
+        findings = check_per_host(layout, chosen, warn_days=warn_days)
+    else:
+        findings = check_expiry(layout, warn_days=warn_days)
+        findings += check_no_oauth_client(layout)
+        findings += check_recipients(layout, chosen)
+    findings += check_git(_file_of(layout))
     if read_hosts:
         findings += node_key_findings(fleet_status(inventory_file, chosen, warn_days=warn_days), warn_days)
     for finding in findings:

@@ -321,6 +321,12 @@ def preflight_problem(state: HostState, plan: HostPlan) -> str | None:
         return f"{name}: {paths.HOST_KEY_PUBLIC} is unreadable: {error}"
     if recipient not in plan.secrets.recipients:
         secrets = plan.settings.secrets_file
+        if plan.settings.secrets_template is not None:  # one file per host: its rule and file go together
+            return (
+                f"{name} cannot decrypt {secrets}, its own secrets file: its host key's age recipient "
+                f"{recipient} is not among the file's recipients (a reinstalled host?); run "
+                f"`tailnix bootstrap {name} --replace-key` and deploy again."
+            )
         return (
             f"{name} cannot decrypt {secrets}: its host key's age recipient {recipient} is not among the "
             f"file's recipients. Add `- &{name} {recipient}` to the key group of the rule for this file "

@@ -16,7 +16,7 @@ from tailnix import paths
 from tailnix.keyform import key_problem, oauth_defaults_warning
 from tailnix.nixmodule import render_module
 from tailnix.secrets_file import KEY_EXPIRY_WARNING_DAYS, missing_file, read_sealed, recorded_expiry
-from tailnix.settings import SettingsError, TailscaleSettings, parse_settings
+from tailnix.settings import ADMIN_COPY_NAME, SettingsError, TailscaleSettings, host_file, parse_settings
 from tailnix.sops import NotEncryptedError, SopsError, SopsMetadata, decrypt_value
 
 
@@ -104,6 +104,16 @@ def _secrets_file(path: Path, secret_name: str) -> tuple[SopsMetadata, str]:
     return metadata, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _key_source(settings: TailscaleSettings) -> Path:
+    """The file whose key's form is checked: in a per-host layout the admins' copy, which every host's file
+    is written from, so that a run decrypts one file and not one per host."""
+    if settings.secrets_template is not None:
+        admin_copy = host_file(settings.secrets_template, ADMIN_COPY_NAME)
+        if admin_copy.is_file():
+            return admin_copy
+    return settings.secrets_file
+
+
 def plan_host(host: str, data: Mapping[str, Any], *, base_dir: Path | None = None) -> HostPlan:
     """Validate a host's settings and its local secrets file, and render its module.
 
@@ -113,9 +123,13 @@ def plan_host(host: str, data: Mapping[str, Any], *, base_dir: Path | None = Non
     settings = parse_settings(host, data, base_dir=base_dir)
     secrets_path = settings.secrets_file
     if not secrets_path.is_file():
-        raise SettingsError(
-            f"host {host}: tailnix_secrets_file = {str(secrets_path)!r}: {missing_file(secrets_path)}"
-        )
+        missing = missing_file(secrets_path)
+        if settings.secrets_template is not None:
+            missing = (
+                f"{secrets_path}, this host's own secrets file, does not exist: `tailnix bootstrap {host}` "
+                "records its recipient and creates it with the current key"
+            )
+        raise SettingsError(f"host {host}: tailnix_secrets_file = {str(secrets_path)!r}: {missing}")
     try:
         metadata, secrets_sha256 = _secrets_file(secrets_path, settings.secret_name)
     except NotEncryptedError as error:
@@ -134,13 +148,14 @@ def plan_host(host: str, data: Mapping[str, Any], *, base_dir: Path | None = Non
             "key from every group and sops-nix fails; put all recipients in ONE key group in .sops.yaml "
             f"and run `sops updatekeys -y {secrets_path}`"
         )
-    secret = _decrypted_secret(secrets_path, settings.secret_name)
+    source = _key_source(settings)
+    secret = _decrypted_secret(source, settings.secret_name)
     problem = key_problem(secret, settings) if secret is not None else None
     if problem is not None:
-        raise SettingsError(f"host {host}: the secret {settings.secret_name!r} in {secrets_path} {problem}")
+        raise SettingsError(f"host {host}: the secret {settings.secret_name!r} in {source} {problem}")
     defaults = oauth_defaults_warning(secret) if secret is not None else None
     if defaults is not None:
-        _warn_once(f"The secret {settings.secret_name!r} in {secrets_path} {defaults}.")
+        _warn_once(f"The secret {settings.secret_name!r} in {source} {defaults}.")
     expires = recorded_expiry(metadata, settings.secret_name)
     if expires is not None:
         _warn_expiry(secrets_path, expires, date.today())

@@ -66,6 +66,9 @@ class RecipientUpdate:
     changes: list[RecipientChange] = field(default_factory=list)
     config_changed: bool = False
     secrets_reencrypted: bool = False
+    files_written: list[Path] = field(default_factory=list)
+    """With one file per host: the hosts' files written."""
+    files_deleted: list[Path] = field(default_factory=list)
 
 
 def _recipient_of(host: str, state: Mapping[str, Any]) -> str:
@@ -78,6 +81,29 @@ def _recipient_of(host: str, state: Mapping[str, Any]) -> str:
         return ssh_public_key_to_age(str(host_key))
     except KeyFormatError as error:
         raise FleetError(f"{host}: {paths.HOST_KEY_PUBLIC}: {error}") from None
+
+
+def read_recipients(inventory_file: Path, hosts: list[FleetHost], update: RecipientUpdate) -> dict[str, str]:
+    """Each host's age recipient, read from its SSH host key in one pyinfra run, in inventory order.
+
+    A host that cannot be read, or is not NixOS, gets a failed change in `update` and no recipient.
+    """
+    reading = read_fact(inventory_file, HOST_KEY_FACT, hosts)
+    recipients = {}
+    for host in hosts:
+        if host.name in reading.refused:
+            update.changes.append(RecipientChange(host.name, "failed", reading.refused[host.name]))
+            continue
+        if host.name in reading.errors:
+            update.changes.append(
+                RecipientChange(host.name, "failed", f"cannot read its host key: {reading.errors[host.name]}")
+            )
+            continue
+        try:
+            recipients[host.name] = _recipient_of(host.name, reading.values[host.name])
+        except FleetError as error:
+            update.changes.append(RecipientChange(host.name, "failed", str(error)))
+    return recipients
 
 
 def record_recipients(
@@ -99,57 +125,63 @@ def record_recipients(
         read_sealed(location.secrets_file, location.secret_name)
     except NotEncryptedError as error:
         raise FleetError(f"refusing to give the hosts {location.secrets_file}: {error}") from None
-    reading = read_fact(inventory_file, HOST_KEY_FACT, hosts)
     update = RecipientUpdate()
     text = config.text
-    for host in hosts:
-        if host.name in reading.refused:
-            update.changes.append(RecipientChange(host.name, "failed", reading.refused[host.name]))
-            continue
-        if host.name in reading.errors:
-            update.changes.append(
-                RecipientChange(host.name, "failed", f"cannot read its host key: {reading.errors[host.name]}")
-            )
-            continue
-        try:
-            recipient = _recipient_of(host.name, reading.values[host.name])
-        except FleetError as error:
-            update.changes.append(RecipientChange(host.name, "failed", str(error)))
-            continue
+    for host, recipient in read_recipients(inventory_file, hosts, update).items():
         current = SopsConfig(text, config.secrets_path)
-        recorded = current.named(host.name)
+        recorded = current.named(host)
         listed = [r for r in current.recipients() if r.recipient == recipient]
-        if recorded == recipient and any(r.name == host.name for r in listed):
-            update.changes.append(RecipientChange(host.name, "unchanged", "already a recipient", recipient))
+        if recorded == recipient and any(r.name == host for r in listed):
+            update.changes.append(RecipientChange(host, "unchanged", "already a recipient", recipient))
             continue
         if recorded is None and listed:
             name = listed[0].name
             shown = f"as &{name}" if name else "unnamed"
             update.changes.append(
-                RecipientChange(host.name, "unchanged", f"already a recipient ({shown})", recipient)
+                RecipientChange(host, "unchanged", f"already a recipient ({shown})", recipient)
             )
             continue
-        if recorded is not None and recorded != recipient and not replace_key:
-            update.changes.append(
-                RecipientChange(
-                    host.name,
-                    "failed",
-                    f"its SSH host key changed: it is {recipient} but .sops.yaml records {recorded}; "
-                    "if the machine was reinstalled, run again with --replace-key",
-                    recipient,
-                )
-            )
+        refused = key_changed(host, recorded, recipient, replace_key=replace_key)
+        if refused is not None:
+            update.changes.append(refused)
             continue
         try:
-            text = current.with_recipient(host.name, recipient)
+            text = current.with_recipient(host, recipient)
         except SopsConfigError as error:
-            update.changes.append(RecipientChange(host.name, "failed", str(error)))
+            update.changes.append(RecipientChange(host, "failed", str(error)))
             continue
-        outcome = "replaced" if recorded is not None else "added"
-        update.changes.append(RecipientChange(host.name, outcome, f"recipient {outcome}", recipient))
+        update.changes.append(recorded_change(host, recorded, recipient))
+    in_order(update, hosts)
     update.config_changed = text != config.text
     _apply(location, config, text, update)
     return update
+
+
+def in_order(update: RecipientUpdate, hosts: list[FleetHost]) -> None:
+    """Put the changes in the order of `hosts` (read failures are found before the rest)."""
+    order = {host.name: index for index, host in enumerate(hosts)}
+    update.changes.sort(key=lambda change: order.get(change.host, len(order)))
+
+
+def key_changed(
+    host: str, recorded: str | None, recipient: str, *, replace_key: bool
+) -> RecipientChange | None:
+    """The refusal of a host whose key is not the one recorded under its name, unless `replace_key`."""
+    if recorded is None or recorded == recipient or replace_key:
+        return None
+    return RecipientChange(
+        host,
+        "failed",
+        f"its SSH host key changed: it is {recipient} but .sops.yaml records {recorded}; "
+        "if the machine was reinstalled, run again with --replace-key",
+        recipient,
+    )
+
+
+def recorded_change(host: str, recorded: str | None, recipient: str) -> RecipientChange:
+    """A host's recipient added, or put in place of the one recorded under its name."""
+    outcome = "replaced" if recorded is not None else "added"
+    return RecipientChange(host, outcome, f"recipient {outcome}", recipient)
 
 
 def forget_recipient(location: SecretsLocation, name: str) -> RecipientUpdate:

@@ -37,6 +37,12 @@ DEFAULT_SOPS_NIX_URL = (
 DEFAULT_SOPS_NIX_SHA256 = "1f0j45mxb2zv672icpfvi7vnz8l4ccgxlkg79jca8avg00lj9gz3"
 DEFAULT_SECRET_NAME = "tailscale_auth_key"
 DEFAULT_SECRETS_FILE = "secrets/tailscale.yaml"
+HOST_PLACEHOLDER = "{host}"
+"""In `tailnix_secrets_file`, the inventory name of the host: one secrets file per host."""
+PER_HOST_SECRETS_FILE = f"secrets/hosts/{HOST_PLACEHOLDER}.yaml"
+"""The layout `tailnix init` gives a new fleet: each host's file encrypted for the admins and that host."""
+ADMIN_COPY_NAME = "admins"
+"""What `{host}` becomes for the admins' own copy of the key, which hosts bootstrapped later receive."""
 
 _NIX_ATTRIBUTE = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]*$")
 _SECRET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -112,6 +118,9 @@ class TailscaleSettings:
     """Before a node that is not logged in joins, delete an offline device of its name through the API."""
     secret_name: str = DEFAULT_SECRET_NAME
     secrets_file: Path = Path(DEFAULT_SECRETS_FILE)
+    """This host's encrypted file (with `{host}` of a per-host template replaced by the host's name)."""
+    secrets_template: Path | None = None
+    """The per-host template (`secrets/hosts/{host}.yaml`), resolved; None for a file the fleet shares."""
     sops_nix: SopsNixPin = field(
         default_factory=lambda: SopsNixPin(DEFAULT_SOPS_NIX_URL, DEFAULT_SOPS_NIX_SHA256)
     )
@@ -439,6 +448,60 @@ def _extra_flag_name(read: _Reader, flag: str) -> str:
     return name
 
 
+def host_file(template: Path, name: str) -> Path:
+    """The file a per-host `template` gives `name` (a host's inventory name, or ADMIN_COPY_NAME)."""
+    return template.with_name(template.name.replace(HOST_PLACEHOLDER, name))
+
+
+# A name `{host}` may become in a file name and a `.sops.yaml` anchor (PyYAML's anchor characters).
+_FILE_SAFE_HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+_PLACEHOLDER = re.compile(r"\{[^{}]*\}")
+
+
+def _secrets_file(read: _Reader, base_dir: Path) -> tuple[Path, Path | None]:
+    """`tailnix_secrets_file`: this host's file, and the per-host template it comes from (None if shared)."""
+    value = read.data.get("tailnix_secrets_file", DEFAULT_SECRETS_FILE)
+    if not isinstance(value, str | Path) or not str(value):
+        raise read.fail("tailnix_secrets_file", value, "must be a path")
+    text = str(value)
+    for placeholder in _PLACEHOLDER.findall(text):
+        if placeholder != HOST_PLACEHOLDER:
+            raise read.fail(
+                "tailnix_secrets_file",
+                value,
+                f"{placeholder} is not a placeholder tailnix knows; the only one is {HOST_PLACEHOLDER} "
+                f"(the inventory name), as in {PER_HOST_SECRETS_FILE!r}",
+            )
+    if "{" in _PLACEHOLDER.sub("", text) or "}" in _PLACEHOLDER.sub("", text):
+        raise read.fail("tailnix_secrets_file", value, f"has a brace that is not part of {HOST_PLACEHOLDER}")
+    template = Path(text) if Path(text).is_absolute() else base_dir / text
+    if HOST_PLACEHOLDER not in text:
+        return template, None
+    if HOST_PLACEHOLDER in str(template.parent) or template.name.count(HOST_PLACEHOLDER) != 1:
+        raise read.fail(
+            "tailnix_secrets_file",
+            value,
+            f"{HOST_PLACEHOLDER} must appear once, in the file's name (not in a directory), as in "
+            f"{PER_HOST_SECRETS_FILE!r}",
+        )
+    if not _FILE_SAFE_HOST.match(read.host):
+        raise read.fail(
+            "tailnix_secrets_file",
+            value,
+            f"{HOST_PLACEHOLDER} would put the inventory name {read.host!r} in a file name and a .sops.yaml "
+            "anchor, which take letters, digits, _ and - only; rename the host in the inventory (its "
+            "ssh_hostname stays), or give it a tailnix_secrets_file of its own",
+        )
+    if read.host == ADMIN_COPY_NAME:
+        raise read.fail(
+            "tailnix_secrets_file",
+            value,
+            f"{HOST_PLACEHOLDER} of the host {read.host!r} would name the admins' own copy of the key "
+            f"({host_file(template, ADMIN_COPY_NAME).name}); rename the host in the inventory",
+        )
+    return host_file(template, read.host), template
+
+
 def parse_settings(host: str, data: Mapping[str, Any], *, base_dir: Path | None = None) -> TailscaleSettings:
     """Read and validate one host's settings from its pyinfra data.
 
@@ -503,12 +566,7 @@ def parse_settings(host: str, data: Mapping[str, Any], *, base_dir: Path | None 
             "tailnix_secret_name", secret_name, "must be a plain key name like tailscale_auth_key"
         )
 
-    secrets_file = data.get("tailnix_secrets_file", DEFAULT_SECRETS_FILE)
-    if not isinstance(secrets_file, str | Path) or not str(secrets_file):
-        raise read.fail("tailnix_secrets_file", secrets_file, "must be a path")
-    secrets_path = Path(secrets_file)
-    if not secrets_path.is_absolute():
-        secrets_path = (base_dir or Path.cwd()) / secrets_path
+    secrets_path, secrets_template = _secrets_file(read, base_dir or Path.cwd())
 
     pin_url = data.get("tailnix_sops_nix_url", DEFAULT_SOPS_NIX_URL)
     if not isinstance(pin_url, str) or urlparse(pin_url).scheme not in ("https", "http", "file"):
@@ -548,6 +606,7 @@ def parse_settings(host: str, data: Mapping[str, Any], *, base_dir: Path | None 
         replace_offline_device=read.boolean("tailnix_replace_offline_device", True),
         secret_name=secret_name,
         secrets_file=secrets_path,
+        secrets_template=secrets_template,
         sops_nix=SopsNixPin(pin_url, pin_hash),
         up_timeout=read.seconds("tailnix_up_timeout", 60),
         verify_timeout=read.seconds("tailnix_verify_timeout", 60),

@@ -1,7 +1,8 @@
 """The fleet repository `tailnix init` writes: a user's own inventory, settings, playbook and sops rules.
 
 Where a file must agree with the library it comes from it: the defaults in `group_data/all.py` are
-`tailnix.settings`' defaults, the `.sops.yaml` rule covers `tailnix.settings`' default secrets file, and
+`tailnix.settings`' defaults (but for the secrets: a new fleet gets one file per host,
+`PER_HOST_SECRETS_FILE`), the `.sops.yaml` rule covers the admins' copy of the key, and
 `deploys/tailscale.py` is the package's own (`tailnix/deploys/tailscale.py`), a few lines that call the
 playbook, `tailnix.playbook`. The repository's own `config.py`, `deploys/tailscale.py` and
 `group_data/all.py` are these same files (a unit test holds them equal), so the repository is the worked
@@ -11,12 +12,18 @@ example of what `tailnix init` gives.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from tailnix.settings import TailscaleSettings
+from tailnix.settings import (
+    ADMIN_COPY_NAME,
+    HOST_PLACEHOLDER,
+    PER_HOST_SECRETS_FILE,
+    TailscaleSettings,
+    host_file,
+)
+from tailnix.sops_config import host_rule_regex
 
 # A directory holding only these still counts as empty (`git init` first, then `tailnix init`).
 IGNORED_WHEN_EMPTY = frozenset({".git"})
@@ -73,8 +80,8 @@ INVENTORY_FILE = """\
 """
 
 GITIGNORE_FILE = """\
-# Never commit a decrypted secret or a private key. The sops-encrypted secrets/tailscale.yaml is meant to
-# be committed: it is what the hosts receive, and only they and the admins can open it.
+# Never commit a decrypted secret or a private key. The sops-encrypted files in secrets/hosts/ are meant to
+# be committed: each host receives its own, and only it and the admins can open it.
 *.dec
 *.decrypted
 *.plain
@@ -98,9 +105,10 @@ def render_group_data(defaults: TailscaleSettings) -> str:
 # Fleet-wide defaults for every host. A group's file (group_data/<group>.py) or a host's own data in
 # inventory.py overrides any of them. `tailnix module HOST -i inventory.py` shows what a host gets.
 
-# The sops-encrypted file that holds the auth key, relative to where pyinfra runs. Its `sops:` block must
-# list every host's age recipient (its SSH host key, converted): see the README.
-tailnix_secrets_file = {_python(defaults.secrets_file.as_posix())}
+# The sops-encrypted file that holds the auth key, relative to where pyinfra runs: one per host, {{host}}
+# being the inventory name, each encrypted for the admins and that host only (`tailnix bootstrap HOST`
+# makes it). A fleet whose hosts share one file names it ("secrets/tailscale.yaml"); see the README.
+tailnix_secrets_file = {_python(PER_HOST_SECRETS_FILE)}
 # The key inside that file. Its value is `tskey-auth-...` or the form `TAILSCALE_AUTH_KEY=tskey-auth-...`.
 tailnix_secret_name = {_python(defaults.secret_name)}
 
@@ -144,12 +152,14 @@ ssh_strict_host_key_checking = "yes"
 MAKE_AGE_KEY = "mkdir -p ~/.config/sops/age && age-keygen -o ~/.config/sops/age/keys.txt"
 
 
-def render_sops_config(secrets_file: Path, admin_recipient: str | None = None) -> str:
-    """`.sops.yaml`: one rule for the secrets file, one key group, and where each recipient comes from.
+def render_sops_config(secrets_template: str, admin_recipient: str | None = None) -> str:
+    """`.sops.yaml`: the rule for the admins' copy of the key; `tailnix bootstrap` adds one per host.
 
+    + secrets_template: the per-host `tailnix_secrets_file` (`secrets/hosts/{host}.yaml`)
     + admin_recipient: the admin's `age1...` recipient; without it, a placeholder the admin replaces
     """
-    path_regex = re.escape(secrets_file.as_posix()) + "$"
+    admins_copy = host_file(Path(secrets_template), ADMIN_COPY_NAME).as_posix()
+    path_regex = f"'{host_rule_regex(admins_copy)}'"
     if admin_recipient is None:
         admin_step = f"""\
 # 1. Your age key, where sops looks for it. Make one (or use yours):
@@ -163,15 +173,18 @@ def render_sops_config(secrets_file: Path, admin_recipient: str | None = None) -
 #    admin's machine below; another admin adds theirs as `- &NAME age1...` and `- *NAME`. The private
 #    AGE-SECRET-KEY-... line never goes here, nor anywhere in this repository."""
     return f"""\
-# Who can open {secrets_file.as_posix()}: you (the admin) and every host. sops reads this file when it
-# encrypts; `tailnix bootstrap` and `tailnix forget` edit it as text and keep these comments.
+# Who can open which secrets file. Each host has its own ({secrets_template}), for the
+# admins and that host only; {admins_copy} is the admins' own copy of the key. sops reads
+# this file when it encrypts; `tailnix bootstrap` and `tailnix forget` edit it as text and keep these
+# comments.
 #
 {admin_step}
 # 2. The hosts. `tailnix bootstrap HOST...` reads each host's SSH host key and records it: `- &HOST age1...`
-#    under keys, `- *HOST` in the key group below.
+#    under keys, and a rule for the host's file alone, above the admins' rule, whose key group is the
+#    admins and `*HOST`.
 #
-# Keep every recipient in the ONE key group: a second `- age:` entry makes a second group, and a host would
-# then need a key from each to decrypt.
+# Keep each rule's recipients in ONE key group: a second `- age:` entry makes a second group, and a host
+# would then need a key from each to decrypt.
 keys:
   - &admin {admin_recipient or ADMIN_PLACEHOLDER}
 creation_rules:
@@ -182,9 +195,10 @@ creation_rules:
 """
 
 
-def render_readme(secrets_file: Path, secret_name: str) -> str:
+def render_readme(secrets_template: str, secret_name: str) -> str:
     """The fleet's README.md: the next steps, from an empty inventory to a fleet on the tailnet."""
-    secrets = secrets_file.as_posix()
+    secrets = host_file(Path(secrets_template), ADMIN_COPY_NAME).as_posix()
+    hosts_file = secrets_template.replace(HOST_PLACEHOLDER, "HOST")
     return f"""\
 # Our NixOS fleet on Tailscale
 
@@ -199,15 +213,17 @@ tailnix is installed with `pipx install --include-deps`).
    up: it never goes into this repository.
 2. **Your hosts** in `inventory.py` (and settings in `group_data/all.py`).
 3. **The auth key.** Make a reusable key in the Tailscale admin console (90 days at most); this asks for it
-   without echo (or reads it from stdin) and writes `{secrets}` encrypted, as `{secret_name}`:
+   without echo (or reads it from stdin) and writes it, as `{secret_name}`, into `{secrets}`, the admins'
+   own copy (encrypted for the admins only), and into each bootstrapped host's own file:
 
    ```
    tailnix rotate-key --no-deploy             # or: tailnix rotate-key --no-deploy --mint --tag tag:NAME
    ```
 4. **Bootstrap** the hosts: each new host's SSH host key is shown with its fingerprint and, once you
-   confirm it, recorded in `known_hosts` (commit it); the key becomes a recipient of the file, then the
-   host is deployed. Each deploy records the node it saw on each host in `tailnix-nodes.json` (commit it
-   too: `tailnix retire` finds a host's device by it when the host no longer answers).
+   confirm it, recorded in `known_hosts` (commit it); the host gets a rule in `.sops.yaml` and its own
+   file, `{hosts_file}`, encrypted for the admins and that host only; then the host is deployed. Each
+   deploy records the node it saw on each host in `tailnix-nodes.json` (commit it too: `tailnix retire`
+   finds a host's device by it when the host no longer answers).
 
    ```
    tailnix bootstrap desk laptop gateway      # or: tailnix bootstrap --limit GROUP
@@ -220,8 +236,8 @@ tailnix deploy                            # or: pyinfra inventory.py deploys/tai
 tailnix status                            # every host Running, and every host sees the others
 tailnix check                             # for cron or CI: key expiry, recipients, no secret in git
 tailnix rotate-key < new-key.txt          # before the key expires; records the expiry for check
-tailnix retire oldbox                     # off the tailnet and out of the secrets file
-tailnix forget oldbox                     # a retired host can no longer read the file
+tailnix retire oldbox                     # off the tailnet, its rule and its file go
+tailnix forget oldbox                     # the offline half: its rule and its file go; rotate the key, it knew it
 ```
 
 Each command has `--help`, with an example.
@@ -246,10 +262,10 @@ def fleet_files(
         FleetFile("group_data/all.py", render_group_data(defaults)),
         FleetFile("deploys/tailscale.py", DEPLOY_FILE),
         FleetFile("config.py", CONFIG_FILE),
-        FleetFile(".sops.yaml", render_sops_config(defaults.secrets_file, admin_recipient)),
-        FleetFile(f"{defaults.secrets_file.parent.as_posix()}/.gitkeep", ""),
+        FleetFile(".sops.yaml", render_sops_config(PER_HOST_SECRETS_FILE, admin_recipient)),
+        FleetFile(f"{Path(PER_HOST_SECRETS_FILE).parent.as_posix()}/.gitkeep", ""),
         FleetFile(".gitignore", GITIGNORE_FILE),
-        FleetFile("README.md", render_readme(defaults.secrets_file, defaults.secret_name)),
+        FleetFile("README.md", render_readme(PER_HOST_SECRETS_FILE, defaults.secret_name)),
     ]
 
 

@@ -149,6 +149,15 @@ class SopsConfig:
         self._age = self._age_list()
 
     @classmethod
+    def _for_rule(cls, parsed: SopsConfig, secrets_path: str, rule: _Node) -> SopsConfig:
+        """The config as `parsed` read it, for a rule already found (no second parse of the text)."""
+        config = cls.__new__(cls)
+        config.text, config.secrets_path = parsed.text, secrets_path
+        config._root, config._named, config._rule = parsed._root, parsed._named, rule
+        config._age = config._age_list()
+        return config
+
+    @classmethod
     def read(cls, config_file: Path, secrets_file: Path) -> SopsConfig:
         """Read `config_file` and find the rule that covers `secrets_file`."""
         try:
@@ -377,3 +386,248 @@ def write_config(config_file: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+# --- one secrets file per host: a creation rule for each --------------------------------------------
+
+
+_REGEX_SPECIAL = re.compile(r"([.^$*+?()\[\]{}|\\])")
+
+
+def host_rule_regex(relative_path: str) -> str:
+    """The `path_regex` of a rule for exactly one file (its path relative to `.sops.yaml`'s directory).
+
+    Only the characters special to Go's regexp (sops' `path_regex`) and Python's are escaped, so that
+    `nixos-1` reads as written (`re.escape` would write `nixos\\-1`).
+    """
+    return "^" + _REGEX_SPECIAL.sub(r"\\\1", relative_path) + "$"
+
+
+def _matches(regex: str, path: str) -> bool:
+    try:
+        return re.search(regex, path) is not None
+    except re.error as error:
+        raise SopsConfigError(f"path_regex {regex!r} is not a regular expression: {error}") from None
+
+
+def _single_file(regex: str) -> bool:
+    """Whether `regex` is a `host_rule_regex`: one file, anchored, only special characters escaped."""
+    if not (regex.startswith("^") and regex.endswith("$")):
+        return False
+    path = re.sub(r"\\(.)", r"\1", regex[1:-1])
+    return host_rule_regex(path) == regex
+
+
+def has_own_rule(text: str, path: str) -> bool:
+    """Whether the rule sops takes for `path` is one for that file alone (`host_rule_regex`)."""
+    try:
+        config = SopsConfig(text, path)
+    except SopsConfigError:
+        return False
+    regex = config._rule.get("path_regex")
+    return regex is not None and regex.value == host_rule_regex(path)
+
+
+def _deep_end(node: _Node) -> int:
+    """Where the last scalar or alias under `node` ends (a block node's own end reaches the next token)."""
+    ends = [node.end] if node.kind in ("scalar", "alias") else []
+    ends += [_deep_end(item) for item in node.items]
+    ends += [_deep_end(value) for _key, value in node.pairs]
+    return max(ends, default=node.start)
+
+
+def _rule_span(text: str, rule: _Node) -> tuple[int, int]:
+    """The lines of one block rule of creation_rules: from its `- ` to the end of its last line."""
+    start, _ = _line_bounds(text, rule.start)
+    if not _BLOCK_ITEM_PREFIX.match(text[start : rule.start]):
+        raise SopsConfigError(
+            "creation_rules is laid out in a way tailnix does not edit; write one '- ' rule each"
+        )
+    _, end = _line_bounds(text, _deep_end(rule) - 1)
+    return start, end
+
+
+def _as_alias(recipient: Recipient) -> str:
+    return f"*{recipient.name}" if recipient.name else recipient.recipient
+
+
+class HostRules:
+    """The per-host rules of a `.sops.yaml`: each host's file for the admins and that host alone.
+
+    The text is parsed once; each host's rule is then found by its `path_regex` (a fleet has a rule per
+    host, and a file of 500 rules is read for every host by rotate-key and check).
+
+    + text: the file's content
+    + admins_path: the admins' copy of the key (relative to `.sops.yaml`'s directory); the recipients of
+      the rule that covers it are the admins, and every host's rule lists them first
+    """
+
+    def __init__(self, text: str, admins_path: str) -> None:
+        self.text = text
+        self.admins_path = admins_path
+        self._admins = SopsConfig(text, admins_path)
+        rules = self._admins._root.get("creation_rules")
+        assert rules is not None  # SopsConfig found a rule among them
+        self._own: dict[str, tuple[int, _Node]] = {}
+        self._others: list[tuple[int, _Node]] = []
+        for index, rule in enumerate(rules.items):
+            regex = rule.get("path_regex") if rule.kind == "map" else None
+            if regex is not None and _single_file(regex.value):
+                self._own.setdefault(regex.value, (index, rule))
+            else:
+                self._others.append((index, rule))
+
+    def admins(self) -> list[Recipient]:
+        """The admins, as the rule of their own copy lists them."""
+        return self._admins.recipients()
+
+    def named(self, name: str) -> str | None:
+        """The recipient recorded under the anchor `name`, None when there is none."""
+        return self._admins.named(name)
+
+    def _shadowing(self, host_path: str, before: int) -> _Node | None:
+        """A rule above index `before` that is not for one file and matches `host_path` (sops takes it)."""
+        for index, rule in self._others:
+            regex = rule.get("path_regex") if rule.kind == "map" else None
+            if index < before and (regex is None or _matches(regex.value, host_path)):
+                return rule
+        return None
+
+    def rule_of(self, host_path: str) -> SopsConfig | None:
+        """The rule tailnix keeps for `host_path` (anchored to it), None when there is none."""
+        entry = self._own.get(host_rule_regex(host_path))
+        if host_path == self.admins_path or entry is None or self._shadowing(host_path, entry[0]):
+            return None
+        return SopsConfig._for_rule(self._admins, host_path, entry[1])
+
+    def recipients_of(self, host_path: str) -> list[str] | None:
+        """The recipients the rule for `host_path` gives its file; None when it has no rule of its own."""
+        config = self.rule_of(host_path)
+        return None if config is None else [r.recipient for r in config.recipients()]
+
+    def with_host(self, host_path: str, name: str, recipient: str) -> str:
+        """The text with a rule for `host_path` whose one key group is the admins and `*name`.
+
+        The rule goes just before the admins' rule (sops takes the first rule that matches, so a
+        broader admins' rule never shadows it); `&name` is recorded under keys, or given the new value.
+        """
+        existing = self.rule_of(host_path)
+        if existing is not None:
+            _check_name_and_recipient(name, recipient)
+            return existing.with_recipient(name, recipient)
+        return self.with_hosts([(host_path, name, recipient)])
+
+    def with_hosts(self, hosts: list[tuple[str, str, str]]) -> str:
+        """The text with a new rule for each (file, name, recipient), as `with_host` adds one, in one edit.
+
+        None of the files may have a rule yet; the result is parsed and checked once.
+        """
+        admin_rule = self._admins._rule
+        admin_index = next(index for index, rule in enumerate(self._rules()) if rule is admin_rule)
+        start, _ = _rule_span(self.text, admin_rule)
+        prefix = self.text[start : admin_rule.start]
+        pad = " " * len(prefix)
+        admins = [_as_alias(r) for r in self.admins()]
+        rules, anchors, replaced = [], [], []
+        for host_path, name, recipient in hosts:
+            _check_name_and_recipient(name, recipient)
+            if host_rule_regex(host_path) in self._own:
+                raise SopsConfigError(f"{host_path} has a rule already")
+            shadow = self._shadowing(host_path, admin_index)
+            if shadow is not None:
+                regex = shadow.get("path_regex")
+                shown = regex.value if regex is not None else "(none: it matches every file)"
+                raise SopsConfigError(
+                    f"{host_path} is already covered by another rule (path_regex {shown}), which comes "
+                    "before the admins' rule; remove it or move it below"
+                )
+            rules += [
+                f"{prefix}path_regex: '{host_rule_regex(host_path)}'",
+                f"{pad}key_groups:",
+                f"{pad}  - age:",
+            ]
+            rules += [f"{pad}      - {member}" for member in [*admins, f"*{name}"]]
+            anchor = self._admins._named.get(name)
+            if anchor is None:
+                anchors.append(f"&{name} {recipient}")
+            elif anchor.kind != "scalar":
+                raise SopsConfigError(f"the anchor &{name} does not name an age recipient")
+            elif anchor.value != recipient:
+                replaced.append((anchor, f"&{name} {recipient}"))
+        # Edits from the end of the text backwards: the rules, then the new anchors at the end of keys:,
+        # then the anchors given a new value (all of keys: comes before the rules).
+        text = _insert(self.text, start, "\n".join(rules) + "\n")
+        if anchors:
+            if self._admins._root.get("keys") is None:
+                at, addition = self._admins._anchor_point(text, anchors[0])
+                addition += "".join(f"  - {item}\n" for item in anchors[1:])
+            else:
+                points = [self._admins._anchor_point(text, item) for item in anchors]
+                at, addition = points[0][0], "".join(item for _, item in points)
+            text = _insert(text, at, addition)
+        for anchor, value in sorted(replaced, key=lambda edit: -edit[0].start):
+            text = text[: anchor.start] + value + text[anchor.end :]
+        wanted = [r.recipient for r in self.admins()]
+        try:
+            yaml.safe_load(text)
+            after = HostRules(text, self.admins_path)
+            got = {path: after.recipients_of(path) for path, _, _ in hosts}
+        except (yaml.YAMLError, SopsConfigError) as error:
+            raise SopsConfigError(f"the edit would break the file ({error}); it was not written") from None
+        if [r.recipient for r in after.admins()] != wanted or any(
+            got[path] != [*wanted, recipient] for path, _, recipient in hosts
+        ):
+            raise SopsConfigError("the edit did not give the intended key groups; the file was not written")
+        return text
+
+    def _rules(self) -> list[_Node]:
+        rules = self._admins._root.get("creation_rules")
+        return rules.items if rules is not None else []
+
+    def without_host(self, host_path: str, name: str) -> str:
+        """The text without the rule for `host_path`, and without `&name` unless another rule uses it."""
+        rule = self.rule_of(host_path)
+        if rule is None:
+            raise SopsConfigError(f"no rule of .sops.yaml is for {host_path} alone")
+        start, end = _rule_span(self.text, rule._rule)
+        text = self.text[:start] + self.text[end:]
+        anchor = self._admins._named.get(name)
+        root = _compose(text)
+        if anchor is not None and root is not None and _count_aliases(root, name) == 0:
+            # The anchor comes before the rules: its offsets did not move.
+            line_start, line_end = _line_removal(text, anchor)
+            text = text[:line_start] + text[line_end:]
+        try:
+            after = HostRules(text, self.admins_path)
+        except SopsConfigError as error:
+            raise SopsConfigError(f"the edit would break the file ({error}); it was not written") from None
+        if after.rule_of(host_path) is not None or after.admins() != self.admins():
+            raise SopsConfigError("the edit did not remove the rule alone; the file was not written")
+        return text
+
+
+def with_admins_rule(text: str, admins_path: str, admins: list[Recipient]) -> str:
+    """The text with a first rule for the admins' copy alone, whose key group is `admins`.
+
+    For a fleet moving to one file per host: the rule goes first, so no rule of the shared file (which
+    lists the hosts) covers the admins' copy.
+    """
+    root = _compose(text)
+    if root is None or root.kind != "map":
+        raise SopsConfigError("it must be a mapping with creation_rules")
+    rules = root.get("creation_rules")
+    if rules is None or rules.kind != "seq" or rules.flow or not rules.items:
+        raise SopsConfigError("it has no block list of creation_rules")
+    start, _ = _rule_span(text, rules.items[0])
+    prefix = text[start : rules.items[0].start]
+    pad = " " * len(prefix)
+    lines = [f"{prefix}path_regex: '{host_rule_regex(admins_path)}'", f"{pad}key_groups:", f"{pad}  - age:"]
+    lines += [f"{pad}      - {_as_alias(r)}" for r in admins]
+    text = _insert(text, start, "\n".join(lines) + "\n")
+    try:
+        got = [r.recipient for r in HostRules(text, admins_path).admins()]
+    except SopsConfigError as error:
+        raise SopsConfigError(f"the edit would break the file ({error}); it was not written") from None
+    if got != [r.recipient for r in admins]:
+        raise SopsConfigError("the edit did not give the intended key group; the file was not written")
+    return text

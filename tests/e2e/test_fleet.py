@@ -102,11 +102,16 @@ class Fleet:
         return ssh_public_key_to_age(host.host_key_public)
 
 
-def new_fleet(lab: Lab, directory: Path, hosts: list[LabHost], first_key: str, *, comment: str = "") -> Fleet:
-    """A fleet directory: a logging sops wrapper, `.sops.yaml` for the admin only, the key encrypted."""
+def write_sops_wrapper(directory: Path) -> None:
+    """`directory/sops`: the real sops, each call's arguments logged to `directory/sops-argv.log`."""
     wrapper = directory / "sops"
     wrapper.write_text(f'#!/bin/sh\necho "$@" >> {directory}/sops-argv.log\nexec {sops_binary()} "$@"\n')
     wrapper.chmod(0o755)
+
+
+def new_fleet(lab: Lab, directory: Path, hosts: list[LabHost], first_key: str, *, comment: str = "") -> Fleet:
+    """A fleet directory: a logging sops wrapper, `.sops.yaml` for the admin only, the key encrypted."""
+    write_sops_wrapper(directory)
     admin = subprocess.run(
         ["age-keygen", "-y", str(lab.layout.admin_agekey)], capture_output=True, text=True, check=True
     ).stdout.strip()

@@ -133,7 +133,7 @@ def test_the_readmes_first_hosts_path_with_the_installed_tool(
     key = ControlPlane(lab.layout.control).mint_key(reusable=True)
     created = run([tailnix, "rotate-key", "--no-deploy"], fleet, installed, _input=key + "\n", **user)
     assert created.returncode == 0, created.stdout + created.stderr
-    assert "secrets/tailscale.yaml: created with the new auth key on " in created.stdout
+    assert "secrets/hosts/admins.yaml: created with the new auth key on " in created.stdout
 
     host = lab.add_host(os="nixos")
     try:

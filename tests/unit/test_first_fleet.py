@@ -71,7 +71,7 @@ def test_init_makes_the_admin_key_where_sops_looks_and_names_it(home: Path, tmp_
     assert f"made an admin age key in {key_file} ({admin})" in result.output
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
-    config = SopsConfig.read(fleet / ".sops.yaml", fleet / "secrets" / "tailscale.yaml")
+    config = SopsConfig.read(fleet / ".sops.yaml", fleet / "secrets" / "hosts" / "admins.yaml")
     assert config.named("admin") == admin
     assert secrets_in(fleet) == []
     assert f"cd {fleet} && tailnix rotate-key --no-deploy" in result.output
@@ -86,7 +86,7 @@ def test_init_uses_the_admin_key_sops_already_finds(home: Path, tmp_path: Path) 
     assert key_file.read_bytes() == before
     assert not (home / ".config").exists()
     config = SopsConfig.read(
-        tmp_path / "fleet" / ".sops.yaml", tmp_path / "fleet" / "secrets" / "tailscale.yaml"
+        tmp_path / "fleet" / ".sops.yaml", tmp_path / "fleet" / "secrets" / "hosts" / "admins.yaml"
     )
     assert config.named("admin") == admin
 
@@ -101,7 +101,7 @@ def test_init_follows_xdg_config_home(home: Path, tmp_path: Path) -> None:
 def test_rotate_key_creates_the_first_secrets_file_and_check_passes(home: Path, tmp_path: Path) -> None:
     fleet = tmp_path / "fleet"
     assert tailnix(home, "init", str(fleet)).exit_code == 0
-    secrets = fleet / "secrets" / "tailscale.yaml"
+    secrets = fleet / "secrets" / "hosts" / "admins.yaml"
     rotate = tailnix(home, "rotate-key", "--no-deploy", "-i", str(fleet / "inventory.py"), stdin=KEY + "\n")
     assert rotate.exit_code == 0, rotate.output
     assert f"{secrets}: created with the new auth key" in rotate.output
@@ -121,7 +121,7 @@ def test_bootstrap_and_check_name_the_command_that_creates_a_missing_secrets_fil
     fleet = tmp_path / "fleet"
     assert tailnix(home, "init", str(fleet)).exit_code == 0
     (fleet / "inventory.py").write_text('desk = [("desk", {"ssh_hostname": "127.0.0.1", "ssh_port": 9})]\n')
-    missing = f"the secrets file {fleet / 'secrets' / 'tailscale.yaml'} does not exist: `tailnix rotate-key --no-deploy` creates it"
+    missing = f"the secrets file {fleet / 'secrets' / 'hosts' / 'admins.yaml'} does not exist: `tailnix rotate-key --no-deploy` creates it"
     bootstrap = tailnix(home, "bootstrap", "desk", "-i", str(fleet / "inventory.py"))
     assert bootstrap.exit_code == 1
     assert missing in bootstrap.output

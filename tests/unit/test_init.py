@@ -13,10 +13,16 @@ from click.testing import CliRunner
 
 from tailnix.authkey import SECRETS_IN_CLEAR
 from tailnix.cli import main
-from tailnix.settings import DEFAULT_SECRETS_FILE, TailscaleSettings, parse_settings, redact_secrets
+from tailnix.settings import (
+    DEFAULT_SECRETS_FILE,
+    PER_HOST_SECRETS_FILE,
+    TailscaleSettings,
+    parse_settings,
+    redact_secrets,
+)
 from tailnix.skeleton import ADMIN_PLACEHOLDER, MAKE_AGE_KEY, fleet_files
 from tailnix.sops import encrypt_values
-from tailnix.sops_config import SopsConfig
+from tailnix.sops_config import HostRules
 
 from .agekeys import new_age_identity
 
@@ -27,7 +33,7 @@ WRITTEN = [
     "deploys/tailscale.py",
     "config.py",
     ".sops.yaml",
-    "secrets/.gitkeep",
+    "secrets/hosts/.gitkeep",
     ".gitignore",
     "README.md",
 ]
@@ -79,7 +85,11 @@ def test_group_data_holds_the_settings_defaults() -> None:
     exec(compile(written["group_data/all.py"], "group_data/all.py", "exec"), values)
     data = {key: value for key, value in values.items() if not key.startswith("__")}
     assert data, "it sets the defaults"
-    assert parse_settings("desk", data) == parse_settings("desk", {})
+    # The defaults, but for the secrets: a new fleet has one file per host.
+    assert parse_settings("desk", data) == parse_settings(
+        "desk", {"tailnix_secrets_file": PER_HOST_SECRETS_FILE}
+    )
+    assert parse_settings("desk", data).secrets_file == Path.cwd() / "secrets" / "hosts" / "desk.yaml"
     assert parse_settings("desk", {}) == TailscaleSettings(
         host="desk", secrets_file=Path.cwd() / DEFAULT_SECRETS_FILE
     )
@@ -119,66 +129,21 @@ def test_the_age_key_command_in_the_sops_rules_works_in_a_new_home(tmp_path: Pat
 
 
 def test_the_sops_rules_take_the_admin_and_hosts_and_encrypt(tmp_path: Path) -> None:
-    """Once the admin key replaces the placeholder, bootstrap's editor and the real sops accept the file."""
+    """Once the admin key replaces the placeholder, bootstrap's editor and the real sops accept the file:
+    the admins' copy is for the admin alone, a host's file for the admin and that host."""
     key_file, admin = new_age_identity(tmp_path)
     _, host = new_age_identity(tmp_path, "desk.agekey")
     written = {item.path: item.text for item in fleet_files()}
     assert ADMIN_PLACEHOLDER in written[".sops.yaml"]
     text = written[".sops.yaml"].replace(ADMIN_PLACEHOLDER, admin)
-    text = SopsConfig(text, DEFAULT_SECRETS_FILE).with_recipient("desk", host)
-    rule = yaml.safe_load(text)["creation_rules"]
-    assert [group["age"] for group in rule[0]["key_groups"]] == [[admin, host]]
+    text = HostRules(text, "secrets/hosts/admins.yaml").with_host("secrets/hosts/desk.yaml", "desk", host)
     config = tmp_path / ".sops.yaml"
     config.write_text(text)
-    target = tmp_path / DEFAULT_SECRETS_FILE
-    target.parent.mkdir()
-    encrypt_values(
-        {"tailscale_auth_key": "tskey-auth-k1-x"}, target=target, config=config, age_key_file=key_file
-    )
-    recipients = {entry["recipient"] for entry in yaml.safe_load(target.read_text())["sops"]["age"]}
-    assert recipients == {admin, host}
-
-
-def test_init_refuses_a_directory_that_is_not_empty(tmp_path: Path) -> None:
-    (tmp_path / "notes.txt").write_text("mine\n")
-    code, output = init(str(tmp_path))
-    assert code == 1
-    assert f"{tmp_path} is not empty (notes.txt)" in output and "--force" in output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
-
-
-def test_a_git_repository_with_nothing_else_counts_as_empty(tmp_path: Path) -> None:
-    (tmp_path / ".git").mkdir()
-    code, output = init(str(tmp_path))
-    assert code == 0, output
-    assert (tmp_path / "inventory.py").is_file()
-
-
-def test_force_adds_the_missing_files_and_keeps_the_users(tmp_path: Path) -> None:
-    assert init(str(tmp_path))[0] == 0
-    (tmp_path / "inventory.py").write_text("desk = ['desk.lan']\n")
-    (tmp_path / "README.md").unlink()
-    code, output = init(str(tmp_path), "--force")
-    assert code == 0, output
-    assert (tmp_path / "inventory.py").read_text() == "desk = ['desk.lan']\n"
-    assert (
-        f"kept {tmp_path / 'inventory.py'}: it was there already, with other content; not overwritten"
-        in output
-    )
-    assert f"wrote {tmp_path / 'README.md'}" in output
-    assert f"unchanged {tmp_path / 'config.py'}" in output
-
-
-def test_init_names_a_directory_that_is_a_file(tmp_path: Path) -> None:
-    target = tmp_path / "fleet"
-    target.write_text("")
-    code, output = init(str(target))
-    assert code == 1
-    assert f"{target} is a file, not a directory: give a new or empty directory" in output
-
-
-def test_init_names_the_file_it_cannot_write(tmp_path: Path) -> None:
-    (tmp_path / "group_data").write_text("")  # a file where the directory goes
-    code, output = init(str(tmp_path), "--force")
-    assert code == 1
-    assert f"cannot write {tmp_path / 'group_data' / 'all.py'}: " in output
+    (tmp_path / "secrets" / "hosts").mkdir(parents=True)
+    for name, wanted in (("admins", {admin}), ("desk", {admin, host})):
+        target = tmp_path / "secrets" / "hosts" / f"{name}.yaml"
+        encrypt_values(
+            {"tailscale_auth_key": "tskey-auth-k1-x"}, target=target, config=config, age_key_file=key_file
+        )
+        recipients = {entry["recipient"] for entry in yaml.safe_load(target.read_text())["sops"]["age"]}
+        assert recipients == wanted, name

@@ -74,6 +74,39 @@ def test_full_settings_map_to_up_flags_in_a_stable_order() -> None:
 def test_relative_secrets_file_resolves_against_base_dir(tmp_path: Path) -> None:
     settings = parse_settings("desk", {"tailnix_secrets_file": "s/t.yaml"}, base_dir=tmp_path)
     assert settings.secrets_file == tmp_path / "s" / "t.yaml"
+    assert settings.secrets_template is None  # one file the fleet shares
+
+
+def test_host_placeholder_gives_each_host_its_own_file(tmp_path: Path) -> None:
+    data = {"tailnix_secrets_file": "secrets/hosts/{host}.yaml"}
+    desk = parse_settings("desk", data, base_dir=tmp_path)
+    gateway = parse_settings("gate-way_2", data, base_dir=tmp_path)
+    assert desk.secrets_file == tmp_path / "secrets" / "hosts" / "desk.yaml"
+    assert gateway.secrets_file == tmp_path / "secrets" / "hosts" / "gate-way_2.yaml"
+    assert desk.secrets_template == gateway.secrets_template == tmp_path / "secrets/hosts/{host}.yaml"
+
+
+PLACEHOLDER_REFUSED = [
+    (
+        "desk",
+        "secrets/{hostname}.yaml",
+        "{hostname} is not a placeholder tailnix knows; the only one is {host}",
+    ),
+    ("desk", "secrets/{}.yaml", "{} is not a placeholder tailnix knows"),
+    ("desk", "secrets/{host.yaml", "has a brace that is not part of {host}"),
+    ("desk", "secrets/{host}/tailscale.yaml", "{host} must appear once, in the file's name"),
+    ("desk", "secrets/{host}-{host}.yaml", "{host} must appear once, in the file's name"),
+    ("desk.lan", "secrets/{host}.yaml", "would put the inventory name 'desk.lan' in a file name"),
+    ("admins", "secrets/{host}.yaml", "would name the admins' own copy of the key (admins.yaml)"),
+]
+
+
+@pytest.mark.parametrize(("host", "value", "reason"), PLACEHOLDER_REFUSED)
+def test_a_bad_placeholder_names_host_field_and_value(host: str, value: str, reason: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        parse_settings(host, {"tailnix_secrets_file": value})
+    assert str(raised.value).startswith(f"host {host}: tailnix_secrets_file = {value!r}: "), raised.value
+    assert reason in str(raised.value)
 
 
 BAD: list[tuple[str, Any, str]] = [
