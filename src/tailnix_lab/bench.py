@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -213,24 +214,13 @@ def count_commands(lab: Lab, inventory: Path, repository: Path) -> CommandCount:
     first_host = lab.hosts[0].name
     of_first: Counter[str] = Counter()
     scripts: dict[str, str] = {}
-    current: list[str] | None = None
-    for line in lines:
-        match = _COMMAND_LINE.search(line)
-        if current is not None and (match or _is_log_line(line)):
-            script = "\n".join(current)
-            scripts.setdefault(" ".join(script.split()), script)
-            current = None
-        if match:
-            commands[match["host"]] += 1
-            if match["host"] == first_host:
-                of_first[_shorten(match["command"])] += 1
-                current = [match["command"]]
-        elif current is not None:
-            # A multi-line script: pyinfra's log line goes on until the script ends.
-            current.append(line)
-        elif _UPLOAD_LINE.search(line):
-            # The upload line names no host; a no-op run should have none at all.
-            uploads["(any host)"] += 1
+    for host_name, command in sent_commands(lines):
+        commands[host_name] += 1
+        if host_name == first_host:
+            of_first[_shorten(command)] += 1
+            scripts.setdefault(" ".join(command.split()), command)
+    # The upload line names no host; a no-op run should have none at all.
+    uploads["(any host)"] = sum(1 for line in lines if _UPLOAD_LINE.search(line))
     return CommandCount(
         commands_per_host={host.name: commands[host.name] for host in lab.hosts},
         uploads_per_host=dict(uploads),
@@ -240,9 +230,34 @@ def count_commands(lab: Lab, inventory: Path, repository: Path) -> CommandCount:
     )
 
 
-def _is_log_line(line: str) -> bool:
-    stripped = line.lstrip()
-    return stripped.startswith(("[", _MARKER)) or not stripped
+def sent_commands(lines: Sequence[str]) -> Iterator[tuple[str, str]]:
+    """(host, command) for each command pyinfra's `--debug` log says it ran, whole, as it was sent.
+
+    pyinfra logs a command as one record, `Running command on HOST: (pty=...) sh -c '...'`, whose
+    multi-line script goes on over the next lines; the record ends where the command's quoting closes
+    (the script's own lines can look like anything: `[ -d "$x" ]`, blank lines).
+    """
+    pending: tuple[str, list[str]] | None = None
+    for line in lines:
+        if pending is None:
+            match = _COMMAND_LINE.search(line)
+            if match is None:
+                continue
+            pending = (match["host"], [match["command"]])
+        else:
+            pending[1].append(line)
+        command = "\n".join(pending[1])
+        if _complete(command):
+            yield pending[0], command
+            pending = None
+
+
+def _complete(command: str) -> bool:
+    try:
+        shlex.split(command)
+    except ValueError:  # "No closing quotation": the script goes on over the next line
+        return False
+    return True
 
 
 def replay_commands(lab: Lab, scripts: Sequence[str], repeat: int = 3) -> list[tuple[str, float | None]]:
