@@ -30,7 +30,14 @@ class ModuleFile:
 
     @classmethod
     def of(cls, text: str) -> ModuleFile:
-        return cls(text, hashlib.sha256(text.encode()).hexdigest())
+        return _module_file(text)
+
+
+@cache
+def _module_file(text: str) -> ModuleFile:
+    # Hosts with the same settings get the same module: the fleet holds one copy of each text (two 6 KB
+    # texts per host were the largest part of a redeploy's memory beyond the bare pyinfra run's).
+    return ModuleFile(text, hashlib.sha256(text.encode()).hexdigest())
 
 
 @dataclass(frozen=True)

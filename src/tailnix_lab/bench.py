@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -108,6 +109,8 @@ class Results:
     commands: CommandCount | None = None
     emulator: EmulatorCost | None = None
     replayed: list[tuple[str, float | None]] = field(default_factory=list)
+    load: list[tuple[float, float, float]] = field(default_factory=list)
+    """The machine's load averages as the runs began and ended: other work on its cores shows here."""
 
     def of(self, kind: str) -> list[Run]:
         """The runs of one kind, in the order they ran."""
@@ -116,6 +119,10 @@ class Results:
     def median_seconds(self, kind: str) -> float:
         """Median wall time of one kind of run."""
         return statistics.median(run.seconds for run in self.of(kind))
+
+    def peak_rss_mib(self, kind: str) -> float:
+        """The deployer's largest resident set over the runs of one kind, in MiB."""
+        return max(run.max_rss_kib for run in self.of(kind)) / 1024
 
     @property
     def ratio_noop_vs_floor(self) -> float:
@@ -305,7 +312,7 @@ def run_benchmark(lab: Lab, repository: Path, rounds: int) -> Results:
     """Run (c) once, then (a), (b) and (b') alternately `rounds` times, then count (b)'s commands."""
     inventory = lab.layout.inventory
     hosts = [host for host in lab.hosts if host.os == "nixos"]
-    results = Results(hosts=len(hosts), rounds=rounds)
+    results = Results(hosts=len(hosts), rounds=rounds, load=[os.getloadavg()])
     deploy = [str(inventory), str(DEPLOY)]
     plan = [(FIRST, deploy)]
     for _ in range(rounds):
@@ -318,6 +325,7 @@ def run_benchmark(lab: Lab, repository: Path, rounds: int) -> Results:
         run, _lines = run_pyinfra(kind, arguments, repository)
         results.runs.append(run)
         click.echo(f"  [{number}/{len(plan)}] {KIND_LABELS[kind]}: {run.seconds:.2f} s", err=True)
+    results.load.append(os.getloadavg())
     results.commands = count_commands(lab, inventory, repository)
     results.emulator = time_emulated_calls(lab)
     results.replayed = replay_commands(lab, results.commands.scripts_of_one_host)
@@ -349,7 +357,7 @@ def render_report(results: Results) -> str:
         runs = results.of(kind)
         if not runs:
             continue
-        rss = max(run.max_rss_kib for run in runs) / 1024
+        rss = results.peak_rss_mib(kind)
         lines.append(
             f"{KIND_LABELS[kind]:<34} {_spread([r.seconds for r in runs]):>22} "
             f"{_spread([r.cpu_seconds for r in runs]):>22} {rss:>7.0f} MiB"
@@ -398,6 +406,12 @@ def render_report(results: Results) -> str:
             cost = "failed" if ms is None else f"{ms:7.1f}  ({ms * results.hosts / cores / 1000:.2f} s)"
             lines.append(f"    {cost:>18}  {command}")
 
+    if results.load:
+        lines += [
+            "",
+            "machine load (1, 5, 15 min) as the runs began and ended: "
+            + "; ".join(" ".join(f"{value:.2f}" for value in load) for load in results.load),
+        ]
     lines += [
         "",
         f"ratio_noop_vs_floor: {ratio:.3f}",
@@ -406,11 +420,35 @@ def render_report(results: Results) -> str:
         f"noop_seconds: {results.median_seconds(NOOP):.3f}",
     ]
     if results.of(FIRST):
-        lines.append(f"first_deploy_seconds: {results.median_seconds(FIRST):.3f}")
+        first = results.of(FIRST)[0]
+        lines += [
+            f"first_deploy_seconds: {first.seconds:.3f}",
+            # Per host: flat when the first deploy scales linearly with the fleet.
+            f"first_deploy_ms_per_host: {first.seconds * 1000 / results.hosts:.1f}",
+            f"first_deploy_cpu_ms_per_host: {first.cpu_seconds * 1000 / results.hosts:.1f}",
+        ]
     if commands is not None:
         lines.append(f"ssh_commands_per_host: {max(commands.commands_per_host.values())}")
-    lines.append(f"max_rss_mib: {max(run.max_rss_kib for run in results.runs) / 1024:.1f}")
+    floor_rss, noop_rss = results.peak_rss_mib(FLOOR), results.peak_rss_mib(NOOP)
+    lines += [
+        f"max_rss_mib: {max(run.max_rss_kib for run in results.runs) / 1024:.1f}",
+        f"floor_max_rss_mib: {floor_rss:.1f}",
+        f"noop_max_rss_mib: {noop_rss:.1f}",
+        f"noop_rss_over_floor_mib: {noop_rss - floor_rss:.1f}",
+    ]
     return "\n".join(lines)
+
+
+def _raise_open_file_limit() -> None:
+    """Let the bench and its pyinfra runs open as many files as the system allows them.
+
+    A deploy holds an SSH connection per host and opens a second one to confirm a switch, so 500 hosts
+    come close to the usual soft limit of 1024 descriptors.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 @contextlib.contextmanager
@@ -472,6 +510,7 @@ def bench(hosts: int, rounds: int, directory: Path | None, repository: Path) -> 
     Example: tailnix bench --hosts 20 --rounds 5
     """
     repository = repository.resolve()
+    _raise_open_file_limit()
     if not (repository / DEPLOY).is_file():
         raise click.ClickException(f"no {DEPLOY} in {repository}: give the repository root with --repository")
     try:

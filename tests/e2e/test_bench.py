@@ -36,6 +36,12 @@ def test_bench_prints_the_table_and_machine_readable_lines(tmp_path: Path) -> No
     assert re.search(r"^hosts: 2$", out, re.MULTILINE)
     assert re.search(r"^ssh_commands_per_host: [1-9]\d*$", out, re.MULTILINE)
     assert re.search(r"^max_rss_mib: \d+\.\d$", out, re.MULTILINE)
+    for key in ("floor_max_rss_mib", "noop_max_rss_mib", "first_deploy_ms_per_host"):
+        assert re.search(rf"^{key}: \d+\.\d$", out, re.MULTILINE), key
+    # Every command of the no-op redeploy replays on a host as pyinfra sent it (none fails).
+    replayed = out.split("each command of (b) replayed", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    assert replayed
+    assert not [line for line in replayed if line.split()[0] == "failed"], replayed
     # The bench's lab is gone when it ends: no host left running, nothing left mounted.
     assert lab_mounts(lab_directory) == []
     hosts = subprocess.run(
