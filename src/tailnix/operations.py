@@ -31,7 +31,7 @@ from pyinfra.api.state import State, StateStage
 from pyinfra.context import host
 from pyinfra.context import state as pyinfra_state
 
-from tailnix import events, host_scripts, operation_order, paths, steps
+from tailnix import events, host_scripts, paths, pyinfra_shortcuts, steps
 from tailnix.agekey import KeyFormatError, ssh_public_key_to_age
 from tailnix.drift import PrefDrift, drift_plan, prefs_drift
 from tailnix.facts import HostState, TailnixHostState
@@ -94,7 +94,7 @@ def begin_host(read: Callable[[], Read]) -> Read:
     before any host is changed, as pyinfra stops it; the hosts pyinfra could not reach are said.
     """
     exit_nonzero_on_interrupt()
-    operation_order.install()
+    pyinfra_shortcuts.install()
     events.record_events(host.state)
     try:
         value = read()

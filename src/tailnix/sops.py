@@ -244,7 +244,9 @@ def read_metadata(path: Path) -> SopsMetadata:
     """Read the recipients and keys of an encrypted sops YAML file, without any key."""
     try:
         text = path.read_text()
-        document = yaml.safe_load(text)
+        # libyaml's parser where PyYAML has it: the pure-Python one took 0.35 s for a file encrypted for
+        # 200 hosts, once per deploy, while every host of the fleet waited for it.
+        document = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as error:
         raise NotEncryptedError(f"{path} is not YAML: {error}") from None
     if not isinstance(document, dict) or not isinstance(document.get("sops"), dict):
@@ -306,20 +308,24 @@ def _clear_comments(text: str) -> tuple[ClearComment, ...]:
     A `#` starts a comment where YAML says so: outside every scalar (quoted, plain or block), at the
     start of a line or after white space. The scalars' spans come from PyYAML's own scanner.
     """
+    candidates = [
+        match.start()
+        for match in re.finditer(r"(?:^|(?<=[ \t]))#[^\n]*", text, flags=re.MULTILINE)
+        if encrypted_type(match.group()[1:].rstrip()) != "comment"
+    ]
+    if not candidates:
+        # The common case, and the scan below is pure Python: 0.25 s for a file encrypted for 200 hosts.
+        return ()
     covered = [
         (token.start_mark.index, token.end_mark.index)
         for token in yaml.scan(text)
         if isinstance(token, yaml.ScalarToken)
     ]
-    comments = []
-    for match in re.finditer(r"(?:^|(?<=[ \t]))#[^\n]*", text, flags=re.MULTILINE):
-        start = match.start()
-        if any(begin <= start < end for begin, end in covered):
-            continue
-        if encrypted_type(match.group()[1:].rstrip()) == "comment":
-            continue
-        comments.append(ClearComment(text.count("\n", 0, start) + 1))
-    return tuple(comments)
+    return tuple(
+        ClearComment(text.count("\n", 0, start) + 1)
+        for start in candidates
+        if not any(begin <= start < end for begin, end in covered)
+    )
 
 
 def update_keys(path: Path, *, config: Path, age_key_file: Path | None = None) -> None:

@@ -1,5 +1,6 @@
-"""tailnix's reading of the operation order gives pyinfra's own (pyinfra/api/util.py,
-`get_operation_order_from_stack`), from a deploy file and from elsewhere, in CLI and API mode."""
+"""tailnix's shortcuts give what pyinfra's own computations give: the operation order (pyinfra/api/util.py,
+`get_operation_order_from_stack`) from a deploy file and from elsewhere, in CLI and API mode, and the global
+arguments (pyinfra/api/arguments.py, `all_global_arguments`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pyinfra
 import pytest
-from pyinfra.api import util
+from pyinfra.api import arguments, facts, util
 
-from tailnix import operation_order
+from tailnix import pyinfra_shortcuts
 
 
 @dataclass
@@ -23,7 +24,9 @@ class _State:
 
 def _both(state: _State) -> tuple[list[int], list[int]]:
     # Both read the stack from here: pyinfra's from its own frame, tailnix's from its caller's, this one.
-    return util.get_operation_order_from_stack(state), operation_order.operation_order(state, sys._getframe())
+    return util.get_operation_order_from_stack(state), pyinfra_shortcuts.operation_order(
+        state, sys._getframe()
+    )
 
 
 def _from_deploy_file(tmp_path: Path, deploy_name: str, state: _State) -> tuple[list[int], list[int]]:
@@ -58,9 +61,18 @@ def test_same_order_as_pyinfra_without_the_deploy_file_on_the_stack(
     assert ours == pyinfra_order
 
 
-def test_install_replaces_pyinfra_s_reading_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    module = importlib.import_module("pyinfra.api.operation")
-    monkeypatch.setattr(module, "get_operation_order_from_stack", util.get_operation_order_from_stack)
-    operation_order.install()
-    operation_order.install()
-    assert module.get_operation_order_from_stack is operation_order.operation_order
+def test_same_global_arguments_as_pyinfra() -> None:
+    assert pyinfra_shortcuts.global_arguments() == arguments.all_global_arguments()
+    # A list of its own each time, as pyinfra's: a caller may change it.
+    assert pyinfra_shortcuts.global_arguments() is not pyinfra_shortcuts.global_arguments()
+
+
+def test_install_replaces_pyinfra_s_functions_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    operation = importlib.import_module("pyinfra.api.operation")
+    monkeypatch.setattr(operation, "get_operation_order_from_stack", util.get_operation_order_from_stack)
+    monkeypatch.setattr(arguments, "all_global_arguments", arguments.all_global_arguments)
+    monkeypatch.setattr(facts, "all_global_arguments", facts.all_global_arguments)
+    pyinfra_shortcuts.install()
+    pyinfra_shortcuts.install()
+    assert operation.get_operation_order_from_stack is pyinfra_shortcuts.operation_order
+    assert arguments.all_global_arguments is pyinfra_shortcuts.global_arguments
