@@ -650,8 +650,9 @@ class Lab:
         try:
             # In batches: each host's first switch runs the real Nix evaluator, and hundreds at once
             # would share the machine's memory and cores to no one's benefit.
-            for first in range(0, len(wanted), START_BATCH):
-                lab._start_hosts(wanted[first : first + START_BATCH], flakes, sudo)
+            batches = [wanted[first : first + START_BATCH] for first in range(0, len(wanted), START_BATCH)]
+            for batch in batches or [[]]:  # a lab of no hosts is recorded too
+                lab._start_hosts(batch, flakes, sudo)
             demo.write_demo_secrets(layout, lab.hosts)
             demo.write_inventory_file(layout, layout.inventory, lab.hosts)
         except BaseException:
