@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -48,3 +49,19 @@ def test_bench_prints_the_table_and_machine_readable_lines(tmp_path: Path) -> No
         [str(TAILNIX), "lab", "status", "--dir", str(lab_directory)], capture_output=True, text=True
     ).stdout
     assert "running" not in hosts.split("STATE", 1)[-1]
+
+
+def test_bench_removes_the_lab_it_made(tmp_path: Path) -> None:
+    # Without --dir the bench makes its lab under the temporary directory, and removes all of it.
+    result = subprocess.run(
+        [str(TAILNIX), "bench", "--hosts", "1", "--rounds", "1"],
+        cwd=REPOSITORY,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"lab of 1 hosts up in {tmp_path}/tailnix-bench-" in result.stderr
+    assert list(tmp_path.iterdir()) == []
