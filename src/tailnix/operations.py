@@ -31,7 +31,7 @@ from pyinfra.api.state import State, StateStage
 from pyinfra.context import host
 from pyinfra.context import state as pyinfra_state
 
-from tailnix import connect_errors, events, host_scripts, node_records, paths, steps
+from tailnix import connect_errors, events, host_scripts, node_records, paths, pyinfra_shortcuts, steps
 from tailnix.agekey import KeyFormatError, ssh_public_key_to_age
 from tailnix.drift import PrefDrift, drift_plan, prefs_drift
 from tailnix.facts import HostState, TailnixHostState
@@ -94,6 +94,7 @@ def begin_host(read: Callable[[], Read]) -> Read:
     before any host is changed, as pyinfra stops it; the hosts pyinfra could not reach are said.
     """
     exit_nonzero_on_interrupt()
+    pyinfra_shortcuts.install()
     events.record_events(host.state)
     try:
         value = read()
@@ -241,12 +242,15 @@ def _flake(state: HostState) -> FlakeShape | None:
         return None
 
 
-# Every operation asks these questions of the same texts, and most hosts of a fleet share them: reading
-# each text once per run keeps the workstation's share of a no-op redeploy small.
-_read_flake = functools.lru_cache(maxsize=256)(read_flake)
+# Every operation asks these questions of the same texts, and many hosts of a fleet share them: reading
+# each text once per run keeps the workstation's share of a no-op redeploy small. Not bounded: each host
+# asks twice (pyinfra runs an operation while preparing and again while executing), so a bound below the
+# fleet's size would evict every text before its second use; a run holds one text per host at most.
+_read_flake = functools.cache(read_flake)
+_host_key_recipient = functools.cache(ssh_public_key_to_age)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.cache
 def _configuration_edit(source: str) -> str | None:
     if has_import(source, paths.MODULE_IMPORT):
         return None
@@ -316,7 +320,7 @@ def preflight_problem(state: HostState, plan: HostPlan) -> str | None:
     if state.host_key is None:
         return f"{name} has no SSH ed25519 host key ({paths.HOST_KEY_PUBLIC}); sops-nix needs it to decrypt"
     try:
-        recipient = ssh_public_key_to_age(state.host_key)
+        recipient = _host_key_recipient(state.host_key)
     except KeyFormatError as error:
         return f"{name}: {paths.HOST_KEY_PUBLIC} is unreadable: {error}"
     if recipient not in plan.secrets.recipients:

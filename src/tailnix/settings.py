@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -272,6 +273,9 @@ def _normal_key(key: str) -> str:
     return re.sub(r"[-_.\s]+", "_", key.strip().lower())
 
 
+# Every host asks for the same keys (pyinfra's own ssh_..., the fleet's group data): about a millisecond
+# of edit distances per key, computed once per key and run instead of once per host.
+@cache
 def _near_setting(key: str) -> str | None:
     """The setting a host-data key was likely meant to be, or None when it is close to none.
 

@@ -310,20 +310,24 @@ def _clear_comments(text: str) -> tuple[ClearComment, ...]:
     A `#` starts a comment where YAML says so: outside every scalar (quoted, plain or block), at the
     start of a line or after white space. The scalars' spans come from PyYAML's own scanner.
     """
+    candidates = [
+        match.start()
+        for match in re.finditer(r"(?:^|(?<=[ \t]))#[^\n]*", text, flags=re.MULTILINE)
+        if encrypted_type(match.group()[1:].rstrip()) != "comment"
+    ]
+    if not candidates:
+        # The common case, and the scan below is pure Python: 0.25 s for a file encrypted for 200 hosts.
+        return ()
     covered = [
         (token.start_mark.index, token.end_mark.index)
         for token in yaml.scan(text, Loader=_SAFE_LOADER)
         if isinstance(token, yaml.ScalarToken)
     ]
-    comments = []
-    for match in re.finditer(r"(?:^|(?<=[ \t]))#[^\n]*", text, flags=re.MULTILINE):
-        start = match.start()
-        if any(begin <= start < end for begin, end in covered):
-            continue
-        if encrypted_type(match.group()[1:].rstrip()) == "comment":
-            continue
-        comments.append(ClearComment(text.count("\n", 0, start) + 1))
-    return tuple(comments)
+    return tuple(
+        ClearComment(text.count("\n", 0, start) + 1)
+        for start in candidates
+        if not any(begin <= start < end for begin, end in covered)
+    )
 
 
 def update_keys(path: Path, *, config: Path, age_key_file: Path | None = None) -> None:

@@ -14,7 +14,12 @@ from __future__ import annotations
 
 from typing import cast
 
-from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, ConnectorArguments, pop_global_arguments
+from pyinfra.api.arguments import (
+    CONNECTOR_ARGUMENT_KEYS,
+    AllArguments,
+    ConnectorArguments,
+    pop_global_arguments,
+)
 from pyinfra.api.facts import FactBase
 from pyinfra.api.host import Host
 
@@ -49,8 +54,19 @@ class SudoAccess(FactBase[str]):
 
 def uses_sudo(host: Host) -> bool:
     """Whether pyinfra runs this host's commands with sudo (host data `_sudo`, or `--sudo`)."""
-    arguments, _ = pop_global_arguments(host.state, host, {})
-    return bool(arguments.get("_sudo"))
+    return bool(_host_arguments(host).get("_sudo"))
+
+
+def _host_arguments(host: Host) -> AllArguments:
+    # pyinfra's own resolution of `_sudo` and the rest (host data, then --sudo and the config); it looks up
+    # each of its thirty arguments, so each host asks it once.
+    key = (id(host.state), host.name)
+    if key not in _HOST_ARGUMENTS:
+        _HOST_ARGUMENTS[key], _ = pop_global_arguments(host.state, host, {})
+    return _HOST_ARGUMENTS[key]
+
+
+_HOST_ARGUMENTS: dict[tuple[int, str], AllArguments] = {}
 
 
 def login_user(ssh_user: object) -> str:
@@ -70,7 +86,7 @@ def password_refusal(name: str, user: str) -> str:
 
 def host_password_refusal(host: Host) -> str | None:
     """`password_refusal` when pyinfra would sudo on this host with a password; None otherwise."""
-    arguments, _ = pop_global_arguments(host.state, host, {})
+    arguments = _host_arguments(host)
     if not arguments.get("_sudo") or not (arguments.get("_sudo_password") or host.state.config.SUDO_PASSWORD):
         return None
     return password_refusal(host.name, login_user(host.data.get("ssh_user")))

@@ -51,6 +51,8 @@ SWITCH_ERRORS = "warning: error(s) occurred while switching"
 # How long a switch itself may take before the deployer stops waiting for it (the job goes on).
 SWITCH_WAIT_SECONDS = 1800
 POLL_SECONDS = 1.0
+WAIT_WINDOW_SECONDS = 30
+"""The longest the host waits for a running switch within one command, before it says how it stands."""
 
 
 def new_token() -> str:
@@ -146,15 +148,33 @@ def _reconnect(host: Host) -> bool:
     return bool(host.connected)
 
 
-def _result_for(host: Host, arguments: ConnectorArguments, token: str) -> tuple[str, str] | None:
-    """The job's (state, rest of the line) for this token, or None if unknown or unreachable."""
-    text = _read(host, arguments, RESULT_FILE)
+def _result_for(
+    host: Host, arguments: ConnectorArguments, token: str, wait: int = 0
+) -> tuple[str, str] | None:
+    """The job's (state, rest of the line) for this token, or None if unknown or unreachable.
+
+    + wait: seconds the host waits first while the job is running (host_scripts/switch-wait.sh)
+    """
+    text = _waited_result(host, arguments, token, wait) if wait > 0 else _read(host, arguments, RESULT_FILE)
     if not text:
         return None
     fields = text.strip().split(" ", 2)
     if len(fields) < 2 or fields[1] != token:
         return None
     return fields[0], fields[2] if len(fields) > 2 else ""
+
+
+def _waited_result(host: Host, arguments: ConnectorArguments, token: str, wait: int) -> str | None:
+    """The result line once the job no longer runs, or after `wait` seconds; None when unreachable."""
+    try:
+        ok, stdout, stderr = _run(
+            host, arguments, host_scripts.command("switch-wait.sh", RESULT_FILE, token, wait)
+        )
+    except ConnectionError:
+        return None
+    if not ok:
+        raise HostUnreadable(" ".join(stderr).strip() or f"reading {RESULT_FILE} failed")
+    return "\n".join(stdout)
 
 
 @dataclass(frozen=True)
@@ -265,7 +285,10 @@ def _follow(
     deadline = time.monotonic() + SWITCH_WAIT_SECONDS
     result = None
     while time.monotonic() < deadline:
-        result = _result_for(host, arguments, token)
+        # The host waits while the job runs, a window at a time: a poll per second over SSH cost the
+        # deployer a command per second and host, and a lab's switches get longer as its fleet grows.
+        window = min(WAIT_WINDOW_SECONDS, max(1, int(deadline - time.monotonic())))
+        result = _result_for(host, arguments, token, wait=window)
         if result is None and not host.connected:
             _reconnect(host)
         elif result is not None and result[0] != "running":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -115,6 +116,8 @@ class Results:
     replayed: list[tuple[str, float | None]] = field(default_factory=list)
     ansible_changed: list[int] = field(default_factory=list)
     """Tasks the Ansible peer changed in each of its runs, the untimed first one included."""
+    load: list[tuple[float, float, float]] = field(default_factory=list)
+    """The machine's load averages as the runs began and ended: other work on its cores shows here."""
 
     def of(self, kind: str) -> list[Run]:
         """The runs of one kind, in the order they ran."""
@@ -123,6 +126,10 @@ class Results:
     def median_seconds(self, kind: str) -> float:
         """Median wall time of one kind of run."""
         return statistics.median(run.seconds for run in self.of(kind))
+
+    def peak_rss_mib(self, kind: str) -> float:
+        """The deployer's largest resident set over the runs of one kind, in MiB."""
+        return max(run.max_rss_kib for run in self.of(kind)) / 1024
 
     @property
     def ratio_noop_vs_floor(self) -> float:
@@ -232,26 +239,13 @@ def count_commands(lab: Lab, inventory: Path, repository: Path) -> CommandCount:
     first_host = lab.hosts[0].name
     of_first: Counter[str] = Counter()
     scripts: dict[str, str] = {}
-    current: list[str] | None = None
-    for line in lines:
-        if current is not None:
-            if not _quoted_whole(current):
-                # A multi-line script: pyinfra's log line goes on until its quoting closes (a blank line
-                # or one that starts with `[` may be the script's own).
-                current.append(line)
-                continue
-            script = "\n".join(current)
-            scripts.setdefault(" ".join(script.split()), script)
-            current = None
-        match = _COMMAND_LINE.search(line)
-        if match:
-            commands[match["host"]] += 1
-            if match["host"] == first_host:
-                of_first[_shorten(match["command"])] += 1
-                current = [match["command"]]
-        elif _UPLOAD_LINE.search(line):
-            # The upload line names no host; a no-op run should have none at all.
-            uploads["(any host)"] += 1
+    for host_name, command in sent_commands(lines):
+        commands[host_name] += 1
+        if host_name == first_host:
+            of_first[_shorten(command)] += 1
+            scripts.setdefault(" ".join(command.split()), command)
+    # The upload line names no host; a no-op run should have none at all.
+    uploads["(any host)"] = sum(1 for line in lines if _UPLOAD_LINE.search(line))
     return CommandCount(
         commands_per_host={host.name: commands[host.name] for host in lab.hosts},
         uploads_per_host=dict(uploads),
@@ -261,11 +255,32 @@ def count_commands(lab: Lab, inventory: Path, repository: Path) -> CommandCount:
     )
 
 
-def _quoted_whole(lines: list[str]) -> bool:
-    """Whether the command these lines hold has all its quotes closed, as the shell reads it."""
+def sent_commands(lines: Sequence[str]) -> Iterator[tuple[str, str]]:
+    """(host, command) for each command pyinfra's `--debug` log says it ran, whole, as it was sent.
+
+    pyinfra logs a command as one record, `Running command on HOST: (pty=...) sh -c '...'`, whose
+    multi-line script goes on over the next lines; the record ends where the command's quoting closes
+    (the script's own lines can look like anything: `[ -d "$x" ]`, blank lines).
+    """
+    pending: tuple[str, list[str]] | None = None
+    for line in lines:
+        if pending is None:
+            match = _COMMAND_LINE.search(line)
+            if match is None:
+                continue
+            pending = (match["host"], [match["command"]])
+        else:
+            pending[1].append(line)
+        command = "\n".join(pending[1])
+        if _complete(command):
+            yield pending[0], command
+            pending = None
+
+
+def _complete(command: str) -> bool:
     try:
-        shlex.split("\n".join(lines))
-    except ValueError:
+        shlex.split(command)
+    except ValueError:  # "No closing quotation": the script goes on over the next line
         return False
     return True
 
@@ -318,7 +333,7 @@ def run_benchmark(lab: Lab, repository: Path, rounds: int, ansible: bool = False
     """
     inventory = lab.layout.inventory
     hosts = [host for host in lab.hosts if host.os == "nixos"]
-    results = Results(hosts=len(hosts), rounds=rounds)
+    results = Results(hosts=len(hosts), rounds=rounds, load=[os.getloadavg()])
     deploy = [str(inventory), str(DEPLOY)]
     plan = [(FIRST, deploy)]
     for _ in range(rounds):
@@ -339,6 +354,7 @@ def run_benchmark(lab: Lab, repository: Path, rounds: int, ansible: bool = False
                 run, _lines = run_pyinfra(kind, arguments, repository)
             results.runs.append(run)
             click.echo(f"  [{number}/{len(plan)}] {KIND_LABELS[kind]}: {run.seconds:.2f} s", err=True)
+        results.load.append(os.getloadavg())
     finally:
         if peer is not None:
             peer.remove_sockets()
@@ -383,7 +399,7 @@ def render_report(results: Results) -> str:
         runs = results.of(kind)
         if not runs:
             continue
-        rss = max(run.max_rss_kib for run in runs) / 1024
+        rss = results.peak_rss_mib(kind)
         lines.append(
             f"{KIND_LABELS[kind]:<34} {_spread([r.seconds for r in runs]):>22} "
             f"{_spread([r.cpu_seconds for r in runs]):>22} {rss:>7.0f} MiB"
@@ -439,6 +455,12 @@ def render_report(results: Results) -> str:
             cost = "failed" if ms is None else f"{ms:7.1f}  ({ms * results.hosts / cores / 1000:.2f} s)"
             lines.append(f"    {cost:>18}  {command}")
 
+    if results.load:
+        lines += [
+            "",
+            "machine load (1, 5, 15 min) as the runs began and ended: "
+            + "; ".join(" ".join(f"{value:.2f}" for value in load) for load in results.load),
+        ]
     lines += [
         "",
         f"ratio_noop_vs_floor: {ratio:.3f}",
@@ -447,7 +469,13 @@ def render_report(results: Results) -> str:
         f"noop_seconds: {results.median_seconds(NOOP):.3f}",
     ]
     if results.of(FIRST):
-        lines.append(f"first_deploy_seconds: {results.median_seconds(FIRST):.3f}")
+        first = results.of(FIRST)[0]
+        lines += [
+            f"first_deploy_seconds: {first.seconds:.3f}",
+            # Per host: flat when the first deploy scales linearly with the fleet.
+            f"first_deploy_ms_per_host: {first.seconds * 1000 / results.hosts:.1f}",
+            f"first_deploy_cpu_ms_per_host: {first.cpu_seconds * 1000 / results.hosts:.1f}",
+        ]
     if commands is not None:
         lines.append(f"ssh_commands_per_host: {max(commands.commands_per_host.values())}")
     if results.of(ANSIBLE):
@@ -457,8 +485,26 @@ def render_report(results: Results) -> str:
         lines.append(f"ansible_changed_per_run: {','.join(map(str, results.ansible_changed))}")
     # pyinfra's runs only: the Ansible peer's memory is its own row.
     pyinfra_rss = max(run.max_rss_kib for run in results.runs if run.kind != ANSIBLE)
-    lines.append(f"max_rss_mib: {pyinfra_rss / 1024:.1f}")
+    floor_rss, noop_rss = results.peak_rss_mib(FLOOR), results.peak_rss_mib(NOOP)
+    lines += [
+        f"max_rss_mib: {pyinfra_rss / 1024:.1f}",
+        f"floor_max_rss_mib: {floor_rss:.1f}",
+        f"noop_max_rss_mib: {noop_rss:.1f}",
+        f"noop_rss_over_floor_mib: {noop_rss - floor_rss:.1f}",
+    ]
     return "\n".join(lines)
+
+
+def _raise_open_file_limit() -> None:
+    """Let the bench and its pyinfra runs open as many files as the system allows them.
+
+    A deploy holds an SSH connection per host and opens a second one to confirm a switch, so 500 hosts
+    come close to the usual soft limit of 1024 descriptors.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 @contextlib.contextmanager
@@ -490,7 +536,35 @@ def bench_lab(hosts: int, directory: Path | None) -> Iterator[Lab]:
                 lab.down()
         finally:
             if owned:
-                shutil.rmtree(root, ignore_errors=True)
+                _remove_lab_directory(root)
+
+
+REMOVE_TIMEOUT_SECONDS = 30.0
+
+
+def _remove_lab_directory(root: Path) -> None:
+    """Remove the bench's own lab directory; say so when it cannot, after a bounded wait.
+
+    A host's directories stay mount points in its namespace until the kernel has let the namespace go,
+    a moment after its last process ended: removing them at once failed (EBUSY), and every bench left
+    its lab behind (380 MB at 500 hosts).
+    """
+    deadline = time.monotonic() + REMOVE_TIMEOUT_SECONDS
+    while True:
+        try:
+            shutil.rmtree(root)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            if time.monotonic() > deadline:
+                click.echo(
+                    f"could not remove the bench's lab directory {root} after {REMOVE_TIMEOUT_SECONDS:.0f}s "
+                    f"of trying ({error}); remove it by hand",
+                    err=True,
+                )
+                return
+            time.sleep(0.5)
 
 
 @click.command("bench")
@@ -533,6 +607,7 @@ def bench(
     Example: tailnix bench --hosts 20 --rounds 5 --ansible --boot
     """
     repository = repository.resolve()
+    _raise_open_file_limit()
     if not (repository / DEPLOY).is_file():
         raise click.ClickException(f"no {DEPLOY} in {repository}: give the repository root with --repository")
     try:

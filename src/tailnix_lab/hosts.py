@@ -55,6 +55,12 @@ EMULATOR_SERVER_LOG = "/var/log/tailnix-lab/emulator-server.log"
 
 HOST_OSES = ("nixos", "debian")
 START_TIMEOUT_SECONDS = 180.0
+START_BATCH = 50
+"""`Lab.up` starts at most this many hosts at a time."""
+START_SECONDS_PER_HOST = 1.0
+"""Hosts start together and each runs its first `nixos-rebuild switch` on the machine's few cores, so a
+start of N hosts may take START_TIMEOUT_SECONDS + N x this (200 hosts took 36 s on an idle 2-core machine,
+and several times that while other labs ran)."""
 STOP_TIMEOUT_SECONDS = 10.0
 SSH_BANNER_PREFIX = b"SSH-2.0-"
 
@@ -441,10 +447,16 @@ def _answers_ssh(port: int) -> bool:
         return False
 
 
+def start_timeout(count: int) -> float:
+    """Seconds a start of `count` hosts may take before the lab gives up on it."""
+    return START_TIMEOUT_SECONDS + START_SECONDS_PER_HOST * count
+
+
 def _wait_until_serving(layout: LabLayout, started: dict[str, tuple[int, subprocess.Popen[bytes]]]) -> None:
     """Wait (bounded) until every new host's sshd answers; raise with sshd's own words otherwise."""
     waiting = dict(started)
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    timeout = start_timeout(len(started))
+    deadline = time.monotonic() + timeout
     while waiting:
         for name, (port, process) in list(waiting.items()):
             if process.poll() is not None:
@@ -460,7 +472,7 @@ def _wait_until_serving(layout: LabLayout, started: dict[str, tuple[int, subproc
                 for name, (port, _process) in waiting.items()
             )
             raise LabError(
-                f"hosts not answering on their SSH port after {START_TIMEOUT_SECONDS:.0f}s: "
+                f"hosts not answering on their SSH port after {timeout:.0f}s: "
                 f"{', '.join(sorted(waiting))}\n{logs}"
             )
         time.sleep(0.05)
@@ -636,7 +648,11 @@ class Lab:
         wanted += [(f"debian-{i}", "debian") for i in range(1, other_os + 1)]
         flakes = {f"nixos-{i}": (flake_style, flake_git) for i in range(count - flake_hosts + 1, count + 1)}
         try:
-            lab._start_hosts(wanted, flakes, sudo)
+            # In batches: each host's first switch runs the real Nix evaluator, and hundreds at once
+            # would share the machine's memory and cores to no one's benefit.
+            batches = [wanted[first : first + START_BATCH] for first in range(0, len(wanted), START_BATCH)]
+            for batch in batches or [[]]:  # a lab of no hosts is recorded too
+                lab._start_hosts(batch, flakes, sudo)
             demo.write_demo_secrets(layout, lab.hosts)
             demo.write_inventory_file(layout, layout.inventory, lab.hosts)
         except BaseException:
@@ -686,7 +702,7 @@ class Lab:
         started: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
         new_hosts = []
         failure: LabError | None = None
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        deadline = time.monotonic() + start_timeout(len(wanted))
         try:
             for (name, _os_name), port in zip(wanted, ports, strict=True):
                 process = _start_host(self.layout, name)

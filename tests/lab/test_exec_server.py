@@ -250,3 +250,21 @@ def test_without_a_server_the_command_runs_in_a_new_interpreter(host: ServedHost
 def test_the_server_socket_is_root_only(host: ServedHost) -> None:
     assert host.socket.stat().st_mode & 0o077 == 0
     assert os.stat(host.socket).st_uid == 0
+
+
+def test_the_server_answers_from_the_control_plane_as_it_is_now(host: ServedHost, tmp_path: Path) -> None:
+    """The resident server keeps its parse of the control plane between calls only while no one has
+    changed it: a node the control plane logs out (here, from another process) is NeedsLogin at the next
+    `tailscale status` it answers, as tailscaled learns it from control (`ipn/ipnlocal/local.go`,
+    `nextStateLocked`: a node whose key control expired needs a login)."""
+    host.start_daemon()
+    control = ControlPlane(host.control)
+    key_file = tmp_path / "auth-key"
+    key_file.write_text(control.mint_key() + "\n")
+    up = host.run("tailscale", "up", f"--auth-key=file:{key_file}")
+    assert up.returncode == 0, up.stderr
+    for _ in range(3):  # answered from the same parse each time
+        assert json.loads(host.run("tailscale", "status", "--json").stdout)["BackendState"] == "Running"
+    (node,) = control.nodes()
+    control.logout(node["ID"])
+    assert json.loads(host.run("tailscale", "status", "--json").stdout)["BackendState"] == "NeedsLogin"

@@ -38,14 +38,26 @@ line=; read -r line < "$applied_file" 2>/dev/null; echo "applied=$line"
 command -v nix-instantiate > /dev/null && echo nix_instantiate=yes
 sha256sum "$secrets" "$module" "$configuration" 2>/dev/null
 printf configuration_b64=; base64 -w 0 "$configuration" 2>/dev/null; echo
-printf flake_b64=; base64 -w 0 "$nixos_dir/flake.nix" 2>/dev/null; echo
+printf flake_b64=; [ -e "$nixos_dir/flake.nix" ] && base64 -w 0 "$nixos_dir/flake.nix" 2>/dev/null; echo
 if [ -d "$nixos_dir/.git" ]; then
   echo git=yes; printf git_tracked=; git -C "$nixos_dir" ls-files -- "$@" 2>/dev/null | tr "\n" " "; echo
 fi
 # The node's state rides along, so that verifying a fleet where nothing changed costs nothing more.
+# Each JSON document goes on one line, its lines joined by the printf built-in (a JSON text holds no raw
+# newline inside a string, so nothing else changes): the deployer reads output a line at a time, at a cost
+# per line and host, and the two documents were most of the lines.
+set -f
+saved_ifs=$IFS
+IFS='
+'
 echo "--- tailscale_status"
-# `status --json` ends without a newline, as Go's MarshalIndent leaves it: the echo ends the line.
-tailscale status --json --peers=false 2>/dev/null; echo
+status=$(tailscale status --json --peers=false 2>/dev/null)
+# shellcheck disable=SC2086 # split into lines on purpose, globbing off
+printf '%s' $status; echo
 echo "--- tailscale_prefs"
-tailscale debug prefs 2>/dev/null; echo
+prefs=$(tailscale debug prefs 2>/dev/null)
+# shellcheck disable=SC2086
+printf '%s' $prefs; echo
+IFS=$saved_ifs
+set +f
 true

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 STATE_FILE = "control.json"
 LOCK_FILE = "control.lock"
+_PARSED: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+"""The last parse of each control plane file this process read, by the file's (inode, size, mtime)."""
 KEY_PREFIX = "tskey-auth-"
 # headscale's pre-auth keys (`hscontrol/db/preauth_keys.go`): hskey-auth-{12-char prefix}-{64-char secret}.
 HEADSCALE_KEY_PREFIX = "hskey-auth-"
@@ -185,6 +187,34 @@ class ControlPlane:
         finally:
             os.close(lock_fd)
 
+    @contextmanager
+    def _reading(self) -> Iterator[dict[str, Any]]:
+        """Yield the whole state to read (never to change) under a shared lock.
+
+        Every `tailscale status` of every lab host reads the control plane, which holds every node of the
+        lab: parsing it, and dumping it twice to compare, under one exclusive lock, cost each call time
+        that grew with the lab and made the calls of all hosts wait for each other. A reader shares the
+        lock, and a process (the host's resident emulator server) parses the file again only when a writer
+        has replaced it (a new inode, size or time: `_locked` writes a new file and renames it).
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_SH)
+            path = self.root / STATE_FILE
+            try:
+                found = path.stat()
+            except FileNotFoundError:
+                yield _empty_state()
+                return
+            version = (found.st_ino, found.st_size, found.st_mtime_ns)
+            cached = _PARSED.get(path)
+            if cached is None or cached[0] != version:
+                cached = _PARSED[path] = (version, json.loads(path.read_text()))
+            yield cached[1]
+        finally:
+            os.close(lock_fd)
+
     def mint_key(
         self,
         *,
@@ -236,7 +266,7 @@ class ControlPlane:
 
     def headscale_users(self) -> list[dict[str, Any]]:
         """The headscale stand-in's users, by ID."""
-        with self._locked() as state:
+        with self._reading() as state:
             return [dict(user) for user in _headscale(state)["users"]]
 
     def mint_headscale_key(
@@ -339,7 +369,7 @@ class ControlPlane:
 
     def key(self, key_id: str) -> dict[str, Any] | None:
         """The record of one auth key by its id (the key itself is never kept, only its hash)."""
-        with self._locked() as state:
+        with self._reading() as state:
             record = state["keys"].get(key_id)
         return dict(record) if isinstance(record, dict) else None
 
@@ -592,7 +622,7 @@ class ControlPlane:
 
     def now(self) -> float:
         """The time on the daemons' clock: the real time plus what `let_time_pass` added."""
-        with self._locked() as state:
+        with self._reading() as state:
             return _now(state)
 
     def set_derp_reachable(self, reachable: bool) -> None:
@@ -617,7 +647,7 @@ class ControlPlane:
     def node_and_path(self, node_id: str) -> tuple[dict[str, Any] | None, bool, float | None, float]:
         """One node; whether it has a live path (a reachable DERP or another node online); since when
         it has been unable to reach DERP (None while it can); and `now`."""
-        with self._locked() as state:
+        with self._reading() as state:
             node = self._find_node(state, node_id=node_id)
             blocked = state.get("blocked_paths", {})
             cut = blocked.get(node["HostName"]) if node is not None else None
@@ -642,23 +672,23 @@ class ControlPlane:
 
     def node(self, node_id: str) -> dict[str, Any] | None:
         """Return one node, or None when the control plane does not know it."""
-        with self._locked() as state:
+        with self._reading() as state:
             node = self._find_node(state, node_id=node_id)
             return dict(node) if node is not None else None
 
     def nodes(self) -> list[dict[str, Any]]:
         """Every node the control plane knows, logged out ones included."""
-        with self._locked() as state:
+        with self._reading() as state:
             return [dict(n) for n in state["nodes"]]
 
     def logins(self) -> list[dict[str, Any]]:
         """The log of successful logins: time, node id, host name, key id."""
-        with self._locked() as state:
+        with self._reading() as state:
             return [dict(e) for e in state["logins"]]
 
     def rejections(self) -> list[dict[str, Any]]:
         """The log of refused logins: time, key id (None when malformed), host name, reason."""
-        with self._locked() as state:
+        with self._reading() as state:
             return [dict(e) for e in state["rejections"]]
 
 

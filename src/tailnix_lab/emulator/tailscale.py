@@ -1272,8 +1272,7 @@ def run_debug(args: list[str], socket_path: str) -> int:
         raise CommandFailed(f"the lab's tailscale does not emulate 'tailscale debug {sub}'")
     values = parse_command_flags(DEBUG_PREFS, rest).values
     require_daemon(socket_path)
-    with tailscaled.locked_state() as state:
-        prefs = state.prefs
+    prefs = tailscaled.read_prefs()
     if values["pretty"]:
         print(pretty_prefs(prefs))
     else:

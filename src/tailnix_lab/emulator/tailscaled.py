@@ -231,6 +231,26 @@ def locked_state() -> Iterator[DaemonState]:
     reachability.enforce(exit_node)
 
 
+def read_prefs() -> dict[str, Any]:
+    """This node's prefs, read under a shared lock, for a call that only reads them (`debug prefs`).
+
+    `locked_state` writes the state back and settles the host's reachability after every call: for a
+    question asked of every host at every deploy that cost more than the answer.
+    """
+    path = host_path(STATE_PATH)
+    state_dir = host_path(STATE_DIR)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(dir_fd, fcntl.LOCK_SH)
+        if path.exists():
+            return DaemonState.from_json(json.loads(path.read_text())).prefs
+    finally:
+        os.close(dir_fd)
+    with locked_state() as state:  # no state yet: made as any other call makes it
+        return state.prefs
+
+
 def _write_state(path: Path, state: DaemonState) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
