@@ -292,6 +292,15 @@ def _say_earlier_switch(state: HostState, *, now: bool = False) -> None:
     """
     if state.switch_waited is not None and (now or host.state.current_stage == StateStage.Execute):
         result = (state.switch_result or "no result").split(" ", 2)
+        if result[0] in ("running", "switched") and not state.switch_running:
+            # The job is gone yet its last line says it is at work: stopped or killed before its result.
+            host.log_styled(
+                f"an earlier deploy's switch ({JOB_UNIT}) ended without a result (stopped or killed before "
+                "it finished); this deploy starts from what it left",
+                fg="yellow",
+                log_func=logger.warning,
+            )
+            return
         ended = result[0] + (f": {result[2]}" if len(result) > 2 else "")
         host.log_styled(
             f"waited {state.switch_waited}s for an earlier deploy's switch to end ({ended}); "

@@ -12,6 +12,8 @@ switch exit 4 is not this deploy's failure), and `result`, one line the deployer
 `running TOKEN`, `switched TOKEN`, `confirmed TOKEN`, `failed TOKEN STATUS REASON`, `rolled-back TOKEN REASON`.
 `confirm` holds the TOKEN to confirm, or `refuse TOKEN` and a line saying why, to roll back at once (a node
 that did not come back with the tags it logged in again for: tailnix.reauth).
+A job stopped or killed from outside (`systemctl stop`, the OOM killer) leaves `running TOKEN` behind: the
+host's wait (`switch-wait.sh`) then says `gone TOKEN`, and the deploy fails at once.
 """
 
 from __future__ import annotations
@@ -168,7 +170,7 @@ def _waited_result(host: Host, arguments: ConnectorArguments, token: str, wait: 
     """The result line once the job no longer runs, or after `wait` seconds; None when unreachable."""
     try:
         ok, stdout, stderr = _run(
-            host, arguments, host_scripts.command("switch-wait.sh", RESULT_FILE, token, wait)
+            host, arguments, host_scripts.command("switch-wait.sh", RESULT_FILE, token, wait, JOB_UNIT)
         )
     except ConnectionError:
         return None
@@ -294,6 +296,18 @@ def _follow(
         elif result is not None and result[0] != "running":
             break
         gevent.sleep(POLL_SECONDS)
+    if result is not None and result[0] == "gone":
+        gone = (
+            f"the switch job ({JOB_UNIT}) ended without a result: it was stopped or killed before it finished"
+        )
+        return SwitchOutcome(
+            False,
+            f"{gone}, so this deploy did not confirm the switch. The host may be on the new generation or the "
+            f"old one, with /etc/nixos edited (its originals kept for a restore); see {LOG_FILE} and "
+            f"`journalctl -u {JOB_UNIT}`. The next deploy reads the host afresh and switches again",
+            sentence=f"{gone}; this deploy did not confirm the switch (see {LOG_FILE}, `journalctl -u {JOB_UNIT}`)",
+            evidence=_error_lines(_failure_log(host, arguments)),
+        )
     if result is None or result[0] == "running":
         return SwitchOutcome(
             False,

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -285,3 +286,62 @@ def test_a_deploy_killed_at_any_step_converges_in_one_rerun(
     settled = deploy(inventory)
     assert settled.returncode == 0, settled
     assert settled.changed(SWITCH) == set(), settled
+
+
+# A oneshot unit whose start takes a while: the switch waits for it (switch-to-configuration starts the
+# units multi-user.target wants, one after another), so the switch job is still at work when it is stopped.
+SLOW_START = (
+    '  systemd.services.slow-start = { wantedBy = [ "multi-user.target" ]; '
+    'serviceConfig.Type = "oneshot"; script = "sleep 20"; };\n'
+)
+
+
+def test_a_switch_job_stopped_on_the_host_fails_the_deploy_and_the_next_run_completes(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """`systemctl stop tailnix-switch` (or the OOM killer) ends the job before it writes its result: the
+    deploy says so at once instead of waiting for the switch's whole allowance, and the next one switches."""
+    host = lab.add_host(os="nixos")
+    try:
+        configuration = lab.ssh(host.name, "cat /etc/nixos/configuration.nix").stdout
+        anchor = "  boot.loader.systemd-boot.enable = true;\n"
+        assert anchor in configuration
+        lab.ssh(
+            host.name,
+            "cat > /etc/nixos/configuration.nix",
+            input=configuration.replace(anchor, anchor + SLOW_START),
+        )
+        inventory = _fresh_inventory(lab, host, tmp_path)
+        process = start_deploy(inventory)
+        printed: list[str] = []
+        reader = threading.Thread(target=lambda: printed.extend(process.stderr or ()), daemon=True)
+        reader.start()
+        result = "cat /var/lib/tailnix/switch/result 2>/dev/null || true"
+        _wait_for(
+            lambda: lab.ssh(host.name, result).stdout.startswith("running "),
+            "the switch job is running",
+            limit=180,
+        )
+        lab.ssh(host.name, "systemctl stop tailnix-switch")
+        try:
+            process.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        reader.join(timeout=60)
+        output = "".join(printed)
+        assert process.returncode != 0, output
+        assert "the switch job (tailnix-switch) ended without a result" in output, output
+        assert "this deploy did not confirm the switch" in output, output
+        assert "did not finish within" not in output, output
+        # Stopped before it could write more: the host's result still names the stopped job.
+        assert lab.ssh(host.name, result).stdout.startswith("running ")
+
+        run = deploy(inventory)
+        assert run.returncode == 0, run
+        assert run.said(host.name, "an earlier deploy's switch (tailnix-switch) ended without a result"), run
+        assert run.changed(SWITCH) == {host.name}
+        status = json.loads(lab.ssh(host.name, "tailscale status --json --peers=false").stdout)
+        assert status["BackendState"] == "Running"
+    finally:
+        lab.stop_host(host.name)

@@ -124,6 +124,23 @@ def test_a_unit_name_in_use_is_refused(lab: Lab) -> None:
     lab.ssh("nixos-1", "systemd-run --wait --unit=busy-job true")
 
 
+def test_stopping_a_transient_unit_terminates_its_processes(lab: Lab) -> None:
+    """systemd.kill(5): KillMode= defaults to control-group and KillSignal= to SIGTERM, so `systemctl stop`
+    sends SIGTERM to every process of the unit, the job's children too."""
+    lab.ssh(
+        "nixos-1",
+        "systemd-run --unit=stopped-job /bin/sh -c "
+        "'trap \"echo terminated > /tmp/stopped-job; exit 0\" TERM; sleep 300 & wait'",
+    )
+    deadline = time.monotonic() + 30
+    while lab.ssh("nixos-1", "systemctl is-active stopped-job", check=False).stdout.strip() != "active":
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.2)
+    lab.ssh("nixos-1", "systemctl stop stopped-job")
+    assert lab.ssh("nixos-1", "cat /tmp/stopped-job").stdout.strip() == "terminated"
+    assert lab.ssh("nixos-1", "systemctl is-active stopped-job", check=False).stdout.strip() == "inactive"
+
+
 def test_bad_command_lines_are_refused_like_the_real_one(lab: Lab) -> None:
     for command, message in (
         ("systemd-run", "Command line to execute required."),
